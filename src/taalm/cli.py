@@ -1,0 +1,65 @@
+"""The ``taalm`` command: one typed config per subcommand (see ``taalm.config``), the same functions as the API.
+
+User errors print one line (``taalm: pairs.jsonl:17: missing field 'task'``) and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from taalm.config import add_arguments, config_from_args
+from taalm.errors import TaalmError
+
+
+def _commands() -> dict[str, tuple[type, Callable[[Any], Any], str]]:
+    from taalm import config
+
+    def meta_train(cfg):
+        from taalm.meta_train import meta_train as run
+
+        print(f"φ written to {run(cfg)}")
+
+    def weights(cfg):
+        from taalm.inspect_weights import show_weights
+
+        show_weights(cfg)
+
+    return {
+        "meta-train": (config.MetaTrainConfig, meta_train, "meta-train a Train-Attention model φ for a base model θ"),
+        "weights": (config.WeightsConfig, weights, "show φ's token weights (terminal, HTML heatmap, PNG)"),
+    }
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    commands = _commands()
+    parser = argparse.ArgumentParser(prog="taalm", description="Train-Attention (TAALM) and continual knowledge learning")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (cls, _, help_text) in commands.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text), cls)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="taalm: warning: %(message)s")
+    cls, run, _ = commands[args.command]
+    try:
+        cfg = config_from_args(cls, args)
+        _quiet_libraries()
+        run(cfg)
+    except TaalmError as e:
+        print(f"taalm: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("taalm: interrupted (resume with --resume)", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,211 @@
+"""Typed configs shared by the CLI, YAML files and the Python API.
+
+Each command has one dataclass; its fields (with the paper's defaults) are the command's options: ``dummy_steps``
+becomes ``--dummy-steps``, ``--config FILE.yaml`` fills fields from a file, and explicit flags win over the file.
+Validation happens in ``__post_init__`` with errors that name the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from taalm.errors import TaalmError
+
+C = TypeVar("C")
+
+
+def option(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field with a help text (shown by ``taalm CMD --help``)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+def _check(condition: bool, name: str, message: str) -> None:
+    if not condition:
+        raise TaalmError(f"option --{name.replace('_', '-')}: {message}")
+
+
+def _check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, name, f"{value!r} is not one of {', '.join(choices)}")
+
+
+@dataclass
+class ModelOptions:
+    """How θ (and φ's backbone) are loaded and adapted; shared by every command that trains."""
+
+    lora_r: int = option(64, "LoRA rank (paper: 64)")
+    lora_alpha: int = option(16, "LoRA alpha (paper: 16)")
+    lora_dropout: float = option(0.1, "LoRA dropout (paper: 0.1)")
+    qlora: bool = option(False, "load θ in 4 bit (needs CUDA and bitsandbytes)")
+    dtype: str = option("auto", "compute dtype: auto (bf16 autocast on GPU, float32 on CPU), float32, bfloat16, float64")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N")
+    attn_implementation: str = option("auto", "attention kernel for plain steps: auto, eager, sdpa")
+    log: str = option("none", "experiment tracking: none, tensorboard, wandb")
+
+    def __post_init__(self) -> None:
+        _check(self.lora_r > 0, "lora_r", "must be positive")
+        _check(self.lora_alpha > 0, "lora_alpha", "must be positive")
+        _check(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
+        _check_choice(self.dtype, "dtype", ("auto", "float32", "bfloat16", "float64"))
+        _check_choice(self.attn_implementation, "attn_implementation", ("auto", "eager", "sdpa"))
+        _check_choice(self.log, "log", ("none", "tensorboard", "wandb"))
+
+
+OBJECTIVES = ("obj", "change2", "change3")
+
+
+@dataclass
+class MetaTrainConfig(ModelOptions):
+    """``taalm meta-train``: learn φ so that one weighted inner step of θ on D best solves T_D."""
+
+    theta: str = option("smollm2-135m", "base model θ: alias, local directory or Hugging Face id")
+    pairs: str = option("", "JSONL of {document, task, answer} (LAMA-ckl rows with evidence/task_descriptive/object work too)")
+    out: str = option("", "output directory: the trained φ, its config, history and checkpoints")
+    phi: str = option("", "φ backbone (default: same as --theta); must share θ's tokenizer")
+    dummy_steps: int = option(1, "non-differentiable inner steps before the differentiable one")
+    inner_lr: float = option(2e-4, "inner AdamW learning rate (θ)")
+    inner_weight_decay: float = option(0.01, "inner AdamW weight decay")
+    outer_lr: float = option(2e-4, "outer AdamW learning rate (φ)")
+    meta_batch: int = option(16, "pairs per φ update (their meta-gradients are averaged)")
+    inner_batch: int = option(1, "pairs per inner problem (official: 1; larger is faster, changes the inner problem)")
+    max_length: int = option(512, "documents are truncated to this many tokens (with a warning)")
+    objective: str = option("obj", "outer objective: obj (task label NLL after the step), change2, change3")
+    restrict: bool = option(False, "add the official restrict term: |NLL change| on an unrelated task")
+    updates: int = option(0, "number of φ updates (0: --epochs passes over the pairs)")
+    epochs: int = option(1, "passes over the pairs when --updates is 0")
+    held_out: int = option(0, "pairs kept out of training (the last N), for validation and inspection")
+    checkpoint_every: int = option(10, "φ updates between checkpoints")
+    resume: bool = option(False, "continue from the checkpoint in --out")
+    seed: int = option(0, "seed for data order, LoRA init and dropout")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(bool(self.pairs), "pairs", "is required")
+        _check(bool(self.out), "out", "is required")
+        _check(self.dummy_steps >= 0, "dummy_steps", "must be >= 0")
+        _check(self.inner_lr > 0, "inner_lr", "must be positive")
+        _check(self.outer_lr > 0, "outer_lr", "must be positive")
+        _check(self.meta_batch > 0, "meta_batch", "must be positive")
+        _check(self.inner_batch > 0, "inner_batch", "must be positive")
+        _check(self.meta_batch % self.inner_batch == 0, "meta_batch", "must be a multiple of --inner-batch")
+        _check(self.max_length >= 2, "max_length", "must be >= 2")
+        _check_choice(self.objective, "objective", OBJECTIVES)
+        _check(self.updates >= 0, "updates", "must be >= 0")
+        _check(self.epochs > 0, "epochs", "must be positive")
+        _check(self.held_out >= 0, "held_out", "must be >= 0")
+        _check(self.checkpoint_every > 0, "checkpoint_every", "must be positive")
+
+
+@dataclass
+class WeightsConfig:
+    """``taalm weights``: show where a trained φ puts its weight."""
+
+    phi: str = option("", "trained φ directory (output of meta-train)")
+    text: str = option("", "a document to weigh")
+    file: str = option("", "JSONL of documents ({text} or {document} or LAMA-ckl rows)")
+    out: str = option("weights.html", "HTML heatmap to write (a PNG is written next to it)")
+    limit: int = option(20, "at most this many documents from --file")
+    max_length: int = option(512, "documents are truncated to this many tokens")
+    color: bool = option(True, "colour the terminal output")
+    device: str = option("auto", "auto, cpu, cuda")
+
+    def __post_init__(self) -> None:
+        _check(bool(self.phi), "phi", "is required")
+        _check(bool(self.text) != bool(self.file), "text", "give exactly one of --text and --file")
+        _check(self.limit > 0, "limit", "must be positive")
+
+
+def _field_type(cls: type, f: dataclasses.Field) -> Any:
+    hints = typing.get_type_hints(cls)
+    tp = hints[f.name]
+    if isinstance(tp, types.UnionType):  # "X | None"
+        tp = next(t for t in typing.get_args(tp) if t is not type(None))
+    return tp
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--flag`` per dataclass field; defaults stay unset so YAML values are not overridden by them."""
+    parser.add_argument("--config", help="YAML (or JSON) file with option values; flags override it")
+    for f in dataclasses.fields(cls):
+        tp = _field_type(cls, f)
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        if typing.get_origin(tp) is list:
+            parser.add_argument(flag, nargs="+", default=argparse.SUPPRESS, help=help_text)
+        elif tp is bool:
+            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=argparse.SUPPRESS,
+                                help=help_text, metavar="BOOL")
+        else:
+            parser.add_argument(flag, type=tp, default=argparse.SUPPRESS, help=help_text)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise TaalmError(f"{path}: config file not found")
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        raise TaalmError(f"{path}:{line + 1 if line is not None else '?'}: malformed YAML") from None
+    if not isinstance(data, dict):
+        raise TaalmError(f"{path}: expected a mapping of option names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
+    """Construct ``cls`` from a mapping, rejecting unknown keys by name."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise TaalmError(f"{source}: unknown option {unknown[0]!r}")
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise TaalmError(f"{source}: {e}") from None
+
+
+def config_from_args(cls: type[C], namespace: argparse.Namespace) -> C:
+    values: dict[str, Any] = {}
+    config_path = getattr(namespace, "config", None)
+    if config_path:
+        values.update(load_config_file(config_path))
+    values.update({k: v for k, v in vars(namespace).items() if k not in ("config", "command", "func")})
+    return build_config(cls, values, source=config_path or "command line")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """The resolved config, next to every output, as YAML (readable back with ``--config``)."""
+    import yaml
+
+    from taalm.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True))
+
+
+def config_json(config: Any) -> str:
+    return json.dumps(to_dict(config), sort_keys=True)

@@ -1,0 +1,60 @@
+"""``taalm weights``: where does a trained φ tell θ to learn?
+
+    taalm weights --phi runs/phi --text "Santiago is the capital of Chile ." --out weights.html
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from taalm import models, viz
+from taalm.config import WeightsConfig
+from taalm.data import DOCUMENT_FIELDS, encode
+from taalm.errors import TaalmError
+from taalm.io import read_jsonl
+from taalm.weighting import TrainAttention, document_weights, is_train_attention_dir
+
+
+def _documents(cfg: WeightsConfig) -> list[tuple[str, str]]:
+    if cfg.text:
+        return [("text", cfg.text)]
+    documents = []
+    for line, record in read_jsonl(cfg.file):
+        field = next((f for f in DOCUMENT_FIELDS if f in record), None)
+        if field is None or not isinstance(record[field], str):
+            raise TaalmError(f"{cfg.file}:{line}: missing field 'text'")
+        if not record[field].strip():
+            raise TaalmError(f"{cfg.file}:{line}: field {field!r} is empty")
+        documents.append((f"{Path(cfg.file).name}:{line}", record[field]))
+        if len(documents) == cfg.limit:
+            break
+    if not documents:
+        raise TaalmError(f"{cfg.file}: no records")
+    return documents
+
+
+def token_texts(tokenizer, ids: list[int]) -> list[str]:
+    """Each token as the text it stands for (spaces included), for display."""
+    return [tokenizer.decode([i]) for i in ids]
+
+
+def show_weights(cfg: WeightsConfig) -> list[tuple[str, list[str], list[float]]]:
+    """Print φ's weights per token and write the HTML heatmap and a PNG next to it; returns what was drawn."""
+    if not is_train_attention_dir(cfg.phi):
+        raise TaalmError(f"option --phi: {cfg.phi} is not a trained φ directory (no phi_config.json)")
+    documents = _documents(cfg)
+    phi = TrainAttention.load(cfg.phi)
+    phi.to(models.pick_device(cfg.device))
+    tokenizer = models.load_tokenizer(phi.backbone_name)
+    encoded = [encode(tokenizer, text, cfg.max_length, where=name).input_ids for name, text in documents]
+    weights = document_weights(phi, encoded)
+    # weight j belongs to token j+1 (the first token is never predicted, so it has none)
+    drawn = [(name, token_texts(tokenizer, ids)[1:], w) for (name, _), ids, w in zip(documents, encoded, weights)]
+    for name, tokens, w in drawn:
+        print(f"== {name}  (mean weight {sum(w) / len(w):.3f})")
+        print(viz.format_weights_terminal(tokens, w, color=cfg.color))
+    out = Path(cfg.out)
+    viz.write_weights_html(out, drawn, title=f"Train-Attention weights ({cfg.phi})")
+    viz.write_weights_png(out.with_suffix(".png"), drawn)
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return drawn

