@@ -6,9 +6,11 @@ User errors print one line (``taalm: pairs.jsonl:17: missing field 'task'``) and
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +31,16 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], Any], str]]:
 
         show_weights(cfg)
 
+    def learn(cfg):
+        from taalm.ckl import learn as run
+
+        result = run(cfg)
+        for record in result.metrics[-max(1, len(cfg.probes)):]:
+            print(json.dumps(record))
+        print(f"adapter, metrics and plot written to {result.out}")
+
     return {
+        "learn": (config.LearnConfig, learn, "make θ learn a document set with one CKL method"),
         "meta-train": (config.MetaTrainConfig, meta_train, "meta-train a Train-Attention model φ for a base model θ"),
         "weights": (config.WeightsConfig, weights, "show φ's token weights (terminal, HTML heatmap, PNG)"),
     }
@@ -51,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         add_arguments(sub.add_parser(name, help=help_text, description=help_text), cls)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="taalm: warning: %(message)s")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter, not the user's concern
     cls, run, _ = commands[args.command]
     try:
         cfg = config_from_args(cls, args)

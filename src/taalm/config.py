@@ -209,3 +209,66 @@ def save_config(config: Any, path: str | Path) -> None:
 
 def config_json(config: Any) -> str:
     return json.dumps(to_dict(config), sort_keys=True)
+
+
+@dataclass
+class LearnConfig(ModelOptions):
+    """``taalm learn``: θ learns a document set with one method; probes are evaluated after every epoch."""
+
+    model: str = option("smollm2-135m", "base model θ: alias, local directory or Hugging Face id")
+    docs: str = option("", "JSONL of documents {text} (optional answer/task: oracle weights)")
+    out: str = option("", "output directory: adapter weights, metrics.jsonl, config, learning-curve PNG")
+    method: str = option("finetune", "finetune, oracle, taalm, rho1, recadam, mixreview, kadapter, or a combination "
+                                     "such as taalm+kadapter")
+    phi: str = option("", "trained φ directory (method taalm)")
+    probes: list[str] = option([], "probe sets NAME=FILE.jsonl ({task, answer} rows); accuracy and PPL per epoch")
+    epochs: int = option(30, "passes over the documents")
+    lr: float = option(1e-4, "AdamW learning rate")
+    batch_size: int = option(64, "documents per optimizer step (official LAMA-ckl: 8 per GPU x 8 GPUs)")
+    micro_batch: int = option(8, "documents per forward pass (gradients are accumulated up to --batch-size)")
+    max_length: int = option(512, "documents longer than this are truncated to it, with a warning")
+    eval_batch: int = option(32, "probes per evaluation forward pass")
+    rho1_ratio: float = option(0.6, "RHO-1: fraction of tokens kept per sequence")
+    recadam_k: float = option(0.5, "RecAdam: sigmoid anneal rate k")
+    recadam_t0: int = option(250, "RecAdam: anneal midpoint t0 (optimizer steps)")
+    recadam_coefficient: float = option(5000.0, "RecAdam: pretrain (quadratic pull) coefficient")
+    review_docs: str = option("", "Mix-Review: JSONL of documents not to forget, replayed during training")
+    review_ratio: float = option(1.0, "Mix-Review: review documents per training document at epoch 0")
+    review_decay: float = option(0.9, "Mix-Review: the review share at epoch e is ratio * decay**e (1.0: constant)")
+    checkpoint_every: int = option(0, "optimizer steps between mid-epoch checkpoints (0: only at epoch ends)")
+    resume: bool = option(False, "continue the run in --out")
+    seed: int = option(0, "seed for data order, adapter init and dropout")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from taalm.methods import parse_method
+
+        _check(bool(self.docs), "docs", "is required")
+        _check(bool(self.out), "out", "is required")
+        method = parse_method(self.method)
+        _check(not (method.weights == "taalm" and not self.phi), "phi", "method taalm needs a trained φ (--phi DIR)")
+        _check(not (method.mixreview and not self.review_docs), "review_docs",
+               "method mixreview needs documents to review (--review-docs FILE)")
+        _check(self.epochs > 0, "epochs", "must be positive")
+        _check(self.lr > 0, "lr", "must be positive")
+        _check(self.batch_size > 0, "batch_size", "must be positive")
+        _check(self.micro_batch > 0, "micro_batch", "must be positive")
+        _check(self.max_length >= 2, "max_length", "must be >= 2")
+        _check(0.0 < self.rho1_ratio <= 1.0, "rho1_ratio", "must be in (0, 1]")
+        _check(self.review_ratio >= 0, "review_ratio", "must be >= 0")
+        _check(0.0 < self.review_decay <= 1.0, "review_decay", "must be in (0, 1]")
+        _check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        for spec in self.probes:
+            _check("=" not in spec or bool(spec.split("=", 1)[0]) and bool(spec.split("=", 1)[1]), "probes",
+                   f"{spec!r} is not NAME=FILE")
+
+
+def probe_sets(specs: list[str]) -> dict[str, str]:
+    """``["to_learn=a.jsonl", "b.jsonl"]`` → ``{"to_learn": "a.jsonl", "b": "b.jsonl"}``."""
+    out = {}
+    for spec in specs:
+        name, path = spec.split("=", 1) if "=" in spec else (Path(spec).stem, spec)
+        if name in out:
+            raise TaalmError(f"option --probes: two probe sets named {name!r}")
+        out[name] = path
+    return out

@@ -1,0 +1,313 @@
+"""``taalm learn``: the one continual-knowledge-learning loop. Every method plugs into it (see ``taalm.methods``).
+
+    taalm learn --docs new_facts.jsonl --method taalm --phi runs/phi --probes to_learn=probes.jsonl --out runs/taalm
+
+Per optimizer step: a chunk of ``batch_size`` documents (plus Mix-Review documents), split into length-sorted
+micro-batches whose gradients are accumulated; the loss of each sequence is TAALM's weighted mean
+Σ nll_t·w_t / Σ w_t with w from the method (1, oracle mask, cached φ weights, or RHO-1's selection).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from taalm import losses, models, runtime
+from taalm.config import LearnConfig, probe_sets, save_config, to_dict
+from taalm.data import Encoded, encode, length_sorted_chunks, load_documents, load_probes, pad_batch, pad_token_id
+from taalm.errors import TaalmError
+from taalm.io import atomic_dir, atomic_write_bytes, atomic_write_text, write_jsonl
+from taalm.methods import Method, parse_method, rho1_weights
+from taalm.tracking import make_tracker
+
+log = logging.getLogger("taalm")
+CHECKPOINT = "checkpoint"
+WEIGHTS_CACHE = "token_weights.pt"
+
+
+@dataclass
+class LearnResult:
+    out: Path
+    metrics: list[dict]
+
+
+def _encode_all(tokenizer, texts, max_length: int, what: str, answers=None) -> list[Encoded]:
+    encoded = [encode(tokenizer, t.text if hasattr(t, "text") else t.task, max_length,
+                      answer=answers[i] if answers else None, where=t.source) for i, t in enumerate(texts)]
+    truncated = sum(e.truncated for e in encoded)
+    if truncated:
+        log.warning("%d of %d %s truncated to --max-length %d tokens", truncated, len(encoded), what, max_length)
+    return encoded
+
+
+def build_model(cfg: LearnConfig, method: Method, device: torch.device) -> torch.nn.Module:
+    """θ with fresh LoRA, or the frozen base with a K-Adapter; only the adapter is trainable."""
+    base = models.load_causal_lm(cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation,
+                                 qlora=cfg.qlora)
+    if method.kadapter:
+        from taalm.kadapter import KAdapterForCausalLM
+
+        model = KAdapterForCausalLM(base)
+    else:
+        model = models.add_lora(base, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, qlora=cfg.qlora)
+    return model.to(device)
+
+
+def static_weights(cfg: LearnConfig, method: Method, docs: list[Encoded], tokenizer, out: Path,
+                   device: torch.device) -> list[torch.Tensor] | None:
+    """Token weights that do not change during learning: the oracle mask, or φ's weights computed once and cached."""
+    if method.weights == "oracle":
+        return [torch.tensor(e.label[1:], dtype=torch.float32) for e in docs]
+    if method.weights != "taalm":
+        return None
+    cache = out / WEIGHTS_CACHE
+    if cache.is_file():
+        return torch.load(cache)
+    from taalm.weighting import TrainAttention, document_weights, is_train_attention_dir
+
+    if not is_train_attention_dir(cfg.phi):
+        raise TaalmError(f"option --phi: {cfg.phi} is not a trained φ directory (no phi_config.json)")
+    phi = TrainAttention.load(cfg.phi).to(device)
+    if not models.same_tokenizer(tokenizer, models.load_tokenizer(phi.backbone_name)):
+        raise TaalmError(f"option --phi: φ's backbone {phi.backbone_name!r} does not share θ's tokenizer")
+    started = time.time()
+    weights = [torch.tensor(w, dtype=torch.float32) for w in document_weights(phi, [e.input_ids for e in docs])]
+    n_tokens = sum(len(e.input_ids) for e in docs)
+    log.info("φ weights: %d documents, %.2f s per 1k tokens", len(docs), (time.time() - started) / n_tokens * 1000)
+    del phi
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    atomic_write_bytes(cache, buffer.getvalue())  # a killed run never leaves half a cache
+    return weights
+
+
+@torch.no_grad()
+def reference_nll(model: torch.nn.Module, method: Method, docs: list[Encoded], pad_id: int, micro_batch: int,
+                  device: torch.device) -> list[torch.Tensor]:
+    """RHO-1's reference losses: the model before learning (LoRA disabled / K-Adapter's frozen base), once per doc."""
+    model.eval()
+    out: list[torch.Tensor] = [torch.empty(0)] * len(docs)
+    for chunk in length_sorted_chunks(list(range(len(docs))), [len(e.input_ids) for e in docs], micro_batch):
+        batch = pad_batch([docs[i] for i in chunk], pad_id)
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        if method.kadapter:
+            logits = model.base(input_ids=ids, attention_mask=mask).logits
+        else:
+            with model.disable_adapter():
+                logits = model(input_ids=ids, attention_mask=mask).logits
+        nll = losses.token_nll(logits, ids).float().cpu()
+        for row, i in enumerate(chunk):
+            out[i] = nll[row, : len(docs[i].input_ids) - 1]
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, probes: dict[str, list[Encoded]], pad_id: int, batch_size: int,
+             device: torch.device, dtype: str) -> dict[str, dict[str, float]]:
+    """Teacher-forced label-token accuracy (mean over probes) and label-token perplexity per probe set."""
+    model.eval()
+    results = {}
+    for name, items in probes.items():
+        accuracies, total_nll, n_tokens = [], 0.0, 0
+        for chunk in length_sorted_chunks(list(range(len(items))), [len(e.input_ids) for e in items], batch_size):
+            batch = {k: v.to(device) for k, v in pad_batch([items[i] for i in chunk], pad_id).items()}
+            with runtime.autocast(device, dtype):
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            labels = batch["label_mask"]
+            accuracies += losses.label_accuracy(logits, batch["input_ids"], labels).tolist()
+            total_nll += float((losses.token_nll(logits, batch["input_ids"]).float() * labels).sum())
+            n_tokens += int(labels.sum())
+        results[name] = {"accuracy": sum(accuracies) / len(accuracies), "perplexity": losses.perplexity(total_nll, n_tokens)}
+    return results
+
+
+def review_count(n_docs: int, epoch: int, ratio: float, decay: float) -> int:
+    """Mix-Review: review documents that accompany ``n_docs`` training documents at ``epoch`` (0-based)."""
+    return int(round(n_docs * ratio * decay**epoch))
+
+
+def _padded(rows: list[torch.Tensor], width: int) -> torch.Tensor:
+    out = torch.zeros(len(rows), width)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+class Learner:
+    """State of one run: the model, optimizer, documents and per-document weight sources."""
+
+    def __init__(self, cfg: LearnConfig, method: Method, model, optimizer, docs, review, weights, reference, pad_id,
+                 device):
+        self.cfg, self.method, self.model, self.optimizer = cfg, method, model, optimizer
+        self.docs, self.review, self.weights, self.reference = docs, review, weights, reference
+        self.pad_id, self.device = pad_id, device
+
+    def review_sample(self, n_docs: int, epoch: int, step: int) -> list[int]:
+        if not self.method.mixreview:
+            return []
+        k = review_count(n_docs, epoch, self.cfg.review_ratio, self.cfg.review_decay)
+        rng = random.Random(f"{self.cfg.seed}/{epoch}/{step}")
+        if k <= len(self.review):
+            return rng.sample(range(len(self.review)), k)
+        return [rng.randrange(len(self.review)) for _ in range(k)]
+
+    def step(self, doc_ids: list[int], epoch: int, step: int) -> float:
+        """One optimizer step on ``doc_ids`` (+ review documents); returns the mean loss."""
+        items = [("doc", i) for i in doc_ids] + [("review", i) for i in self.review_sample(len(doc_ids), epoch, step)]
+        encoded = [self.docs[i] if kind == "doc" else self.review[i] for kind, i in items]
+        self.model.train()
+        total = 0.0
+        for chunk in length_sorted_chunks(list(range(len(items))), [len(e.input_ids) for e in encoded],
+                                          self.cfg.micro_batch):
+            batch = {k: v.to(self.device) for k, v in pad_batch([encoded[j] for j in chunk], self.pad_id).items()}
+            with runtime.autocast(self.device, self.cfg.dtype):
+                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            nll = losses.token_nll(logits, batch["input_ids"]).float()
+            weights = self.token_weights([items[j] for j in chunk], nll, batch["loss_mask"])
+            loss = losses.weighted_loss(nll, weights, batch["loss_mask"]) * (len(chunk) / len(items))
+            loss.backward()
+            total += float(loss)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def token_weights(self, items: list[tuple[str, int]], nll: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        width = nll.size(1)
+        ones = mask.new_ones(mask.shape)
+        if self.weights is not None:  # oracle / taalm: fixed per document; review documents weigh every token
+            rows = [self.weights[i] if kind == "doc" else torch.ones(width) for kind, i in items]
+            return _padded(rows, width).to(nll.device)
+        if self.method.weights == "rho1":
+            reference = _padded([self.reference[i] if kind == "doc" else torch.zeros(width) for kind, i in items],
+                                width).to(nll.device)
+            selected = rho1_weights(nll.detach() - reference, mask, self.cfg.rho1_ratio)
+            is_doc = torch.tensor([kind == "doc" for kind, _ in items], device=nll.device).unsqueeze(-1)
+            return torch.where(is_doc, selected, ones)
+        return ones
+
+
+def _make_optimizer(cfg: LearnConfig, method: Method, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    if method.recadam:
+        from taalm.recadam import RecAdam
+
+        return RecAdam(params, lr=cfg.lr, anneal_k=cfg.recadam_k, anneal_t0=cfg.recadam_t0,
+                       pretrain_cof=cfg.recadam_coefficient)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_adapter(model: torch.nn.Module, method: Method, out: Path) -> Path:
+    """LoRA as a peft adapter directory (``PeftModel.from_pretrained`` loads it), or the K-Adapter's safetensors."""
+    target = out / ("kadapter" if method.kadapter else "adapter")
+    with atomic_dir(target) as tmp:
+        if method.kadapter:
+            model.save_adapter(tmp)
+        else:
+            model.save_pretrained(str(tmp))
+    return target
+
+
+def _records(epoch: int, results: dict[str, dict[str, float]], train_loss: float | None, seconds: float) -> list[dict]:
+    return [{"epoch": epoch, "probe": name, **values, "train_loss": train_loss, "seconds": round(seconds, 2)}
+            for name, values in results.items()]
+
+
+def learn(cfg: LearnConfig) -> LearnResult:
+    """Run ``cfg.method`` over ``cfg.docs`` for ``cfg.epochs`` epochs; resumable; returns the metrics."""
+    method = parse_method(cfg.method)
+    documents = load_documents(cfg.docs)
+    if method.weights == "oracle":
+        missing = next((d for d in documents if d.answer is None), None)
+        if missing is not None:
+            raise TaalmError(f"{missing.source}: method oracle needs an 'answer' field in every document")
+    probe_files = probe_sets(cfg.probes)
+    probes = {name: load_probes(path) for name, path in probe_files.items()}
+    review = load_documents(cfg.review_docs) if method.mixreview else []
+    if method.weights == "taalm":
+        from taalm.weighting import is_train_attention_dir
+
+        if not is_train_attention_dir(cfg.phi):
+            raise TaalmError(f"option --phi: {cfg.phi} is not a trained φ directory (no phi_config.json)")
+    tokenizer = models.load_tokenizer(cfg.model)
+    answers = [d.answer for d in documents] if method.weights == "oracle" else None
+    docs = _encode_all(tokenizer, documents, cfg.max_length, "documents", answers)
+    review_enc = _encode_all(tokenizer, review, cfg.max_length, "review documents")
+    probe_enc = {name: _encode_all(tokenizer, items, cfg.max_length, f"{name} probes", [p.answer for p in items])
+                 for name, items in probes.items()}
+    out = runtime.check_output_dir(cfg.out, cfg.resume, CHECKPOINT)
+    device = models.pick_device(cfg.device)
+    pad_id = pad_token_id(tokenizer)
+
+    runtime.seed_everything(cfg.seed)
+    model = build_model(cfg, method, device)
+    optimizer = _make_optimizer(cfg, method, [p for p in model.parameters() if p.requires_grad])
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    weights = static_weights(cfg, method, docs, tokenizer, out, device)
+    reference = reference_nll(model, method, docs, pad_id, cfg.micro_batch, device) if method.weights == "rho1" else None
+    learner = Learner(cfg, method, model, optimizer, docs, review_enc, weights, reference, pad_id, device)
+    tracker = make_tracker(cfg.log, out, to_dict(cfg))
+
+    chunks_per_epoch = math.ceil(len(docs) / cfg.batch_size)
+    state = runtime.load_checkpoint(out / CHECKPOINT) if cfg.resume else None
+    if state is not None:
+        model.load_state_dict(state["trainable"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        runtime.set_rng_state(state["rng"])
+        metrics, epoch0, step0, epoch_losses = state["metrics"], state["epoch"], state["step"], state["losses"]
+        log.warning("resuming %s at epoch %d, step %d", out, epoch0 + 1, step0)
+    else:
+        started = time.time()
+        metrics = _records(0, evaluate(model, probe_enc, pad_id, cfg.eval_batch, device, cfg.dtype), None,
+                           time.time() - started)
+        epoch0, step0, epoch_losses = 0, 0, []
+
+    def checkpoint(epoch: int, step: int) -> None:
+        runtime.save_checkpoint(out / CHECKPOINT, {
+            "trainable": _trainable_state(model), "optimizer": optimizer.state_dict(), "rng": runtime.rng_state(),
+            "metrics": metrics, "epoch": epoch, "step": step, "losses": epoch_losses})
+
+    progress = tqdm(total=cfg.epochs * chunks_per_epoch, initial=epoch0 * chunks_per_epoch + step0,
+                    desc=f"learn [{method.name}]", dynamic_ncols=True)
+    for epoch in range(epoch0, cfg.epochs):
+        started = time.time()
+        order = list(range(len(docs)))
+        random.Random(cfg.seed * 1000003 + epoch).shuffle(order)
+        for step in range(step0 if epoch == epoch0 else 0, chunks_per_epoch):
+            epoch_losses.append(learner.step(order[step * cfg.batch_size:(step + 1) * cfg.batch_size], epoch, step))
+            progress.update(1)
+            progress.set_postfix(epoch=epoch + 1, loss=f"{epoch_losses[-1]:.3f}")
+            done = epoch * chunks_per_epoch + step + 1
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and step + 1 < chunks_per_epoch:
+                checkpoint(epoch, step + 1)
+        train_loss = sum(epoch_losses) / len(epoch_losses)
+        results = evaluate(model, probe_enc, pad_id, cfg.eval_batch, device, cfg.dtype)
+        metrics += _records(epoch + 1, results, train_loss, time.time() - started)
+        tracker.log({"train_loss": train_loss, **{f"{n}/{k}": v for n, r in results.items() for k, v in r.items()}},
+                    epoch + 1)
+        epoch_losses = []
+        checkpoint(epoch + 1, 0)
+        write_jsonl(out / "metrics.jsonl", metrics)
+    progress.close()
+    tracker.close()
+
+    save_adapter(model, method, out)
+    write_jsonl(out / "metrics.jsonl", metrics)
+    if probes:
+        from taalm.viz import plot_learning_curves
+
+        plot_learning_curves(metrics, out / "learning_curve.png", title=f"{method.name} on {Path(cfg.docs).name}")
+    atomic_write_text(out / "DONE", json.dumps({"epochs": cfg.epochs}) + "\n")
+    return LearnResult(out, metrics)
