@@ -111,28 +111,37 @@ def reference_nll(model: torch.nn.Module, method: Method, docs: list[Encoded], p
 
 
 @torch.no_grad()
+def score_probes(model: torch.nn.Module, items: list[Encoded], pad_id: int, batch_size: int, device: torch.device,
+                 dtype: str = "auto") -> tuple[list[float], float, int]:
+    """Per-probe teacher-forced label-token accuracy (in input order), summed label NLL, and label-token count."""
+    model.eval()
+    accuracies = [0.0] * len(items)
+    total_nll, n_tokens = 0.0, 0
+    for chunk in length_sorted_chunks(list(range(len(items))), [len(e.input_ids) for e in items], batch_size):
+        batch = {k: v.to(device) for k, v in pad_batch([items[i] for i in chunk], pad_id).items()}
+        with runtime.autocast(device, dtype):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["label_mask"]
+        for i, accuracy in zip(chunk, losses.label_accuracy(logits, batch["input_ids"], labels).tolist()):
+            accuracies[i] = accuracy
+        total_nll += float((losses.token_nll(logits, batch["input_ids"]).float() * labels).sum())
+        n_tokens += int(labels.sum())
+    return accuracies, total_nll, n_tokens
+
+
 def evaluate(model: torch.nn.Module, probes: dict[str, list[Encoded]], pad_id: int, batch_size: int,
              device: torch.device, dtype: str) -> dict[str, dict[str, float]]:
-    """Teacher-forced label-token accuracy (mean over probes) and label-token perplexity per probe set."""
-    model.eval()
+    """Label-token accuracy (mean over probes) and label-token perplexity for each probe set."""
     results = {}
     for name, items in probes.items():
-        accuracies, total_nll, n_tokens = [], 0.0, 0
-        for chunk in length_sorted_chunks(list(range(len(items))), [len(e.input_ids) for e in items], batch_size):
-            batch = {k: v.to(device) for k, v in pad_batch([items[i] for i in chunk], pad_id).items()}
-            with runtime.autocast(device, dtype):
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            labels = batch["label_mask"]
-            accuracies += losses.label_accuracy(logits, batch["input_ids"], labels).tolist()
-            total_nll += float((losses.token_nll(logits, batch["input_ids"]).float() * labels).sum())
-            n_tokens += int(labels.sum())
+        accuracies, total_nll, n_tokens = score_probes(model, items, pad_id, batch_size, device, dtype)
         results[name] = {"accuracy": sum(accuracies) / len(accuracies), "perplexity": losses.perplexity(total_nll, n_tokens)}
     return results
 
 
 def review_count(n_docs: int, epoch: int, ratio: float, decay: float) -> int:
     """Mix-Review: review documents that accompany ``n_docs`` training documents at ``epoch`` (0-based)."""
-    return int(round(n_docs * ratio * decay**epoch))
+    return round(n_docs * ratio * decay**epoch)
 
 
 def _padded(rows: list[torch.Tensor], width: int) -> torch.Tensor:
@@ -175,7 +184,7 @@ class Learner:
             weights = self.token_weights([items[j] for j in chunk], nll, batch["loss_mask"])
             loss = losses.weighted_loss(nll, weights, batch["loss_mask"]) * (len(chunk) / len(items))
             loss.backward()
-            total += float(loss)
+            total += float(loss.detach())
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total
@@ -255,7 +264,9 @@ def learn(cfg: LearnConfig) -> LearnResult:
     optimizer = _make_optimizer(cfg, method, [p for p in model.parameters() if p.requires_grad])
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
+    rng = runtime.rng_state()  # building φ draws random numbers: keep θ's dropout stream that of plain finetuning
     weights = static_weights(cfg, method, docs, tokenizer, out, device)
+    runtime.set_rng_state(rng)
     reference = reference_nll(model, method, docs, pad_id, cfg.micro_batch, device) if method.weights == "rho1" else None
     learner = Learner(cfg, method, model, optimizer, docs, review_enc, weights, reference, pad_id, device)
     tracker = make_tracker(cfg.log, out, to_dict(cfg))
