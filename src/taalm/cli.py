@@ -39,7 +39,26 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], Any], str]]:
             print(json.dumps(record))
         print(f"adapter, metrics and plot written to {result.out}")
 
+    def tailor(cfg):
+        from taalm.lama_ckl import tailor as run
+
+        run(cfg)
+
+    def bench(cfg):
+        from taalm.lama_ckl import run_bench
+
+        run_bench(cfg, command="taalm " + " ".join(sys.argv[1:]))
+        print(f"summary.json, table.md and curves.png written to {cfg.out}")
+
+    def demo(cfg):
+        from taalm.demo import run_demo
+
+        run_demo(cfg, command="taalm " + " ".join(sys.argv[1:]))
+
     return {
+        "tailor": (config.TailorConfig, tailor, "select the LAMA-ckl sets that fit a model"),
+        "bench": (config.BenchConfig, bench, "run a benchmark (lama-ckl) with every method; paper table and plots"),
+        "demo": (config.BenchConfig, demo, "the whole TAALM pipeline on LAMA-ckl with the quick preset (CPU)"),
         "learn": (config.LearnConfig, learn, "make θ learn a document set with one CKL method"),
         "meta-train": (config.MetaTrainConfig, meta_train, "meta-train a Train-Attention model φ for a base model θ"),
         "weights": (config.WeightsConfig, weights, "show φ's token weights (terminal, HTML heatmap, PNG)"),
@@ -59,8 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taalm", description="Train-Attention (TAALM) and continual knowledge learning")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (cls, _, help_text) in commands.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text), cls)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "bench":
+            command_parser.add_argument("benchmark", choices=["lama-ckl"], help="which benchmark")
+        add_arguments(command_parser, cls)
     args = parser.parse_args(argv)
+    if args.command == "demo":  # the demo is the quick preset unless told otherwise
+        for key, default in (("preset", "quick"), ("out", "demo-out")):
+            if not hasattr(args, key):
+                setattr(args, key, default)
     logging.basicConfig(level=logging.WARNING, format="taalm: warning: %(message)s")
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter, not the user's concern
     cls, run, _ = commands[args.command]

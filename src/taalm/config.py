@@ -70,6 +70,7 @@ class MetaTrainConfig(ModelOptions):
     pairs: str = option("", "JSONL of {document, task, answer} (LAMA-ckl rows with evidence/task_descriptive/object work too)")
     out: str = option("", "output directory: the trained φ, its config, history and checkpoints")
     phi: str = option("", "φ backbone (default: same as --theta); must share θ's tokenizer")
+    phi_layers: int = option(0, "keep only the first N transformer layers of φ's backbone (0: all)")
     dummy_steps: int = option(1, "non-differentiable inner steps before the differentiable one")
     inner_lr: float = option(2e-4, "inner AdamW learning rate (θ)")
     inner_weight_decay: float = option(0.01, "inner AdamW weight decay")
@@ -91,6 +92,7 @@ class MetaTrainConfig(ModelOptions):
         _check(bool(self.pairs), "pairs", "is required")
         _check(bool(self.out), "out", "is required")
         _check(self.dummy_steps >= 0, "dummy_steps", "must be >= 0")
+        _check(self.phi_layers >= 0, "phi_layers", "must be >= 0")
         _check(self.inner_lr > 0, "inner_lr", "must be positive")
         _check(self.outer_lr > 0, "outer_lr", "must be positive")
         _check(self.meta_batch > 0, "meta_batch", "must be positive")
@@ -190,7 +192,9 @@ def config_from_args(cls: type[C], namespace: argparse.Namespace) -> C:
     config_path = getattr(namespace, "config", None)
     if config_path:
         values.update(load_config_file(config_path))
-    values.update({k: v for k, v in vars(namespace).items() if k not in ("config", "command", "func")})
+    values.update({k: v for k, v in vars(namespace).items() if k not in ("config", "command", "func", "benchmark")})
+    if "preset" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
+        values = with_preset(values)
     return build_config(cls, values, source=config_path or "command line")
 
 
@@ -272,3 +276,92 @@ def probe_sets(specs: list[str]) -> dict[str, str]:
             raise TaalmError(f"option --probes: two probe sets named {name!r}")
         out[name] = path
     return out
+
+
+@dataclass
+class TailorConfig:
+    """``taalm tailor``: select the LAMA-ckl sets that fit a model (what it does not know / knows)."""
+
+    model: str = option("smollm2-135m", "model to tailor the sets to: alias, local directory or Hugging Face id")
+    out: str = option("", "output directory: to_learn.jsonl, not_to_forget.jsonl, meta_pool.jsonl, tailor.json")
+    split: str = option("tailored", "tailored (by the model's own accuracy) or official (the paper's sets as shipped)")
+    data_dir: str = option("", "directory with variant/invariant_*.jsonl (default: the copies shipped with taalm)")
+    to_learn: int = option(0, "stop once this many To-Learn rows are found (rows scored in a seeded order; 0: all)")
+    not_to_forget: int = option(0, "stop once this many Not-To-Forget rows are found (0: all)")
+    seed: int = option(0, "order in which rows are scored when a limit is set")
+    eval_batch: int = option(32, "rows per forward pass")
+    max_length: int = option(512, "documents are truncated to this many tokens")
+    device: str = option("auto", "auto, cpu, cuda")
+
+    def __post_init__(self) -> None:
+        _check(bool(self.out), "out", "is required")
+        _check(self.to_learn >= 0 and self.not_to_forget >= 0, "to_learn", "limits must be >= 0")
+        _check_choice(self.split, "split", ("tailored", "official"))
+        _check(self.eval_batch > 0, "eval_batch", "must be positive")
+
+
+@dataclass
+class BenchConfig(ModelOptions):
+    """``taalm bench lama-ckl``: every method on LAMA-ckl, the paper's table, curves and a summary."""
+
+    model: str = option("smollm2-135m", "base model θ")
+    out: str = option("", "output directory (resumable: finished methods are skipped)")
+    preset: str = option("", "paper or quick: fills every option not given explicitly")
+    methods: str = option("finetune,oracle,taalm,rho1,recadam,mixreview,kadapter,taalm+mixreview,taalm+recadam,"
+                          "taalm+kadapter", "comma-separated methods")
+    split: str = option("tailored", "tailored or official")
+    tailor_dir: str = option("", "an existing `taalm tailor` output (default: tailor into OUT/split)")
+    phi: str = option("", "trained φ directory (default: meta-train φ on the meta pool into OUT/phi)")
+    to_learn: int = option(0, "use at most this many To-Learn rows (0: all)")
+    not_to_forget: int = option(0, "use at most this many Not-To-Forget rows (0: all)")
+    meta_pool: int = option(0, "use at most this many meta-pool pairs for φ (0: all)")
+    epochs: int = option(30, "epochs of learning")
+    lr: float = option(1e-4, "learning rate of θ")
+    batch_size: int = option(64, "documents per optimizer step")
+    micro_batch: int = option(8, "documents per forward pass")
+    max_length: int = option(512, "documents are truncated to this many tokens")
+    eval_batch: int = option(32, "probes per forward pass")
+    meta_updates: int = option(0, "φ updates (0: one pass over the meta pool)")
+    meta_batch: int = option(16, "pairs per φ update")
+    inner_batch: int = option(1, "pairs per inner problem")
+    phi_layers: int = option(0, "keep only the first N layers of φ's backbone (0: all)")
+    dummy_steps: int = option(1, "non-differentiable inner steps before the differentiable one")
+    objective: str = option("obj", "φ's outer objective: obj, change2, change3")
+    meta_max_length: int = option(512, "max tokens of a meta-training document")
+    seed: int = option(0, "seed for sampling, data order and initialisation")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from taalm.methods import parse_method
+
+        _check(bool(self.out), "out", "is required")
+        _check_choice(self.split, "split", ("tailored", "official"))
+        _check_choice(self.objective, "objective", OBJECTIVES)
+        _check(bool(self.method_list()), "methods", "no method given")
+        for name in self.method_list():
+            parse_method(name)
+        for name in ("to_learn", "not_to_forget", "meta_pool", "meta_updates"):
+            _check(getattr(self, name) >= 0, name, "must be >= 0")
+        _check(self.epochs > 0, "epochs", "must be positive")
+
+    def method_list(self) -> list[str]:
+        return [m.strip() for m in self.methods.split(",") if m.strip()]
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's LAMA-ckl protocol: all rows, 30 epochs, lr 1e-4, 64 documents per step, φ on the whole pool.
+    "paper": {"epochs": 30, "lr": 1e-4, "batch_size": 64, "micro_batch": 8, "max_length": 512, "to_learn": 0,
+              "not_to_forget": 0, "meta_pool": 0, "meta_batch": 16, "inner_batch": 1, "meta_updates": 0},
+    # A CPU-sized run: a few dozen rows, short documents, a short φ meta-training, a larger lr for the few steps.
+    "quick": {"epochs": 4, "lr": 1e-3, "batch_size": 8, "micro_batch": 8, "max_length": 96, "to_learn": 16,
+              "not_to_forget": 16, "meta_pool": 64, "meta_batch": 4, "inner_batch": 1, "meta_updates": 6,
+              "meta_max_length": 64, "phi_layers": 4, "lora_dropout": 0.0, "methods": "finetune,oracle,taalm"},
+}
+
+
+def with_preset(values: dict[str, Any]) -> dict[str, Any]:
+    """Preset values under explicitly given ones."""
+    preset = values.get("preset") or ""
+    if preset and preset not in PRESETS:
+        raise TaalmError(f"option --preset: {preset!r} is not one of {', '.join(PRESETS)}")
+    return {**PRESETS.get(preset, {}), **values}

@@ -31,7 +31,7 @@ def build_models(cfg: MetaTrainConfig, device: torch.device) -> tuple[torch.nn.M
     theta = models.load_causal_lm(cfg.theta, dtype=cfg.dtype, attn_implementation="eager")
     theta = models.add_lora(theta, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout).to(device)
     phi = TrainAttention.create(cfg.phi or cfg.theta, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, dtype=cfg.dtype,
-                                attn_implementation="eager").to(device)
+                                attn_implementation="eager", num_layers=cfg.phi_layers).to(device)
     return theta, phi
 
 

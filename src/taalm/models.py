@@ -131,12 +131,23 @@ def load_causal_lm(name: str, dtype: str = "auto", attn_implementation: str = "a
     return model
 
 
-def load_backbone(name: str, dtype: str = "auto", attn_implementation: str = "auto") -> nn.Module:
-    """The transformer without its LM head (hidden states out), for φ."""
+def load_backbone(name: str, dtype: str = "auto", attn_implementation: str = "auto", num_layers: int = 0) -> nn.Module:
+    """The transformer without its LM head (hidden states out), for φ; ``num_layers`` > 0 keeps only the first
+    layers (a cheaper φ, as the paper pairs a smaller φ with a larger θ)."""
     from transformers import AutoModel
 
     model = _load(AutoModel.from_pretrained, name, dtype=param_dtype(dtype), attn_implementation=_attn(attn_implementation))
     model.config.use_cache = False
+    if num_layers:
+        layers = getattr(model, "layers", None)
+        if not isinstance(layers, nn.ModuleList):
+            raise TaalmError(f"option --phi-layers: cannot truncate {name!r} (no .layers list)")
+        if num_layers > len(layers):
+            raise TaalmError(f"option --phi-layers: {name!r} has only {len(layers)} layers")
+        model.layers = layers[:num_layers]
+        model.config.num_hidden_layers = num_layers
+        if getattr(model.config, "layer_types", None):
+            model.config.layer_types = model.config.layer_types[:num_layers]
     return model
 
 

@@ -28,10 +28,11 @@ HEAD_INIT_BIAS = 4.0
 
 
 class TrainAttention(nn.Module):
-    def __init__(self, backbone: nn.Module, backbone_name: str, lora: dict[str, float]):
+    def __init__(self, backbone: nn.Module, backbone_name: str, lora: dict[str, float], num_layers: int = 0):
         super().__init__()
         self.backbone = backbone
         self.backbone_name = backbone_name
+        self.num_layers = num_layers
         self.lora = dict(lora)
         hidden = backbone.config.hidden_size
         self.head = nn.Linear(hidden, 1, dtype=next(backbone.parameters()).dtype)
@@ -40,10 +41,11 @@ class TrainAttention(nn.Module):
 
     @classmethod
     def create(cls, backbone_name: str, r: int = 64, alpha: int = 16, dropout: float = 0.1, dtype: str = "auto",
-               attn_implementation: str = "auto") -> TrainAttention:
-        backbone = models.load_backbone(backbone_name, dtype=dtype, attn_implementation=attn_implementation)
+               attn_implementation: str = "auto", num_layers: int = 0) -> TrainAttention:
+        backbone = models.load_backbone(backbone_name, dtype=dtype, attn_implementation=attn_implementation,
+                                        num_layers=num_layers)
         backbone = models.add_lora(backbone, r=r, alpha=alpha, dropout=dropout)
-        return cls(backbone, backbone_name, {"r": r, "alpha": alpha, "dropout": dropout})
+        return cls(backbone, backbone_name, {"r": r, "alpha": alpha, "dropout": dropout}, num_layers)
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -67,7 +69,7 @@ class TrainAttention(nn.Module):
         save_file(adapter, str(directory / ADAPTER_FILE))
         save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, str(directory / HEAD_FILE))
         atomic_write_json(directory / CONFIG_FILE, {"format": "taalm-train-attention/1", "backbone": self.backbone_name,
-                                                    "lora": self.lora, "dtype": str(self.head.weight.dtype)})
+                                                    "num_layers": self.num_layers, "lora": self.lora, "dtype": str(self.head.weight.dtype)})
 
     @classmethod
     def load(cls, directory: str | Path, dtype: str = "auto", attn_implementation: str = "auto") -> TrainAttention:
@@ -80,7 +82,8 @@ class TrainAttention(nn.Module):
         config = json.loads(config_path.read_text())
         lora = config["lora"]
         phi = cls.create(config["backbone"], r=int(lora["r"]), alpha=int(lora["alpha"]), dropout=float(lora["dropout"]),
-                         dtype=dtype, attn_implementation=attn_implementation)
+                         dtype=dtype, attn_implementation=attn_implementation,
+                         num_layers=int(config.get("num_layers", 0)))
         set_peft_model_state_dict(phi.backbone, load_file(str(directory / ADAPTER_FILE)))
         phi.head.load_state_dict({k: v.to(phi.head.weight.dtype) for k, v in load_file(str(directory / HEAD_FILE)).items()})
         return phi

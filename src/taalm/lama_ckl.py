@@ -1,0 +1,297 @@
+"""LAMA-ckl (Seo et al. 2024, §4.1): tailoring the sets to a model, the benchmark runner, and the paper's table.
+
+    taalm tailor --model smollm2-135m --out runs/split
+    taalm bench lama-ckl --model smollm2-135m --preset quick --out runs/lama
+
+Tailoring keeps what makes the numbers meaningful for *this* model: To-Learn = variant facts it gets entirely wrong
+(accuracy 0), Not-To-Forget = invariant_descriptive facts it gets entirely right (accuracy 1, the official NF file),
+meta pool = every other invariant fact (both invariant files, deduplicated by uuid), disjoint from both by fact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from taalm import models
+from taalm.config import BenchConfig, LearnConfig, MetaTrainConfig, TailorConfig, save_config
+from taalm.data import encode, pad_token_id
+from taalm.errors import TaalmError
+from taalm.io import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+
+log = logging.getLogger("taalm")
+FILES = ("variant", "invariant_descriptive", "invariant_schematic")
+NF_FILE = "invariant_descriptive"
+REQUIRED = ("uuid", "subject", "object", "evidence", "task_descriptive")
+
+
+def data_file(name: str, data_dir: str = "") -> Path:
+    if data_dir:
+        return Path(data_dir) / f"{name}.jsonl"
+    return Path(__file__).parent / "resources" / "lama_ckl" / f"{name}.jsonl.gz"
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """LAMA-ckl rows, each checked for its fields; ``_where`` records file:line for reports."""
+    rows = []
+    for line, record in read_jsonl(path):
+        for name in REQUIRED:
+            if not isinstance(record.get(name), str) or not record[name].strip():
+                raise TaalmError(f"{path}:{line}: missing field {name!r}")
+        rows.append({**record, "_where": f"{path.name}:{line}"})
+    return rows
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pair_record(row: dict[str, Any]) -> dict[str, Any]:
+    """The row as taalm's generic record: document (evidence), task (cloze), answer (object)."""
+    return {"document": row["evidence"], "task": row["task_descriptive"], "answer": row["object"],
+            "text": row["evidence"], "uuid": row["uuid"], "subject": row["subject"]}
+
+
+class RowScorer:
+    """The base model's label-token accuracy on rows' cloze tasks (loaded once, scored on demand)."""
+
+    def __init__(self, model_name: str, eval_batch: int, max_length: int, device: str):
+        self.tokenizer = models.load_tokenizer(model_name)
+        self.device = models.pick_device(device)
+        self.model = models.load_causal_lm(model_name).to(self.device)
+        self.eval_batch, self.max_length = eval_batch, max_length
+        self.skipped: list[dict] = []
+
+    def usable(self, row: dict, document: bool = False) -> bool:
+        """Whether the answer survives tokenization of the cloze task (and, with ``document``, of the evidence θ
+        learns: a fact cut out of its document cannot be learned, and oracle weights need it); else listed in
+        ``skipped``."""
+        try:
+            encode(self.tokenizer, row["task_descriptive"], self.max_length, answer=row["object"], where=row["_where"])
+            if document:
+                encode(self.tokenizer, row["evidence"], self.max_length, answer=row["object"],
+                       where=f"{row['_where']} (evidence)")
+        except TaalmError as e:
+            self.skipped.append({"row": row["_where"], "uuid": row["uuid"], "reason": str(e)})
+            return False
+        return True
+
+    def __call__(self, rows: list[dict]) -> list[float | None]:
+        """Accuracy per row; None (and a report in ``skipped``) when the answer is not usable."""
+        from taalm.ckl import score_probes
+
+        encoded, index = [], []
+        for i, row in enumerate(rows):
+            try:
+                encoded.append(encode(self.tokenizer, row["task_descriptive"], self.max_length, answer=row["object"],
+                                      where=row["_where"]))
+                index.append(i)
+            except TaalmError as e:
+                self.skipped.append({"row": row["_where"], "uuid": row["uuid"], "reason": str(e)})
+        scores, _, _ = score_probes(self.model, encoded, pad_token_id(self.tokenizer), self.eval_batch, self.device)
+        out: list[float | None] = [None] * len(rows)
+        for i, score in zip(index, scores):
+            out[i] = score
+        return out
+
+
+def _select(rows: list[dict], keep, limit: int, seed: int, scorer: RowScorer, scores: dict[str, float | None],
+            chunk: int = 64, document: bool = False) -> list[dict]:
+    """Usable rows whose base accuracy satisfies ``keep``; with a limit, rows are scored in a seeded order until
+    enough. Unusable rows (see ``RowScorer.usable``) are recorded with accuracy None and never selected."""
+    order = list(rows)
+    if limit:
+        random.Random(seed).shuffle(order)
+    selected: list[dict] = []
+    for k in range(0, len(order), chunk):
+        part = []
+        for row in order[k:k + chunk]:
+            if scorer.usable(row, document):
+                part.append(row)
+            else:
+                scores[row["_where"]] = None
+        for row, score in zip(part, scorer(part) if part else []):
+            scores[row["_where"]] = score
+            if score is not None and keep(score) and (not limit or len(selected) < limit):
+                selected.append(row)
+        if limit and len(selected) >= limit:
+            break
+    return selected
+
+
+def tailor(cfg: TailorConfig) -> Path:
+    """Write to_learn / not_to_forget / meta_pool (JSONL) and tailor.json (model, hashes, counts, per-row accuracy)."""
+    paths = {name: data_file(name, cfg.data_dir) for name in FILES}
+    rows = {name: read_rows(path) for name, path in paths.items()}
+    scorer = RowScorer(cfg.model, cfg.eval_batch, cfg.max_length, cfg.device)
+    scores: dict[str, float | None] = {}
+    official = cfg.split == "official"
+    to_learn = _select(rows["variant"], lambda a: official or a == 0.0, cfg.to_learn, cfg.seed, scorer, scores,
+                       document=True)
+    nf = _select(rows[NF_FILE], lambda a: official or a == 1.0, cfg.not_to_forget, cfg.seed, scorer, scores)
+    taken = {r["uuid"] for r in nf} | {r["uuid"] for r in rows["variant"]}
+    unusable = {s["row"] for s in scorer.skipped}
+    pool, seen = [], set()
+    for r in rows["invariant_descriptive"] + rows["invariant_schematic"]:
+        if r["uuid"] not in taken and r["uuid"] not in seen and r["_where"] not in unusable and scorer.usable(r):
+            pool.append(r)
+            seen.add(r["uuid"])
+    if scorer.skipped:
+        log.warning("%d rows skipped (answer not usable); listed in tailor.json", len(scorer.skipped))
+    report = {
+        "model": cfg.model, "split": cfg.split,
+        "files": {name: {"path": str(p), "sha256": _sha256(p), "rows": len(rows[name])} for name, p in paths.items()},
+        "rule": {"to_learn": "all variant rows" if official else "variant rows with base accuracy 0",
+                 "not_to_forget": f"all {NF_FILE} rows" if official else f"{NF_FILE} rows with base accuracy 1",
+                 "meta_pool": "every other invariant row (descriptive + schematic), deduplicated and disjoint by uuid",
+                 "limits": {"to_learn": cfg.to_learn, "not_to_forget": cfg.not_to_forget, "seed": cfg.seed}},
+        "counts": {"to_learn": len(to_learn), "not_to_forget": len(nf), "meta_pool": len(pool),
+                   "scored": len(scores), "skipped": len(scorer.skipped)},
+        "skipped": scorer.skipped,
+        "base_accuracy": scores,
+    }
+    with atomic_dir(cfg.out) as tmp:
+        for name, selected in (("to_learn", to_learn), ("not_to_forget", nf), ("meta_pool", pool)):
+            write_jsonl(tmp / f"{name}.jsonl", [pair_record(r) for r in selected])
+        atomic_write_json(tmp / "tailor.json", report)
+        save_config(cfg, tmp / "config.yaml")
+    print(f"tailored LAMA-ckl for {cfg.model}: {report['counts']}")
+    return Path(cfg.out)
+
+
+def summarize_curve(curve: list[tuple[float, float]]) -> dict[str, Any]:
+    """The paper's columns from a curve indexed by epoch (0 = before training): Top Acc = max To-Learn over the
+    training epochs (earliest on ties), its epoch, NF Acc at that epoch, Total Knowledge = Top + NF."""
+    if len(curve) < 2:
+        raise ValueError("a curve needs epoch 0 and at least one training epoch")
+    best = max(range(1, len(curve)), key=lambda e: (curve[e][0], e))
+    top, nf = curve[best]
+    return {"top_acc": top, "epoch": best, "nf_acc": nf, "total": top + nf, "curve": [list(p) for p in curve]}
+
+
+def curve_from_metrics(records: list[dict]) -> list[tuple[float, float]]:
+    acc = {(r["epoch"], r["probe"]): r["accuracy"] for r in records}
+    epochs = sorted({r["epoch"] for r in records})
+    return [(acc[(e, "to_learn")], acc[(e, "not_to_forget")]) for e in epochs]
+
+
+def _subsample(path: Path, limit: int, seed: int, out: Path) -> Path:
+    records = [r for _, r in read_jsonl(path)]
+    if limit and limit < len(records):
+        records = sorted(random.Random(seed).sample(records, limit), key=lambda r: r["uuid"])
+    write_jsonl(out, records)
+    return out
+
+
+def _table(summary: dict[str, Any]) -> str:
+    lines = ["| Method | Top Acc | Epoch | NF Acc | Total Knowledge | seconds |", "|---|---|---|---|---|---|"]
+    for name, m in summary["methods"].items():
+        lines.append(f"| {name} | {m['top_acc']:.3f} | {m['epoch']} | {m['nf_acc']:.3f} | {m['total']:.3f} | "
+                     f"{m['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _finished(directory: Path) -> bool:
+    return (directory / "DONE").is_file()
+
+
+def _resumable(directory: Path) -> bool:
+    """Whether an unfinished run in ``directory`` has a checkpoint to resume; one killed before its first
+    checkpoint holds nothing worth keeping and is cleared, so it starts over instead of refusing a non-empty --out."""
+    if (directory / "checkpoint").exists():
+        return True
+    if directory.is_dir():
+        shutil.rmtree(directory)
+    return False
+
+
+def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
+    """Tailor (or reuse), meta-train φ on the meta pool (unless given), learn with every method; resumable."""
+    from taalm.ckl import learn
+    from taalm.meta_train import meta_train
+    from taalm.viz import plot_method_curves
+
+    started = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    split_dir = Path(cfg.tailor_dir) if cfg.tailor_dir else out / "split"
+    if not (split_dir / "tailor.json").is_file():
+        if cfg.tailor_dir:
+            raise TaalmError(f"option --tailor-dir: {split_dir} has no tailor.json")
+        tailor(TailorConfig(model=cfg.model, out=str(split_dir), split=cfg.split, device=cfg.device,
+                            to_learn=cfg.to_learn, not_to_forget=cfg.not_to_forget, seed=cfg.seed,
+                            eval_batch=cfg.eval_batch, max_length=cfg.max_length))
+    sets = out / "sets"
+    sets.mkdir(exist_ok=True)
+    to_learn = _subsample(split_dir / "to_learn.jsonl", cfg.to_learn, cfg.seed, sets / "to_learn.jsonl")
+    nf = _subsample(split_dir / "not_to_forget.jsonl", cfg.not_to_forget, cfg.seed, sets / "not_to_forget.jsonl")
+    pool = _subsample(split_dir / "meta_pool.jsonl", cfg.meta_pool, cfg.seed, sets / "meta_pool.jsonl")
+    counts = {name: sum(1 for _ in read_jsonl(p)) for name, p in
+              (("to_learn", to_learn), ("not_to_forget", nf), ("meta_pool", pool))}
+    if counts["to_learn"] == 0 or counts["not_to_forget"] == 0:
+        raise TaalmError(f"{split_dir}: empty To-Learn or Not-To-Forget set ({counts})")
+    model_options = {k: getattr(cfg, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "qlora", "dtype", "device",
+                                                   "attn_implementation", "log")}
+    phi_dir, phi_seconds = cfg.phi, 0.0
+    needs_phi = any("taalm" in m for m in cfg.method_list())
+    if needs_phi and not phi_dir:
+        phi_dir = str(out / "phi")
+        if not _finished(Path(phi_dir)):
+            t0 = time.time()
+            meta_train(MetaTrainConfig(
+                theta=cfg.model, pairs=str(pool), out=phi_dir, updates=cfg.meta_updates, meta_batch=cfg.meta_batch,
+                inner_batch=cfg.inner_batch, phi_layers=cfg.phi_layers, dummy_steps=cfg.dummy_steps, objective=cfg.objective,
+                max_length=cfg.meta_max_length, seed=cfg.seed, resume=_resumable(Path(phi_dir)),
+                **{k: v for k, v in model_options.items() if k not in ("qlora",)}))
+            phi_seconds = time.time() - t0
+    results: dict[str, Any] = {}
+    previous = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
+    for name in cfg.method_list():
+        run_dir = out / "methods" / name
+        t0 = time.time()
+        if not _finished(run_dir):
+            learn(LearnConfig(
+                model=cfg.model, docs=str(to_learn), out=str(run_dir), method=name, phi=phi_dir,
+                probes=[f"to_learn={to_learn}", f"not_to_forget={nf}"], epochs=cfg.epochs, lr=cfg.lr,
+                batch_size=cfg.batch_size, micro_batch=cfg.micro_batch, max_length=cfg.max_length,
+                eval_batch=cfg.eval_batch, review_docs=str(nf), seed=cfg.seed, checkpoint_every=1,
+                resume=_resumable(run_dir), **model_options))
+            seconds = time.time() - t0
+        else:
+            seconds = previous.get("methods", {}).get(name, {}).get("seconds", 0.0)
+        metrics = [r for _, r in read_jsonl(run_dir / "metrics.jsonl")]
+        results[name] = {**summarize_curve(curve_from_metrics(metrics)), "seconds": round(seconds, 1),
+                         "seconds_per_epoch": round(seconds / cfg.epochs, 1)}
+    summary = {
+        "model": cfg.model, "split": counts, "split_kind": cfg.split, "device": _device_name(cfg.device),
+        "command": command or "taalm bench lama-ckl " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
+                                                                  asdict(cfg).items() if v not in ("", None)),
+        "wall_seconds": round(time.time() - started + previous.get("wall_seconds", 0.0), 1),
+        "phi": {"dir": phi_dir, "meta_train_seconds": round(phi_seconds, 1)} if needs_phi else None,
+        "methods": results,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "table.md", _table(summary))
+    plot_method_curves({n: [tuple(p) for p in m["curve"]] for n, m in results.items()}, out / "curves.png",
+                       title=f"LAMA-ckl, {cfg.model} ({counts['to_learn']} to learn, {counts['not_to_forget']} NF)")
+    print(_table(summary))
+    return summary
+
+
+def _device_name(device: str) -> str:
+    import platform
+
+    import torch
+
+    resolved = models.pick_device(device)
+    if resolved.type == "cuda":
+        return torch.cuda.get_device_name(resolved)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
