@@ -22,7 +22,7 @@ def _documents(cfg: WeightsConfig) -> list[tuple[str, str]]:
     for line, record in read_jsonl(cfg.file):
         field = next((f for f in DOCUMENT_FIELDS if f in record), None)
         if field is None or not isinstance(record[field], str):
-            raise TaalmError(f"{cfg.file}:{line}: missing field 'text'")
+            raise TaalmError(f"{cfg.file}:{line}: missing field 'text' (or 'document' / 'evidence')")
         if not record[field].strip():
             raise TaalmError(f"{cfg.file}:{line}: field {field!r} is empty")
         documents.append((f"{Path(cfg.file).name}:{line}", record[field]))

@@ -1,0 +1,198 @@
+"""Tests for the ``taalm`` command: one-line user errors with exit code 2, a YAML-configured happy path, shipped YAMLs.
+
+python -m pytest -q tests/test_cli.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taalm import cli, models
+from taalm.config import MetaTrainConfig, WeightsConfig, build_config, load_config_file
+from taalm.errors import TaalmError
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = {"document": "Santiago is the capital of Chile . The fox jumps .", "task": "Santiago is the capital of Chile .",
+        "answer": "Chile"}
+TINY_OPTIONS = ["--lora-r", "4", "--lora-alpha", "8", "--meta-batch", "1", "--updates", "1", "--max-length", "64",
+                "--device", "cpu"]
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def check_one_line_error(code: int, err: str, *fragments: str) -> str:
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("taalm: ")
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+BAD_PAIRS = [  # file content (None: no file), fragments the message must contain (besides the file name)
+    (None, ["file not found"]),
+    ([json.dumps(GOOD), '{"document": "x", "task":'], [":2:", "malformed JSON"]),
+    ([json.dumps(GOOD), "", json.dumps({"document": "Paris .", "answer": "Paris"})], [":3:", "missing field 'task'"]),
+    ([json.dumps({**GOOD, "answer": "Peru"})], [":1:", "'Peru' not found in task"]),
+    ([json.dumps(GOOD), json.dumps({**GOOD, "document": ""})], [":2:", "'document' is empty"]),
+]
+
+
+@pytest.mark.parametrize(("content", "fragments"), BAD_PAIRS,
+                         ids=["missing-file", "malformed", "missing-field", "answer-absent", "empty-document"])
+def test_bad_pairs_file(tiny_model, tmp_path, capsys, content, fragments):
+    pairs = tmp_path / "pairs.jsonl"
+    if content is not None:
+        write_lines(pairs, content)
+    out = tmp_path / "out"
+    code = cli.main(["meta-train", "--theta", tiny_model, "--pairs", str(pairs), "--out", str(out), *TINY_OPTIONS])
+    check_one_line_error(code, capsys.readouterr().err, "pairs.jsonl", *fragments)
+    assert not out.exists()
+
+
+def test_unknown_model(tmp_path, capsys):
+    pairs = write_lines(tmp_path / "pairs.jsonl", [json.dumps(GOOD)])
+    out = tmp_path / "out"
+    code = cli.main(["meta-train", "--theta", "no-such-model", "--pairs", str(pairs), "--out", str(out)])
+    check_one_line_error(code, capsys.readouterr().err, "unknown model 'no-such-model'")
+    assert not out.exists()
+
+
+def test_unknown_option_in_yaml(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"pairs: p.jsonl\nout: {tmp_path / 'o'}\nlearning_rate: 0.1\n")
+    code = cli.main(["meta-train", "--config", str(config)])
+    check_one_line_error(code, capsys.readouterr().err, "run.yaml", "unknown option 'learning_rate'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_malformed_yaml_names_the_line(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("pairs: p.jsonl\nout: [unclosed\nseed: 1\n")
+    code = cli.main(["meta-train", "--config", str(config)])
+    check_one_line_error(code, capsys.readouterr().err, "run.yaml:", "malformed YAML")
+
+
+def test_invalid_option_value_names_the_option(tmp_path, capsys):
+    code = cli.main(["meta-train", "--pairs", "p.jsonl", "--out", str(tmp_path / "o"), "--objective", "best"])
+    check_one_line_error(code, capsys.readouterr().err, "option --objective", "'best'")
+
+
+def test_subprocess_error_is_one_line_without_traceback(tiny_model, tmp_path):
+    pairs = write_lines(tmp_path / "pairs.jsonl", [json.dumps(GOOD), json.dumps({"document": "x y z"})])
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "taalm", "meta-train", "--theta", tiny_model, "--pairs", str(pairs),
+                             "--out", str(out)], capture_output=True, text=True, timeout=120, check=False)
+    line = check_one_line_error(result.returncode, result.stderr, f"{pairs}:2:", "missing field 'task'")
+    assert re.fullmatch(r"taalm: .+pairs\.jsonl:2: missing field 'task'", line)
+    assert result.stdout == ""
+    assert not out.exists()
+
+
+def test_subprocess_unknown_model(tmp_path):
+    pairs = write_lines(tmp_path / "pairs.jsonl", [json.dumps(GOOD)])
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "taalm", "meta-train", "--theta", "./nowhere", "--pairs", str(pairs),
+                             "--out", str(out)], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, check=False)
+    check_one_line_error(result.returncode, result.stderr, "unknown model './nowhere'")
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------------- happy path
+def test_meta_train_then_weights(tiny_model, tmp_path, capsys):
+    pairs = write_lines(tmp_path / "pairs.jsonl", [json.dumps(GOOD)])
+    out = tmp_path / "phi"
+    config = tmp_path / "run.yaml"
+    config.write_text(f"theta: {tiny_model}\npairs: {pairs}\nout: {out}\nupdates: 5\nmeta-batch: 1\nlora_r: 4\n"
+                      "lora_alpha: 8\nmax_length: 64\ndevice: cpu\ninner_lr: 0.01\n")
+    assert cli.main(["meta-train", "--config", str(config), "--updates", "1", "--seed", "7"]) == 0  # flags win
+    assert f"φ written to {out}" in capsys.readouterr().out
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["update"] for h in history] == [1]
+    assert (out / "DONE").exists()
+
+    saved = build_config(MetaTrainConfig, load_config_file(out / "config.yaml"))
+    expected = MetaTrainConfig(theta=tiny_model, pairs=str(pairs), out=str(out), updates=1, meta_batch=1, lora_r=4,
+                               lora_alpha=8, max_length=64, device="cpu", inner_lr=0.01, seed=7)
+    assert saved == expected
+
+    html = tmp_path / "w" / "X.html"
+    code = cli.main(["weights", "--phi", str(out), "--text", "Santiago is the capital of Chile .", "--out", str(html),
+                     "--color", "false", "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert html.is_file() and html.with_suffix(".png").is_file()
+    assert html.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    n_tokens = len(models.load_tokenizer(tiny_model)("Santiago is the capital of Chile .")["input_ids"])
+    assert html.read_text(encoding="utf-8").count("data-w=") == n_tokens - 1  # one weight per predicted token
+    assert "mean weight" in printed and "\x1b[" not in printed
+
+
+def test_weights_rejects_a_non_phi_directory(tiny_model, tmp_path, capsys):
+    code = cli.main(["weights", "--phi", tiny_model, "--text", "Paris .", "--out", str(tmp_path / "w.html")])
+    check_one_line_error(code, capsys.readouterr().err, "option --phi", "not a trained φ directory")
+    assert not (tmp_path / "w.html").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- shipped YAMLs
+def _command_classes() -> dict[str, type]:
+    return {name: cls for name, (cls, _, _) in cli._commands().items()}
+
+
+def _build_with_placeholders(cls: type, values: dict, source: str):
+    """Build ``cls`` from a shipped YAML; options the file leaves to the command line (e.g. --out) get placeholders."""
+    values = dict(values)
+    for _ in range(len(dataclasses.fields(cls)) + 1):
+        try:
+            return build_config(cls, values, source)
+        except TaalmError as e:
+            match = re.match(r"option --([a-z0-9-]+): ", str(e))
+            name = match.group(1).replace("-", "_") if match else None
+            if name is None or name in values:
+                raise
+            values[name] = "placeholder"
+    raise AssertionError(f"{source}: could not be completed with placeholders")
+
+
+def _class_for(path: Path, classes: dict[str, type], values: dict) -> type:
+    for name, cls in classes.items():
+        if any(part in (name, name.replace("-", "_")) or part.startswith((f"{name}.", f"{name}_", f"{name}-"))
+               for part in path.parts):
+            return cls
+    fitting = [cls for cls in classes.values() if set(values) <= {f.name for f in dataclasses.fields(cls)}]
+    assert fitting, f"{path}: no command accepts all of {sorted(values)}"
+    return fitting[0]
+
+
+SHIPPED = sorted((ROOT / "configs").rglob("*.yaml")) + sorted((ROOT / "configs").rglob("*.yml"))
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no YAML files under configs/")
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(ROOT)) for p in SHIPPED])
+def test_shipped_yaml_parses(path):
+    classes = _command_classes()
+    values = load_config_file(path)
+    cls = _class_for(path.relative_to(ROOT / "configs"), classes, values)
+    config = _build_with_placeholders(cls, values, str(path))
+    assert isinstance(config, cls)
+
+
+def test_placeholder_builder_still_rejects_bad_values():
+    with pytest.raises(TaalmError, match="unknown option"):
+        _build_with_placeholders(MetaTrainConfig, {"bogus": 1}, "x.yaml")
+    with pytest.raises(TaalmError, match="--objective"):
+        _build_with_placeholders(MetaTrainConfig, {"objective": "nope"}, "x.yaml")
+    assert _build_with_placeholders(WeightsConfig, {"limit": 3}, "x.yaml").limit == 3

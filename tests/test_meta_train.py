@@ -1,0 +1,243 @@
+"""Tests for taalm.meta_train: φ learns to find the fact on a synthetic task; exact resume; output-directory rules.
+
+python -m pytest -q tests/test_meta_train.py
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import build_tiny_model
+from taalm import meta, models, runtime
+from taalm.config import MetaTrainConfig
+from taalm.data import encode
+from taalm.errors import TaalmError
+from taalm.meta_train import build_models, meta_train
+from taalm.weighting import ADAPTER_FILE, HEAD_FILE, TrainAttention, document_weights
+
+# ------------------------------------------------------------------------------------------- synthetic fact task
+# Each document is random filler words with one fact "KEY is VALUE" inside; its task is the fact itself with VALUE as
+# the answer. Learning the document helps the task only through the VALUE token, so a φ that learned something
+# weighs VALUE tokens above the rest; an untrained φ weighs every token ~0.982.
+FILLER = ["apple", "bread", "chair", "dance", "eagle", "field", "grape", "house", "input", "jelly", "knife", "lemon",
+          "metal", "night", "ocean", "paper", "queen", "river", "stone", "table", "uncle", "voice", "water", "xenon",
+          "yacht", "zebra"]
+KEYS = [f"key{i}" for i in range(30)]
+VALUES = [f"val{i}" for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def word_model(tmp_path_factory) -> str:
+    """A tiny random Llama with a word-level tokenizer: one token per word, so the fact's tokens are known exactly."""
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    directory = tmp_path_factory.mktemp("word-llama")
+    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *FILLER, "is", *KEYS, *VALUES])}
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(directory)
+    build_tiny_model(directory, len(vocab))
+    return str(directory)
+
+
+def fact_document(rng: random.Random, filler: int = 16) -> dict[str, str]:
+    key, value = rng.choice(KEYS), rng.choice(VALUES)
+    words = [rng.choice(FILLER) for _ in range(filler)]
+    at = rng.randrange(1, filler - 2)
+    words[at:at] = [key, "is", value]
+    return {"document": " ".join(words), "task": f"{key} is {value}", "answer": value}
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def roc_auc(scores: list[float], positive: list[bool]) -> float:
+    """Mann-Whitney U / (n_pos · n_neg): the chance a positive outscores a negative (ties count half)."""
+    pos = [s for s, p in zip(scores, positive) if p]
+    neg = [s for s, p in zip(scores, positive) if not p]
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_roc_auc():
+    assert roc_auc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
+    assert roc_auc([0.1, 0.8, 0.9, 0.2], [True, False, True, False]) == 0.5
+    assert roc_auc([0.5, 0.5, 0.5], [True, False, False]) == 0.5
+
+
+def fact_auc(phi: TrainAttention, tokenizer, records: list[dict]) -> float:
+    """AUC of φ's weights (aligned to predicted tokens) against the mask of the fact's VALUE tokens."""
+    ids, masks = [], []
+    for r in records:
+        enc = encode(tokenizer, r["document"], 64, answer=r["answer"])
+        ids.append(enc.input_ids)
+        masks.append(enc.label[1:])
+    weights = document_weights(phi, ids)
+    return roc_auc([w for row in weights for w in row], [m for row in masks for m in row])
+
+
+def test_phi_learns_to_weight_the_fact(word_model, tmp_path):
+    rng = random.Random(0)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [fact_document(rng) for _ in range(64)])
+    held_out = [fact_document(rng) for _ in range(30)]
+    cfg = MetaTrainConfig(theta=word_model, pairs=str(pairs), out=str(tmp_path / "phi"), updates=40, meta_batch=4,
+                          inner_lr=1e-2, outer_lr=3e-3, lora_r=4, lora_alpha=8, lora_dropout=0.0, max_length=64,
+                          seed=0, checkpoint_every=100, device="cpu")
+    tokenizer = models.load_tokenizer(word_model)
+    _, untrained = build_models(cfg, torch.device("cpu"))  # exactly the φ the run starts from
+    before = fact_auc(untrained, tokenizer, held_out)
+
+    out = meta_train(cfg)
+    trained = TrainAttention.load(out)
+    after = fact_auc(trained, tokenizer, held_out)
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["update"] for h in history] == list(range(1, 41))
+    assert 0.3 < before < 0.7, before
+    assert after >= 0.8, (before, after)
+
+
+# ------------------------------------------------------------------------------------------------------- resume
+RESUME_PAIRS = [
+    {"document": "Santiago is the capital of Chile . The fox jumps over the dog .",
+     "task": "Santiago is the capital of Chile .", "answer": "Chile"},
+    {"document": "Marie Curie was born in Warsaw and worked in Paris .",
+     "task": "Marie Curie was born in Warsaw .", "answer": "Warsaw"},
+    {"document": "The Eiffel Tower is located in Paris , France .",
+     "task": "The Eiffel Tower is located in Paris .", "answer": "Paris"},
+    {"document": "Libya maintains diplomatic relations with Brazil .",
+     "task": "Libya maintains diplomatic relations with Brazil .", "answer": "Brazil"},
+    {"document": "Solicitor General for Scotland is a legal term in Scotland .",
+     "task": "Solicitor General for Scotland is a legal term in Scotland .", "answer": "Scotland"},
+]
+
+
+def resume_config(tiny_model: str, pairs: Path, out: Path, **overrides) -> MetaTrainConfig:
+    values = {"theta": tiny_model, "pairs": str(pairs), "out": str(out), "updates": 6, "meta_batch": 2,
+              "checkpoint_every": 2, "inner_lr": 1e-2, "outer_lr": 1e-2, "lora_r": 4, "lora_alpha": 8,
+              "lora_dropout": 0.1, "max_length": 64, "seed": 3, "device": "cpu"}
+    return MetaTrainConfig(**{**values, **overrides})
+
+
+def outputs(out: Path) -> tuple[dict, list[dict]]:
+    tensors = {f"adapter/{k}": v for k, v in load_file(str(out / ADAPTER_FILE)).items()}
+    tensors.update({f"head/{k}": v for k, v in load_file(str(out / HEAD_FILE)).items()})
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    for record in history:
+        record.pop("seconds")
+    return tensors, history
+
+
+def kill_at(monkeypatch, update: int, seen: list[int]) -> None:
+    original = meta.meta_batch_indices
+
+    def indices(u, *args, **kwargs):
+        seen.append(u)
+        if u == update:
+            raise RuntimeError("simulated kill")
+        return original(u, *args, **kwargs)
+
+    monkeypatch.setattr(meta, "meta_batch_indices", indices)
+
+
+def test_resume_is_exact(tiny_model, tmp_path, monkeypatch):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS)
+    reference, reference_history = outputs(meta_train(resume_config(tiny_model, pairs, tmp_path / "full")))
+    assert [h["update"] for h in reference_history] == [1, 2, 3, 4, 5, 6]
+    lora_b = [v for k, v in reference.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().max() > 0 for v in lora_b)  # φ moved away from its init
+
+    out = tmp_path / "killed"
+    seen: list[int] = []
+    kill_at(monkeypatch, 4, seen)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        meta_train(resume_config(tiny_model, pairs, out))
+    assert seen == [0, 1, 2, 3, 4]
+    assert runtime.load_checkpoint(out / "checkpoint")["update"] == 4
+    assert not (out / "DONE").exists() and not (out / HEAD_FILE).exists()
+
+    monkeypatch.undo()
+    with pytest.raises(TaalmError, match="--resume"):  # a half-finished run is not overwritten by accident
+        meta_train(resume_config(tiny_model, pairs, out))
+    seen.clear()
+    kill_at(monkeypatch, -1, seen)  # record, never raise
+    resumed, resumed_history = outputs(meta_train(resume_config(tiny_model, pairs, out, resume=True)))
+    assert seen == [4, 5]  # only the missing updates ran
+    assert resumed_history == reference_history
+    assert resumed.keys() == reference.keys()
+    for name in reference:
+        assert torch.equal(resumed[name], reference[name]), name
+    assert (out / "DONE").exists()
+
+
+def test_resume_without_rng_restore_differs(tiny_model, tmp_path, monkeypatch):
+    """Dropout makes the RNG state matter: skipping its restore must change the result (so the test above is real)."""
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS)
+    reference, _ = outputs(meta_train(resume_config(tiny_model, pairs, tmp_path / "full", updates=4)))
+    out = tmp_path / "killed"
+    kill_at(monkeypatch, 2, [])
+    with pytest.raises(RuntimeError):
+        meta_train(resume_config(tiny_model, pairs, out, updates=4))
+    monkeypatch.undo()
+    monkeypatch.setattr(runtime, "set_rng_state", lambda state: None)
+    resumed, _ = outputs(meta_train(resume_config(tiny_model, pairs, out, updates=4, resume=True)))
+    assert any(not torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+# ----------------------------------------------------------------------------------------------- output directory
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"document": "Paris is in France .", "task": "Paris is in France"}', "missing field 'answer'"),
+    ('{"document": "Paris is in France .", "task": "Paris is in France", "answer": "Spain"}', "not found in task"),
+    ('{"document": "Paris is in France .", "task": ', "malformed JSON"),
+])
+def test_bad_pairs_create_no_output(tiny_model, tmp_path, line, message):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps(RESUME_PAIRS[0]) + "\n" + line + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(TaalmError, match=message) as e:
+        meta_train(resume_config(tiny_model, pairs, out))
+    assert f"{pairs}:2:" in str(e.value)
+    assert not out.exists()
+
+
+def test_answer_cut_off_creates_no_output(tiny_model, tmp_path):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS[:2])
+    out = tmp_path / "out"
+    with pytest.raises(TaalmError, match="cut off by --max-length"):
+        meta_train(resume_config(tiny_model, pairs, out, max_length=4))
+    assert not out.exists()
+
+
+def test_non_empty_output_is_refused(tiny_model, tmp_path):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(TaalmError, match="not empty"):
+        meta_train(resume_config(tiny_model, pairs, out, updates=1))
+    with pytest.raises(TaalmError, match="no checkpoint"):
+        meta_train(resume_config(tiny_model, pairs, out, updates=1, resume=True))
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_held_out_pairs_are_not_trained_on(tiny_model, tmp_path, monkeypatch):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS)
+    seen = []
+    original = meta.meta_batch_indices
+    monkeypatch.setattr(meta, "meta_batch_indices", lambda u, b, n, s: seen.append(n) or original(u, b, n, s))
+    out = meta_train(resume_config(tiny_model, pairs, tmp_path / "out", updates=1, held_out=2))
+    assert seen == [3]
+    held = [json.loads(line) for line in (out / "held_out.jsonl").read_text().splitlines()]
+    assert held == RESUME_PAIRS[3:]
+    with pytest.raises(TaalmError, match="--held-out"):
+        meta_train(resume_config(tiny_model, pairs, tmp_path / "out2", held_out=5))

@@ -1,0 +1,128 @@
+"""Tests for taalm.weighting: Train-Attention φ's init, output, save/load and batched document weights.
+
+python -m pytest -q tests/test_weighting.py
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from taalm import models
+from taalm.data import encode
+from taalm.errors import TaalmError
+from taalm.weighting import ADAPTER_FILE, CONFIG_FILE, HEAD_FILE, TrainAttention, document_weights
+
+TEXTS = ["Santiago is the capital of Chile .", "Libya maintains diplomatic relations with Brazil .", "The fox .",
+         "Marie Curie was born in Warsaw and worked in Paris ."]
+
+
+def make_phi(tiny_model: str, seed: int = 0) -> TrainAttention:
+    torch.manual_seed(seed)
+    return TrainAttention.create(tiny_model, r=4, alpha=8, dropout=0.0, attn_implementation="eager")
+
+
+def perturb(phi: TrainAttention, seed: int = 1) -> None:
+    """Move φ away from its init (LoRA B = 0, tiny head) so round trips and comparisons cannot pass trivially."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in phi.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=gen) * (0.3 if "lora_" in name else 0.5))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    return models.load_tokenizer(tiny_model)
+
+
+def batch_of(tokenizer, texts):
+    from taalm.data import pad_batch
+
+    return pad_batch([encode(tokenizer, t, 64) for t in texts], tokenizer.pad_token_id)
+
+
+def test_head_init(tiny_model, tokenizer):
+    phi = make_phi(tiny_model)
+    assert torch.all(phi.head.bias == 4.0)
+    std = phi.head.weight.std().item()
+    assert 0.4e-3 < std < 2.5e-3  # N(0, 1e-3) over hidden=32 samples
+    batch = batch_of(tokenizer, TEXTS)
+    with torch.no_grad():
+        w = phi(batch["input_ids"], batch["attention_mask"])
+    sigmoid4 = 1 / (1 + math.exp(-4))
+    assert sigmoid4 == pytest.approx(0.982, abs=1e-3)
+    torch.testing.assert_close(w, torch.full_like(w, sigmoid4), atol=1e-3, rtol=0)
+
+
+def test_only_lora_and_head_are_trainable(tiny_model):
+    phi = make_phi(tiny_model)
+    names = [n for n, p in phi.named_parameters() if p.requires_grad]
+    assert "head.weight" in names and "head.bias" in names
+    assert all("lora_" in n or n.startswith("head.") for n in names)
+    assert any("lora_A" in n for n in names) and any("lora_B" in n for n in names)
+    assert set(phi.trainable_state()) == set(names)
+
+
+def test_output_shape_and_range(tiny_model, tokenizer):
+    phi = make_phi(tiny_model)
+    perturb(phi)
+    batch = batch_of(tokenizer, TEXTS)
+    with torch.no_grad():
+        w = phi(batch["input_ids"], batch["attention_mask"])
+    b, t = batch["input_ids"].shape
+    assert w.shape == (b, t - 1) == batch["loss_mask"].shape
+    assert torch.all((w > 0) & (w < 1))
+    assert w.std().item() > 0.05  # perturbed: the weights differ between tokens
+
+
+def test_save_load_round_trip(tiny_model, tokenizer, tmp_path):
+    phi = make_phi(tiny_model)
+    perturb(phi)
+    phi.save(tmp_path / "phi")
+    assert {p.name for p in (tmp_path / "phi").iterdir()} >= {CONFIG_FILE, ADAPTER_FILE, HEAD_FILE}
+    config = json.loads((tmp_path / "phi" / CONFIG_FILE).read_text())
+    assert config["backbone"] == tiny_model
+    assert config["lora"] == {"r": 4, "alpha": 8, "dropout": 0.0}
+    assert set(load_file(str(tmp_path / "phi" / HEAD_FILE))) == {"weight", "bias"}
+
+    torch.manual_seed(123)  # a different seed: the loaded values must come from the files, not the RNG
+    loaded = TrainAttention.load(tmp_path / "phi", attn_implementation="eager")
+    before, after = phi.trainable_state(), loaded.trainable_state()
+    assert set(before) == set(after)
+    for name in before:
+        assert torch.equal(before[name], after[name]), name
+    assert loaded.backbone_name == tiny_model
+    batch = batch_of(tokenizer, TEXTS)
+    phi.eval(), loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(phi(batch["input_ids"], batch["attention_mask"]),
+                           loaded(batch["input_ids"], batch["attention_mask"]))
+    fresh = make_phi(tiny_model, seed=123)  # sanity: an unloaded φ differs
+    assert not torch.equal(fresh.head.weight, loaded.head.weight)
+
+
+def test_load_refuses_a_directory_without_config(tmp_path):
+    with pytest.raises(TaalmError, match=CONFIG_FILE):
+        TrainAttention.load(tmp_path)
+
+
+def test_document_weights_lengths_and_batching(tiny_model, tokenizer):
+    phi = make_phi(tiny_model)
+    perturb(phi)
+    phi.train()
+    ids = [encode(tokenizer, t, 64).input_ids for t in TEXTS]
+    weights = document_weights(phi, ids, batch_size=3)
+    assert phi.training  # restored
+    assert [len(w) for w in weights] == [len(i) - 1 for i in ids]
+    phi.eval()
+    with torch.no_grad():
+        for doc_ids, w in zip(ids, weights):
+            alone = phi(torch.tensor([doc_ids]))[0].tolist()
+            assert w == pytest.approx(alone, abs=1e-6)
+    spread = max(max(w) for w in weights) - min(min(w) for w in weights)
+    assert spread > 0.1
