@@ -18,7 +18,7 @@ from taalm.config import add_arguments, config_from_args
 from taalm.errors import TaalmError
 
 
-def _commands() -> dict[str, tuple[type, Callable[[Any], Any], str]]:
+def _commands(argv: list[str] | None) -> dict[str, tuple[type, Callable[[Any], Any], str]]:
     from taalm import config
 
     def meta_train(cfg):
@@ -39,6 +39,9 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], Any], str]]:
             print(json.dumps(record))
         print(f"adapter, metrics and plot written to {result.out}")
 
+    def invocation() -> str:
+        return "taalm " + " ".join(argv if argv is not None else sys.argv[1:])
+
     def tailor(cfg):
         from taalm.lama_ckl import tailor as run
 
@@ -47,13 +50,13 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], Any], str]]:
     def bench(cfg):
         from taalm.lama_ckl import run_bench
 
-        run_bench(cfg, command="taalm " + " ".join(sys.argv[1:]))
+        run_bench(cfg, command=invocation())
         print(f"summary.json, table.md and curves.png written to {cfg.out}")
 
     def demo(cfg):
         from taalm.demo import run_demo
 
-        run_demo(cfg, command="taalm " + " ".join(sys.argv[1:]))
+        run_demo(cfg, command=invocation())
 
     return {
         "tailor": (config.TailorConfig, tailor, "select the LAMA-ckl sets that fit a model"),
@@ -74,7 +77,7 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    commands = _commands()
+    commands = _commands(argv)
     parser = argparse.ArgumentParser(prog="taalm", description="Train-Attention (TAALM) and continual knowledge learning")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (cls, _, help_text) in commands.items():

@@ -171,7 +171,7 @@ def summarize_curve(curve: list[tuple[float, float]]) -> dict[str, Any]:
     training epochs (earliest on ties), its epoch, NF Acc at that epoch, Total Knowledge = Top + NF."""
     if len(curve) < 2:
         raise ValueError("a curve needs epoch 0 and at least one training epoch")
-    best = max(range(1, len(curve)), key=lambda e: (curve[e][0], e))
+    best = max(range(1, len(curve)), key=lambda e: (curve[e][0], -e))
     top, nf = curve[best]
     return {"top_acc": top, "epoch": best, "nf_acc": nf, "total": top + nf, "curve": [list(p) for p in curve]}
 

@@ -1,0 +1,441 @@
+"""LAMA-ckl on the tiny model: tailoring rules, bad input, the paper's columns, the quick bench and its resume.
+
+python -m pytest -q tests/test_lama_ckl.py
+
+A random tiny model knows nothing, so most tailoring tests give the scorer chosen accuracies per uuid; one test runs
+the real scorer. Documents are cut to a window around the answer so they fit the bench's short --max-length.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from taalm import ckl, cli, lama_ckl
+from taalm.config import PRESETS, BenchConfig, TailorConfig, with_preset
+from taalm.errors import TaalmError
+from taalm.io import read_jsonl
+
+N_ROWS = 20
+DESCRIPTIVE_PICK = [390, 365] + list(range(18))  # 390 and 365 share their uuid with schematic rows 0 and 9
+
+
+def shipped(name: str) -> list[dict]:
+    return [r for _, r in read_jsonl(lama_ckl.data_file(name))]
+
+
+def short_evidence(row: dict) -> dict:
+    """The row with its evidence cut to a window around the answer's last occurrence (fits --max-length 96)."""
+    evidence, answer = row["evidence"], row["object"]
+    at = evidence.rfind(answer)
+    return {**row, "evidence": evidence[max(0, at - 30): at + len(answer) + 4]}
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def make_data(directory: Path) -> dict[str, list[dict]]:
+    """Small LAMA-ckl files with three unusable rows: two answers absent from their task, one cut from its document."""
+    variant = [short_evidence(r) for r in shipped("variant")[:N_ROWS]]
+    descriptive_all = shipped("invariant_descriptive")
+    descriptive = [short_evidence(descriptive_all[i]) for i in DESCRIPTIVE_PICK]
+    schematic = [short_evidence(r) for r in shipped("invariant_schematic")[:N_ROWS]]
+    assert {r["uuid"] for r in descriptive} & {r["uuid"] for r in schematic}  # the pool has duplicates to drop
+    variant.insert(3, {**variant[0], "uuid": "bad-variant-absent", "object": "Qzxv"})  # variant.jsonl:4
+    variant.insert(6, {**variant[1], "uuid": "bad-variant-cut", "evidence": "filler " * 80 + variant[1]["object"]})
+    schematic.insert(2, {**schematic[1], "uuid": "bad-schematic-absent", "object": "Qzxv"})  # invariant_schematic:3
+    data = {"variant": variant, "invariant_descriptive": descriptive, "invariant_schematic": schematic}
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, rows in data.items():
+        write_rows(directory / f"{name}.jsonl", rows)
+    return data
+
+
+BAD = {"bad-variant-absent": "variant.jsonl:4", "bad-variant-cut": "variant.jsonl:7",
+       "bad-schematic-absent": "invariant_schematic.jsonl:3"}
+
+
+def chosen_accuracy(data: dict[str, list[dict]]) -> dict[str, float]:
+    """Variant rows: 0 for every other row (To-Learn), else 0.5 or 1; descriptive rows: 1 for every other row (NF)."""
+    acc = {r["uuid"]: (0.0 if i % 2 == 0 else 0.5 + 0.5 * (i % 4 == 1)) for i, r in enumerate(data["variant"])}
+    acc.update({r["uuid"]: (1.0 if i % 2 == 0 else 0.25) for i, r in enumerate(data["invariant_descriptive"])})
+    acc.update({r["uuid"]: 0.0 for r in data["invariant_schematic"] if r["uuid"] not in acc})
+    # one shared-uuid row in the NF set, one in the meta pool: the schematic copy must be dropped in both cases
+    acc[data["invariant_descriptive"][0]["uuid"]], acc[data["invariant_descriptive"][1]["uuid"]] = 0.25, 1.0
+    return acc
+
+
+def fake_scorer(monkeypatch, acc: dict[str, float]) -> list[str]:
+    """Make RowScorer return ``acc[uuid]``; returns the list of rows scored (file:line), in order."""
+    scored: list[str] = []
+
+    def call(self, rows):
+        scored.extend(r["_where"] for r in rows)
+        return [acc[r["uuid"]] for r in rows]
+
+    monkeypatch.setattr(lama_ckl.RowScorer, "__call__", call)
+    return scored
+
+
+def read_set(path: Path) -> list[dict]:
+    return [r for _, r in read_jsonl(path)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tiny model gains nothing from threads, and spinning thread pools slow it tenfold when other processes
+    share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ckl_data(tmp_path_factory) -> tuple[Path, dict[str, list[dict]]]:
+    directory = tmp_path_factory.mktemp("lama-data")
+    return directory, make_data(directory)
+
+
+@pytest.fixture(scope="module")
+def tailored(tiny_model, ckl_data, tmp_path_factory) -> Path:
+    """A tailored split with chosen accuracies: non-empty To-Learn, NF and pool, for the bench tests."""
+    directory, data = ckl_data
+    out = tmp_path_factory.mktemp("split") / "split"
+    with pytest.MonkeyPatch.context() as mp:
+        fake_scorer(mp, chosen_accuracy(data))
+        lama_ckl.tailor(TailorConfig(model=tiny_model, out=str(out), data_dir=str(directory), max_length=96))
+    return out
+
+
+def expected_sets(data: dict[str, list[dict]], acc: dict[str, float]) -> dict[str, set[str]]:
+    ok = lambda r: r["uuid"] not in BAD
+    to_learn = {r["uuid"] for r in data["variant"] if ok(r) and acc[r["uuid"]] == 0.0}
+    nf = {r["uuid"] for r in data["invariant_descriptive"] if ok(r) and acc[r["uuid"]] == 1.0}
+    variant = {r["uuid"] for r in data["variant"]}
+    pool = {r["uuid"] for r in data["invariant_descriptive"] + data["invariant_schematic"]
+            if ok(r) and r["uuid"] not in nf and r["uuid"] not in variant}
+    return {"to_learn": to_learn, "not_to_forget": nf, "meta_pool": pool}
+
+
+# --- tailoring -------------------------------------------------------------------------------------------------------
+
+
+def test_tailor_selects_by_base_accuracy(tailored, ckl_data):
+    _, data = ckl_data
+    acc = chosen_accuracy(data)
+    expected = expected_sets(data, acc)
+    sets = {name: read_set(tailored / f"{name}.jsonl") for name in expected}
+    uuids = {name: [r["uuid"] for r in rows] for name, rows in sets.items()}
+    for name in expected:
+        assert len(uuids[name]) == len(set(uuids[name])), f"{name} has a duplicate uuid"
+        assert set(uuids[name]) == expected[name], name
+    assert all(acc[u] == 0.0 for u in uuids["to_learn"]) and all(acc[u] == 1.0 for u in uuids["not_to_forget"])
+    assert not set(uuids["to_learn"]) & set(uuids["not_to_forget"])
+    assert not set(uuids["to_learn"]) & set(uuids["meta_pool"])
+    assert not set(uuids["not_to_forget"]) & set(uuids["meta_pool"])
+    # the shared-uuid rows: NF's copy keeps the schematic one out; the pooled one is there once
+    assert data["invariant_descriptive"][1]["uuid"] in uuids["not_to_forget"]
+    assert uuids["meta_pool"].count(data["invariant_descriptive"][0]["uuid"]) == 1
+    # records are generic pairs the other commands read: the evidence is the document, the cloze is the task
+    first = sets["to_learn"][0]
+    assert first["answer"] in first["task"] and first["answer"] in first["document"]
+
+    report = json.loads((tailored / "tailor.json").read_text())
+    counts = report["counts"]
+    assert {k: counts[k] for k in expected} == {k: len(v) for k, v in uuids.items()}
+    assert counts["skipped"] == len(report["skipped"]) == len(BAD)
+    assert counts["scored"] == len(report["base_accuracy"])
+    assert report["files"]["variant"]["rows"] == N_ROWS + 2
+    assert report["base_accuracy"]["variant.jsonl:1"] == acc[data["variant"][0]["uuid"]]
+    assert (tailored / "config.yaml").is_file()
+
+
+def test_tailor_reports_unusable_rows_with_file_and_line(tailored):
+    report = json.loads((tailored / "tailor.json").read_text())
+    skipped = {s["uuid"]: s for s in report["skipped"]}
+    assert {u: s["row"] for u, s in skipped.items()} == BAD
+    assert "not found" in skipped["bad-variant-absent"]["reason"]
+    assert "cut off" in skipped["bad-variant-cut"]["reason"]
+    everything = {r["uuid"] for name in ("to_learn", "not_to_forget", "meta_pool")
+                  for r in read_set(tailored / f"{name}.jsonl")}
+    assert not everything & set(BAD)
+    assert report["base_accuracy"]["variant.jsonl:4"] is None
+
+
+def test_official_split_keeps_every_usable_row(tiny_model, ckl_data, tmp_path, monkeypatch):
+    directory, data = ckl_data
+    fake_scorer(monkeypatch, chosen_accuracy(data))
+    out = lama_ckl.tailor(TailorConfig(model=tiny_model, out=str(tmp_path / "split"), data_dir=str(directory),
+                                       split="official", max_length=96))
+    to_learn = [r["uuid"] for r in read_set(out / "to_learn.jsonl")]
+    nf = [r["uuid"] for r in read_set(out / "not_to_forget.jsonl")]
+    assert to_learn == [r["uuid"] for r in data["variant"] if r["uuid"] not in BAD]
+    assert nf == [r["uuid"] for r in data["invariant_descriptive"]]
+    pool = {r["uuid"] for r in read_set(out / "meta_pool.jsonl")}
+    assert pool == {r["uuid"] for r in data["invariant_schematic"] if r["uuid"] not in BAD} - set(nf)
+    assert json.loads((out / "tailor.json").read_text())["split"] == "official"
+
+
+def test_tailor_limits_stop_early_with_exactly_n(tiny_model, ckl_data, tmp_path, monkeypatch):
+    directory, data = ckl_data
+    acc = chosen_accuracy(data)
+    scored = fake_scorer(monkeypatch, acc)
+    monkeypatch.setattr(lama_ckl, "_select", functools.partial(lama_ckl._select, chunk=4))
+    out = lama_ckl.tailor(TailorConfig(model=tiny_model, out=str(tmp_path / "split"), data_dir=str(directory),
+                                       to_learn=3, not_to_forget=2, max_length=96))
+    to_learn, nf = read_set(out / "to_learn.jsonl"), read_set(out / "not_to_forget.jsonl")
+    assert len(to_learn) == 3 and all(acc[r["uuid"]] == 0.0 for r in to_learn)
+    assert len(nf) == 2 and all(acc[r["uuid"]] == 1.0 for r in nf)
+    n_variant = sum(w.startswith("variant") for w in scored)
+    n_descriptive = sum(w.startswith("invariant_descriptive") for w in scored)
+    assert 3 <= n_variant < N_ROWS and 2 <= n_descriptive < N_ROWS  # scoring stopped once enough were found
+    report = json.loads((out / "tailor.json").read_text())
+    assert report["counts"]["to_learn"] == 3 and report["counts"]["not_to_forget"] == 2
+    assert report["rule"]["limits"]["to_learn"] == 3
+    # base_accuracy holds exactly the rows looked at: those scored, and unusable ones (None) met on the way
+    accuracy = report["base_accuracy"]
+    assert all(accuracy[w] is not None for w in scored) and set(accuracy) - set(scored) <= set(BAD.values())
+    assert len(accuracy) < 2 * N_ROWS
+    pool = {r["uuid"] for r in read_set(out / "meta_pool.jsonl")}
+    assert not pool & {r["uuid"] for r in nf}
+
+
+def test_tailor_with_the_real_scorer(tiny_model, ckl_data, tmp_path):
+    directory, data = ckl_data
+    out = lama_ckl.tailor(TailorConfig(model=tiny_model, out=str(tmp_path / "split"), data_dir=str(directory),
+                                       device="cpu", max_length=96, eval_batch=8))
+    report = json.loads((out / "tailor.json").read_text())
+    accuracy = report["base_accuracy"]
+    scored_files = [f"variant.jsonl:{i}" for i in range(1, len(data["variant"]) + 1)]
+    scored_files += [f"invariant_descriptive.jsonl:{i}" for i in range(1, len(data["invariant_descriptive"]) + 1)]
+    assert set(accuracy) == set(scored_files)
+    for where, value in accuracy.items():
+        if where in BAD.values():
+            assert value is None
+        else:
+            assert isinstance(value, float) and 0.0 <= value <= 1.0, (where, value)
+    line_of = {r["uuid"]: f"variant.jsonl:{i}" for i, r in enumerate(data["variant"], start=1)}
+    to_learn = read_set(out / "to_learn.jsonl")
+    assert report["counts"]["to_learn"] == len(to_learn)
+    assert all(accuracy[line_of[r["uuid"]]] == 0.0 for r in to_learn)
+
+
+# --- bad input -------------------------------------------------------------------------------------------------------
+
+
+def bad_copy(ckl_data, tmp_path: Path, name: str, line: int, text: str) -> Path:
+    source, _ = ckl_data
+    directory = tmp_path / "data"
+    directory.mkdir()
+    for f in lama_ckl.FILES:
+        lines = (source / f"{f}.jsonl").read_text().splitlines()
+        if f == name:
+            lines[line - 1] = text
+        (directory / f"{f}.jsonl").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def missing_evidence(ckl_data) -> str:
+    row = dict(ckl_data[1]["variant"][1])
+    del row["evidence"]
+    return json.dumps(row)
+
+
+@pytest.mark.parametrize(("name", "line", "kind"), [("invariant_schematic", 3, "malformed"),
+                                                   ("variant", 2, "evidence")])
+def test_tailor_bad_input_names_file_and_line(tiny_model, ckl_data, tmp_path, capsys, name, line, kind):
+    text = '{"uuid": "x", "subject":' if kind == "malformed" else missing_evidence(ckl_data)
+    directory = bad_copy(ckl_data, tmp_path, name, line, text)
+    out = tmp_path / "out"
+    what = "malformed JSON" if kind == "malformed" else "missing field 'evidence'"
+    with pytest.raises(TaalmError, match=rf"{name}\.jsonl:{line}: {what}"):
+        lama_ckl.tailor(TailorConfig(model=tiny_model, out=str(out), data_dir=str(directory)))
+    code = cli.main(["tailor", "--model", tiny_model, "--out", str(out), "--data-dir", str(directory)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("taalm: ") and f"{name}.jsonl:{line}" in err[0], err
+    assert not out.exists()
+
+
+# --- the paper's columns ---------------------------------------------------------------------------------------------
+
+
+def test_summarize_curve_known_values():
+    curve = [(0.0, 1.0), (0.5, 0.9), (0.75, 0.8), (0.75, 0.6), (0.25, 0.5)]
+    summary = lama_ckl.summarize_curve(curve)
+    assert summary["top_acc"] == 0.75 and summary["epoch"] == 2  # tie between epochs 2 and 3: the earliest
+    assert summary["nf_acc"] == 0.8 and summary["total"] == pytest.approx(1.55)
+    assert summary["curve"] == [list(p) for p in curve]
+
+
+def test_summarize_curve_ignores_epoch_zero():
+    summary = lama_ckl.summarize_curve([(0.9, 1.0), (0.1, 0.7), (0.2, 0.4)])
+    assert (summary["top_acc"], summary["epoch"], summary["nf_acc"]) == (0.2, 2, 0.4)
+    assert summary["total"] == pytest.approx(0.6)
+    with pytest.raises(ValueError):
+        lama_ckl.summarize_curve([(0.5, 0.5)])
+
+
+def test_curve_from_metrics_orders_epochs_and_pairs_probes():
+    records = [{"epoch": e, "probe": p, "accuracy": a, "perplexity": 3.0}
+               for e, p, a in [(2, "not_to_forget", 0.6), (0, "to_learn", 0.0), (1, "to_learn", 0.5),
+                               (0, "not_to_forget", 1.0), (2, "to_learn", 0.7), (1, "not_to_forget", 0.8)]]
+    assert lama_ckl.curve_from_metrics(records) == [(0.0, 1.0), (0.5, 0.8), (0.7, 0.6)]
+
+
+# --- the bench -------------------------------------------------------------------------------------------------------
+
+EPOCHS = 2
+QUICK_METHODS = PRESETS["quick"]["methods"].split(",")
+
+
+def bench_config(tiny_model: str, tailored: Path, out: Path, **overrides) -> BenchConfig:
+    values = {"preset": "quick", "model": tiny_model, "out": str(out), "lora_r": 4, "to_learn": 4,
+              "not_to_forget": 4, "meta_pool": 8, "meta_updates": 1, "meta_batch": 2, "epochs": EPOCHS,
+              "phi_layers": 1, "tailor_dir": str(tailored), "device": "cpu", **overrides}
+    return BenchConfig(**with_preset(values))
+
+
+def check_bench_output(out: Path, methods: list[str]) -> dict:
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("model", "split", "device", "command", "wall_seconds", "methods"):
+        assert key in summary, key
+    assert summary["split"] == {"to_learn": 4, "not_to_forget": 4, "meta_pool": 8}
+    assert list(summary["methods"]) == methods
+    for name, m in summary["methods"].items():
+        assert {"top_acc", "epoch", "nf_acc", "total", "curve", "seconds"} <= set(m), name
+        assert len(m["curve"]) == EPOCHS + 1 and 1 <= m["epoch"] <= EPOCHS
+        assert m["top_acc"] == m["curve"][m["epoch"]][0] and m["nf_acc"] == m["curve"][m["epoch"]][1]
+        assert m["total"] == pytest.approx(m["top_acc"] + m["nf_acc"])
+        assert all(0.0 <= a <= 1.0 for point in m["curve"] for a in point)
+        assert (out / "methods" / name / "DONE").is_file()
+    table = (out / "table.md").read_text().splitlines()
+    assert len(table) == 2 + len(methods)
+    assert [row.split("|")[1].strip() for row in table[2:]] == methods
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(read_set(out / "sets" / "to_learn.jsonl")) == 4
+    return summary
+
+
+@pytest.fixture(scope="module")
+def bench_run(tiny_model, tailored, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("bench") / "run"
+    return out, lama_ckl.run_bench(bench_config(tiny_model, tailored, out))
+
+
+def test_quick_bench_end_to_end(bench_run):
+    out, returned = bench_run
+    summary = check_bench_output(out, QUICK_METHODS)
+    assert summary == returned
+    assert summary["device"].startswith("CPU")
+    assert (out / "phi" / "phi_config.json").is_file() and summary["phi"]["dir"] == str(out / "phi")
+    assert (out / "methods" / "taalm" / ckl.WEIGHTS_CACHE).is_file()  # φ weighed the To-Learn documents
+    history = read_set(out / "phi" / "history.jsonl")
+    assert len(history) == 1  # --meta-updates 1
+
+
+def test_quick_bench_through_the_cli(tiny_model, tailored, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["bench", "lama-ckl", "--preset", "quick", "--model", tiny_model, "--out", str(out), "--lora-r", "4",
+            "--to-learn", "4", "--not-to-forget", "4", "--meta-pool", "8", "--meta-updates", "1", "--meta-batch", "2",
+            "--epochs", str(EPOCHS), "--phi-layers", "1", "--tailor-dir", str(tailored), "--device", "cpu",
+            "--methods", "finetune,oracle"]
+    monkeypatch.setattr(sys, "argv", ["taalm", *argv])  # as the console script runs it
+    assert cli.main() == 0
+    summary = check_bench_output(out, ["finetune", "oracle"])
+    assert summary["command"] == "taalm " + " ".join(argv)
+    assert summary["phi"] is None and not (out / "phi").exists()  # no taalm method: no φ to meta-train
+
+
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+def count_learn(monkeypatch, fail_on: str = "") -> list[str]:
+    calls: list[str] = []
+    real = ckl.learn
+
+    def learn(cfg):
+        calls.append(cfg.method)
+        if cfg.method == fail_on:
+            raise Killed(cfg.method)
+        return real(cfg)
+
+    monkeypatch.setattr(ckl, "learn", learn)
+    return calls
+
+
+def count_steps(monkeypatch, fail_on: tuple[str, int] | None = None) -> collections.Counter:
+    steps: collections.Counter = collections.Counter()
+    real = ckl.Learner.step
+
+    def step(self, doc_ids, epoch, index):
+        steps[self.method.name] += 1
+        if fail_on and (self.method.name, steps[self.method.name]) == fail_on:
+            raise Killed(f"{self.method.name} step {steps[self.method.name]}")
+        return real(self, doc_ids, epoch, index)
+
+    monkeypatch.setattr(ckl.Learner, "step", step)
+    return steps
+
+
+def test_bench_resumes_after_a_kill_between_methods(tiny_model, tailored, tmp_path, monkeypatch):
+    cfg = bench_config(tiny_model, tailored, tmp_path / "run")
+    with monkeypatch.context() as mp:
+        calls = count_learn(mp, fail_on=QUICK_METHODS[1])
+        with pytest.raises(Killed):
+            lama_ckl.run_bench(cfg)
+    assert calls == QUICK_METHODS[:2]
+    first = tmp_path / "run" / "methods" / QUICK_METHODS[0] / "metrics.jsonl"
+    stamp = first.stat().st_mtime_ns
+    meta_calls = []
+    monkeypatch.setattr("taalm.meta_train.meta_train", lambda c: meta_calls.append(c))
+    calls = count_learn(monkeypatch)
+    summary = lama_ckl.run_bench(cfg)
+    assert calls == QUICK_METHODS[1:]  # the finished method is not redone
+    assert meta_calls == []  # nor is φ
+    assert first.stat().st_mtime_ns == stamp
+    assert list(summary["methods"]) == QUICK_METHODS
+
+
+def test_bench_resumes_a_method_from_its_checkpoint(tiny_model, tailored, tmp_path, monkeypatch, bench_run):
+    cfg = bench_config(tiny_model, tailored, tmp_path / "run")
+    killed_in = QUICK_METHODS[1]
+    with monkeypatch.context() as mp:
+        count_steps(mp, fail_on=(killed_in, 2))  # one step per epoch: killed in epoch 2, after epoch 1's checkpoint
+        with pytest.raises(Killed):
+            lama_ckl.run_bench(cfg)
+    run_dir = tmp_path / "run" / "methods" / killed_in
+    assert (run_dir / "checkpoint").is_dir() and not (run_dir / "DONE").exists()
+    steps = count_steps(monkeypatch)
+    summary = lama_ckl.run_bench(cfg)
+    assert steps == {killed_in: 1, QUICK_METHODS[2]: EPOCHS}  # resumed at epoch 2; the first method not redone
+    epochs = [r["epoch"] for r in read_set(run_dir / "metrics.jsonl") if r["probe"] == "to_learn"]
+    assert epochs == list(range(EPOCHS + 1))
+    assert list(summary["methods"]) == QUICK_METHODS
+    # resume is exact: the same curves as the uninterrupted run
+    uninterrupted = bench_run[1]["methods"]
+    assert {n: m["curve"] for n, m in summary["methods"].items()} == {n: m["curve"] for n, m in uninterrupted.items()}
+
+
+def test_bench_restarts_a_method_killed_before_its_first_checkpoint(tiny_model, tailored, tmp_path, monkeypatch):
+    cfg = bench_config(tiny_model, tailored, tmp_path / "run", methods="finetune,oracle")
+    with monkeypatch.context() as mp:
+        count_steps(mp, fail_on=("oracle", 1))
+        with pytest.raises(Killed):
+            lama_ckl.run_bench(cfg)
+    run_dir = tmp_path / "run" / "methods" / "oracle"
+    assert run_dir.is_dir() and not (run_dir / "checkpoint").exists()  # a partial run with nothing to resume
+    steps = count_steps(monkeypatch)
+    summary = lama_ckl.run_bench(cfg)
+    assert steps == {"oracle": EPOCHS}
+    assert list(summary["methods"]) == ["finetune", "oracle"]
+    assert (run_dir / "DONE").is_file()
