@@ -138,7 +138,9 @@ def test_meta_train_then_weights(tiny_model, tmp_path, capsys):
     assert html.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     n_tokens = len(models.load_tokenizer(tiny_model)("Santiago is the capital of Chile .")["input_ids"])
     assert html.read_text(encoding="utf-8").count("data-w=") == n_tokens - 1  # one weight per predicted token
-    assert "mean weight" in printed and "\x1b[" not in printed
+    assert "raw weights: mean" in printed and "\x1b[" not in printed
+    shown = [float(line.rsplit("\t", 1)[1]) for line in printed.splitlines() if "\t" in line]
+    assert max(shown) == 1.0  # shown relative to the document's largest weight (the loss ignores the scale)
 
 
 def test_weights_rejects_a_non_phi_directory(tiny_model, tmp_path, capsys):

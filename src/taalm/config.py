@@ -117,6 +117,7 @@ class WeightsConfig:
     limit: int = option(20, "at most this many documents from --file")
     max_length: int = option(512, "documents are truncated to this many tokens")
     color: bool = option(True, "colour the terminal output")
+    relative: bool = option(True, "show weights divided by each document's largest (the loss ignores their scale)")
     device: str = option("auto", "auto, cpu, cuda")
 
     def __post_init__(self) -> None:
@@ -323,6 +324,8 @@ class BenchConfig(ModelOptions):
     eval_batch: int = option(32, "probes per forward pass")
     meta_updates: int = option(0, "φ updates (0: one pass over the meta pool)")
     meta_batch: int = option(16, "pairs per φ update")
+    meta_inner_lr: float = option(2e-4, "inner AdamW learning rate of meta-training (θ)")
+    meta_outer_lr: float = option(2e-4, "outer AdamW learning rate of meta-training (φ)")
     inner_batch: int = option(1, "pairs per inner problem")
     phi_layers: int = option(0, "keep only the first N layers of φ's backbone (0: all)")
     dummy_steps: int = option(1, "non-differentiable inner steps before the differentiable one")
@@ -354,7 +357,8 @@ PRESETS: dict[str, dict[str, Any]] = {
               "not_to_forget": 0, "meta_pool": 0, "meta_batch": 16, "inner_batch": 1, "meta_updates": 0},
     # A CPU-sized run: a few dozen rows, short documents, a short φ meta-training, a larger lr for the few steps.
     "quick": {"epochs": 4, "lr": 1e-3, "batch_size": 8, "micro_batch": 8, "max_length": 96, "to_learn": 16,
-              "not_to_forget": 16, "meta_pool": 64, "meta_batch": 4, "inner_batch": 1, "meta_updates": 6,
+              "not_to_forget": 16, "meta_pool": 64, "meta_batch": 4, "inner_batch": 1, "meta_updates": 16,
+              "meta_inner_lr": 1e-3, "meta_outer_lr": 3e-3,
               "meta_max_length": 64, "phi_layers": 4, "lora_dropout": 0.0, "methods": "finetune,oracle,taalm"},
 }
 

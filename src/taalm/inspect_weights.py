@@ -49,9 +49,13 @@ def show_weights(cfg: WeightsConfig) -> list[tuple[str, list[str], list[float]]]
     encoded = [encode(tokenizer, text, cfg.max_length, where=name).input_ids for name, text in documents]
     weights = document_weights(phi, encoded)
     # weight j belongs to token j+1 (the first token is never predicted, so it has none)
-    drawn = [(name, token_texts(tokenizer, ids)[1:], w) for (name, _), ids, w in zip(documents, encoded, weights)]
-    for name, tokens, w in drawn:
-        print(f"== {name}  (mean weight {sum(w) / len(w):.3f})")
+    # The weighted loss Σ nll·w / Σ w is invariant to scaling w, so what matters is each weight relative to the others:
+    # with --relative (default) every document is shown divided by its largest weight, as the official code does.
+    shown = [[x / max(max(w), 1e-12) for x in w] if cfg.relative else w for w in weights]
+    drawn = [(name, token_texts(tokenizer, ids)[1:], w) for (name, _), ids, w in zip(documents, encoded, shown)]
+    for (name, tokens, w), raw in zip(drawn, weights):
+        print(f"== {name}  (raw weights: mean {sum(raw) / len(raw):.4f}, max {max(raw):.4f}"
+              f"{'; shown relative to the max' if cfg.relative else ''})")
         print(viz.format_weights_terminal(tokens, w, color=cfg.color))
     out = Path(cfg.out)
     viz.write_weights_html(out, drawn, title=f"Train-Attention weights ({cfg.phi})")

@@ -248,6 +248,7 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
             t0 = time.time()
             meta_train(MetaTrainConfig(
                 theta=cfg.model, pairs=str(pool), out=phi_dir, updates=cfg.meta_updates, meta_batch=cfg.meta_batch,
+                inner_lr=cfg.meta_inner_lr, outer_lr=cfg.meta_outer_lr,
                 inner_batch=cfg.inner_batch, phi_layers=cfg.phi_layers, dummy_steps=cfg.dummy_steps, objective=cfg.objective,
                 max_length=cfg.meta_max_length, seed=cfg.seed, resume=_resumable(Path(phi_dir)),
                 **{k: v for k, v in model_options.items() if k not in ("qlora",)}))
