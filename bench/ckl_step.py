@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import device_name, lama_pairs  # noqa: E402
+from _common import device_name, lama_pairs
 
 
 def main() -> None:

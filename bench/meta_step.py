@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import device_name, lama_pairs, peak_memory_mb, timed  # noqa: E402
+from _common import device_name, lama_pairs, peak_memory_mb, timed
 
 
 def run_phase(args) -> dict:
@@ -77,7 +77,7 @@ def main() -> None:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         results[phase] = json.loads(out)
     plain, meta_ = results["plain"], results["meta"]
-    extra = lambda r: max(r["peak_mb"] - r["baseline_mb"], 1e-9)  # noqa: E731
+    extra = lambda r: max(r["peak_mb"] - r["baseline_mb"], 1e-9)
     report = {
         "device": device_name(), "model": args.model, "docs": args.docs, "max_length": args.max_length,
         "dummy_steps": args.dummy_steps, "phi_layers": args.phi_layers,

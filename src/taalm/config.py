@@ -226,7 +226,7 @@ class LearnConfig(ModelOptions):
     method: str = option("finetune", "finetune, oracle, taalm, rho1, recadam, mixreview, kadapter, or a combination "
                                      "such as taalm+kadapter")
     phi: str = option("", "trained φ directory (method taalm)")
-    probes: list[str] = option([], "probe sets NAME=FILE.jsonl ({task, answer} rows); accuracy and PPL per epoch")
+    probes: list[str] = option([], "probe sets NAME=FILE.jsonl ({task, answer} rows); accuracy and PPL per epoch")  # noqa: RUF009 (option() returns a dataclass field)
     epochs: int = option(30, "passes over the documents")
     lr: float = option(1e-4, "AdamW learning rate")
     batch_size: int = option(64, "documents per optimizer step (official LAMA-ckl: 8 per GPU x 8 GPUs)")

@@ -40,7 +40,7 @@ class InnerProblem:
     unrelated: dict[str, torch.Tensor] | None = None
 
     def to(self, device: torch.device) -> InnerProblem:
-        move = lambda batch: None if batch is None else {k: v.to(device) for k, v in batch.items()}  # noqa: E731
+        move = lambda batch: None if batch is None else {k: v.to(device) for k, v in batch.items()}
         return InnerProblem(move(self.document), move(self.task), move(self.unrelated))
 
 

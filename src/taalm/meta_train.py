@@ -63,7 +63,7 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
     if state is not None:
         missing = set(phi.trainable_state()) - set(state["phi"])
         if missing:
-            raise TaalmError(f"option --resume: the checkpoint in {out} does not match this φ (e.g. {sorted(missing)[0]})")
+            raise TaalmError(f"option --resume: the checkpoint in {out} does not match this φ (e.g. {min(missing)})")
         phi.load_state_dict(state["phi"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         runtime.set_rng_state(state["rng"])
