@@ -5,6 +5,7 @@ python -m pytest -q tests/test_data.py
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from taalm import models
 from taalm.data import encode, load_documents, load_pairs, load_probes, pad_batch
 from taalm.errors import TaalmError
 
-LAMA_CKL = Path("/work/shared/data/lama_ckl/variant.jsonl")
+LAMA_CKL = Path(__file__).resolve().parents[1] / "src" / "taalm" / "resources" / "lama_ckl" / "variant.jsonl.gz"
 WORDS = ["Santiago", "is", "the", "capital", "of", "Chile", ".", "Paris", "in", "France", "Libya", "maintains",
          "diplomatic", "relations", "with", "Brazil", "Marie", "Curie", "was", "born", "Warsaw", "and", "worked"]
 
@@ -229,9 +230,9 @@ def test_documents_answer_and_task_are_optional(tmp_path):
     assert docs[1].answer == "France" and docs[1].task == "Paris is in France"
 
 
-@pytest.mark.skipif(not LAMA_CKL.is_file(), reason="shared LAMA-ckl data not present")
 def test_lama_ckl_rows_are_accepted(tmp_path):
-    rows = [json.loads(line) for line in LAMA_CKL.read_text(encoding="utf-8").splitlines()[:2]]
+    with gzip.open(LAMA_CKL, "rt", encoding="utf-8") as f:  # the copy shipped as package data
+        rows = [json.loads(f.readline()) for _ in range(2)]
     path = write(tmp_path / "lama.jsonl", [json.dumps(r) for r in rows])
     pairs = load_pairs(path)
     assert [(p.document, p.task, p.answer) for p in pairs] == [
