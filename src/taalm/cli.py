@@ -18,7 +18,7 @@ from taalm.config import add_arguments, config_from_args
 from taalm.errors import TaalmError
 
 
-def _commands(argv: list[str] | None) -> dict[str, tuple[type, Callable[[Any], Any], str]]:
+def _commands(argv: list[str] | None = None) -> dict[str, tuple[type, Callable[[Any], Any], str]]:
     from taalm import config
 
     def meta_train(cfg):
