@@ -59,3 +59,13 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # Tests never touch the user's cache unless they ask for the real one.
     if "TAALM_TEST_REAL_CACHE" not in os.environ:
         monkeypatch.setenv("TAALM_CACHE", str(tmp_path_factory.getbasetemp() / "taalm-cache"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: tiny models run faster on one thread, and on a busy 2-core machine two
+    competing thread pools slowed these tests several times over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

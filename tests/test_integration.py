@@ -31,16 +31,6 @@ def _isolated_cache():
     reused across runs (TAALM_CACHE, if the user set it, is respected)."""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine spinning thread pools made these tests 6x slower (416 s vs
-    71 s for this file under load ~5), while an idle machine loses little."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def lama_pairs(n: int) -> list[Pair]:
     """The first ``n`` variant facts, each document cut to a window around its answer."""
     pairs = []

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from taalm import ckl, cli, lama_ckl
 from taalm.config import PRESETS, BenchConfig, TailorConfig, with_preset
@@ -88,14 +87,7 @@ def read_set(path: Path) -> list[dict]:
     return [r for _, r in read_jsonl(path)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny model gains nothing from threads, and spinning thread pools slow it tenfold when other processes
-    share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,7 @@ FILLER = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "near"
 FACTS = [("zorb", "Paris"), ("quix", "Scotland"), ("blan", "Chile"), ("trev", "Santiago")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models run several times faster on one thread than on two contended ones.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> str:
