@@ -72,10 +72,8 @@ def static_weights(cfg: LearnConfig, method: Method, docs: list[Encoded], tokeni
     cache = out / WEIGHTS_CACHE
     if cache.is_file():
         return torch.load(cache)
-    from taalm.weighting import TrainAttention, document_weights, is_train_attention_dir
+    from taalm.weighting import TrainAttention, document_weights
 
-    if not is_train_attention_dir(cfg.phi):
-        raise TaalmError(f"option --phi: {cfg.phi} is not a trained φ directory (no phi_config.json)")
     phi = TrainAttention.load(cfg.phi).to(device)
     if not models.same_tokenizer(tokenizer, models.load_tokenizer(phi.backbone_name)):
         raise TaalmError(f"option --phi: φ's backbone {phi.backbone_name!r} does not share θ's tokenizer")
@@ -245,10 +243,9 @@ def learn(cfg: LearnConfig) -> LearnResult:
     probes = {name: load_probes(path) for name, path in probe_files.items()}
     review = load_documents(cfg.review_docs) if method.mixreview else []
     if method.weights == "taalm":
-        from taalm.weighting import is_train_attention_dir
+        from taalm.weighting import require_train_attention_dir
 
-        if not is_train_attention_dir(cfg.phi):
-            raise TaalmError(f"option --phi: {cfg.phi} is not a trained φ directory (no phi_config.json)")
+        require_train_attention_dir(cfg.phi)
     tokenizer = models.load_tokenizer(cfg.model)
     answers = [d.answer for d in documents] if method.weights == "oracle" else None
     docs = _encode_all(tokenizer, documents, cfg.max_length, "documents", answers)

@@ -12,7 +12,7 @@ from taalm.config import WeightsConfig
 from taalm.data import DOCUMENT_FIELDS, encode
 from taalm.errors import TaalmError
 from taalm.io import read_jsonl
-from taalm.weighting import TrainAttention, document_weights, is_train_attention_dir
+from taalm.weighting import TrainAttention, document_weights, require_train_attention_dir
 
 
 def _documents(cfg: WeightsConfig) -> list[tuple[str, str]]:
@@ -40,8 +40,7 @@ def token_texts(tokenizer, ids: list[int]) -> list[str]:
 
 def show_weights(cfg: WeightsConfig) -> list[tuple[str, list[str], list[float]]]:
     """Print φ's weights per token and write the HTML heatmap and a PNG next to it; returns what was drawn."""
-    if not is_train_attention_dir(cfg.phi):
-        raise TaalmError(f"option --phi: {cfg.phi} is not a trained φ directory (no phi_config.json)")
+    require_train_attention_dir(cfg.phi)
     documents = _documents(cfg)
     phi = TrainAttention.load(cfg.phi)
     phi.to(models.pick_device(cfg.device))

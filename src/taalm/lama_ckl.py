@@ -69,12 +69,15 @@ class RowScorer:
         self.eval_batch, self.max_length = eval_batch, max_length
         self.skipped: list[dict] = []
 
+    def _task(self, row: dict):
+        return encode(self.tokenizer, row["task_descriptive"], self.max_length, answer=row["object"], where=row["_where"])
+
     def usable(self, row: dict, document: bool = False) -> bool:
         """Whether the answer survives tokenization of the cloze task (and, with ``document``, of the evidence θ
         learns: a fact cut out of its document cannot be learned, and oracle weights need it); else listed in
         ``skipped``."""
         try:
-            encode(self.tokenizer, row["task_descriptive"], self.max_length, answer=row["object"], where=row["_where"])
+            self._task(row)
             if document:
                 encode(self.tokenizer, row["evidence"], self.max_length, answer=row["object"],
                        where=f"{row['_where']} (evidence)")
@@ -83,23 +86,13 @@ class RowScorer:
             return False
         return True
 
-    def __call__(self, rows: list[dict]) -> list[float | None]:
-        """Accuracy per row; None (and a report in ``skipped``) when the answer is not usable."""
+    def __call__(self, rows: list[dict]) -> list[float]:
+        """Accuracy per row; rows must be ``usable`` (``_select`` checks them first)."""
         from taalm.ckl import score_probes
 
-        encoded, index = [], []
-        for i, row in enumerate(rows):
-            try:
-                encoded.append(encode(self.tokenizer, row["task_descriptive"], self.max_length, answer=row["object"],
-                                      where=row["_where"]))
-                index.append(i)
-            except TaalmError as e:
-                self.skipped.append({"row": row["_where"], "uuid": row["uuid"], "reason": str(e)})
+        encoded = [self._task(row) for row in rows]
         scores, _, _ = score_probes(self.model, encoded, pad_token_id(self.tokenizer), self.eval_batch, self.device)
-        out: list[float | None] = [None] * len(rows)
-        for i, score in zip(index, scores):
-            out[i] = score
-        return out
+        return scores
 
 
 def _select(rows: list[dict], keep, limit: int, seed: int, scorer: RowScorer, scores: dict[str, float | None],

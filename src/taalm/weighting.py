@@ -111,3 +111,9 @@ def document_weights(phi: TrainAttention, token_ids: list[list[int]], batch_size
 
 def is_train_attention_dir(directory: str | Path) -> bool:
     return (Path(directory) / CONFIG_FILE).is_file()
+
+
+def require_train_attention_dir(directory: str | Path) -> None:
+    """The user-facing check behind ``--phi``: checked before any output is written."""
+    if not is_train_attention_dir(directory):
+        raise TaalmError(f"option --phi: {directory} is not a trained φ directory (no {CONFIG_FILE})")
