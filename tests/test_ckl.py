@@ -278,3 +278,72 @@ def test_long_document_is_truncated_with_a_warning(tiny_model, files, phi_dir, t
     assert f"1 of 2 documents truncated to --max-length {limit} tokens" in caplog.text
     assert (tmp_path / "out" / "DONE").is_file()
     assert len((tmp_path / "out" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+# --- continuing an earlier run (--init-from) --------------------------------------------------------------------------
+
+
+def _records_at(metrics: list[dict], epoch: int) -> list[dict]:
+    return [{k: v for k, v in r.items() if k in ("probe", "accuracy", "nll", "perplexity")}
+            for r in metrics if r["epoch"] == epoch]
+
+
+@pytest.mark.parametrize("method", ["finetune", "kadapter", "recadam"])
+def test_init_from_continues_the_adapter_with_a_fresh_optimizer(method, tiny_model, files, phi_dir, tmp_path):
+    options = {**_options(method, tiny_model, files, tmp_path / "first", phi_dir), "checkpoint_every": 1}
+    first = learn(LearnConfig(**options))
+    second = learn(LearnConfig(**{**options, "out": str(tmp_path / "second"), "epochs": 1,
+                                  "init_from": str(tmp_path / "first")}))
+    # the second run starts exactly where the first ended: its epoch-0 scores are the first run's last ones
+    assert _records_at(second.metrics, 0) == _records_at(first.metrics, 2)
+    fresh = learn(LearnConfig(**{**options, "out": str(tmp_path / "fresh"), "epochs": 1}))
+    assert _records_at(second.metrics, 0) != _records_at(fresh.metrics, 0)
+    # a fresh optimizer: its step count covers the second run's 2 steps only, not the first run's 4
+    state = ckl.runtime.load_checkpoint(tmp_path / "second" / "checkpoint")["optimizer"]["state"]
+    assert {int(s["step"]) for s in state.values()} == {2}
+    saved = yaml.safe_load((tmp_path / "second" / "config.yaml").read_text())
+    assert saved["init_from"] == str(tmp_path / "first")
+    if parse_method(method).kadapter:  # the base stays frozen across runs: only the adapter was carried over
+        from taalm.kadapter import KAdapterForCausalLM
+
+        base = models.load_causal_lm(tiny_model)
+        carried = KAdapterForCausalLM.from_base_and_dir(models.load_causal_lm(tiny_model), tmp_path / "second" / "kadapter")
+        assert all(torch.equal(a, b) for a, b in zip(base.state_dict().values(), carried.base.state_dict().values()))
+
+
+def test_init_from_refuses_another_adapter_kind_before_writing(tiny_model, files, phi_dir, tmp_path, capsys):
+    options = _options("finetune", tiny_model, files, tmp_path / "lora", phi_dir)
+    learn(LearnConfig(**{**options, "epochs": 1}))
+    argv = _argv({**_options("kadapter", tiny_model, files, tmp_path / "out", phi_dir), "init_from": str(tmp_path / "lora")})
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "option --init-from:" in err and "has no kadapter/" in err and "LoRA" in err
+    assert not (tmp_path / "out").exists()
+
+
+# --- a non-finite loss stops the run, naming the step and the documents ----------------------------------------------
+
+
+def test_non_finite_loss_stops_learn_and_keeps_the_last_checkpoint(tiny_model, files, phi_dir, tmp_path, monkeypatch,
+                                                                   capsys):
+    from taalm import losses
+
+    options = {**_options("finetune", tiny_model, files, tmp_path / "out", phi_dir), "checkpoint_every": 1}
+    calls = {"n": 0}
+    real = losses.token_nll
+
+    def poisoned(logits, input_ids):
+        calls["n"] += torch.is_grad_enabled()  # training steps only, not evaluation
+        nll = real(logits, input_ids)
+        return nll * float("nan") if calls["n"] == 3 and torch.is_grad_enabled() else nll  # epoch 2, step 1
+
+    monkeypatch.setattr(losses, "token_nll", poisoned)
+    assert main(_argv(options)) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("taalm: ")]
+    assert len(errors) == 1 and "non-finite loss at epoch 2, step 1" in errors[0] and "Traceback" not in err
+    assert f"{files['docs']}:" in err  # the documents of the batch, by file:line
+    state = ckl.runtime.load_checkpoint(tmp_path / "out" / "checkpoint")
+    assert (state["epoch"], state["step"]) == (1, 0)  # the end of epoch 1: the last good state
+    assert all(torch.isfinite(v).all() for v in state["trainable"].values())
+    assert not (tmp_path / "out" / "DONE").exists()

@@ -93,7 +93,7 @@ def test_phi_learns_to_weight_the_fact(word_model, tmp_path):
     held_out = [fact_document(rng) for _ in range(30)]
     cfg = MetaTrainConfig(theta=word_model, pairs=str(pairs), out=str(tmp_path / "phi"), updates=40, meta_batch=4,
                           inner_lr=1e-2, outer_lr=3e-3, lora_r=4, lora_alpha=8, lora_dropout=0.0, max_length=64,
-                          seed=0, checkpoint_every=100, device="cpu")
+                          seed=0, checkpoint_every=100, device="cpu", held_out=0)
     tokenizer = models.load_tokenizer(word_model)
     _, untrained = build_models(cfg, torch.device("cpu"))  # exactly the φ the run starts from
     before = fact_auc(untrained, tokenizer, held_out)
@@ -125,7 +125,8 @@ RESUME_PAIRS = [
 def resume_config(tiny_model: str, pairs: Path, out: Path, **overrides) -> MetaTrainConfig:
     values = {"theta": tiny_model, "pairs": str(pairs), "out": str(out), "updates": 6, "meta_batch": 2,
               "checkpoint_every": 2, "inner_lr": 1e-2, "outer_lr": 1e-2, "lora_r": 4, "lora_alpha": 8,
-              "lora_dropout": 0.1, "max_length": 64, "seed": 3, "device": "cpu"}
+              "lora_dropout": 0.1, "max_length": 64, "seed": 3, "device": "cpu", "held_out": 1, "val_every": 2,
+              "val_epochs": 2, "val_lr": 1e-2, "val_batch_size": 1}
     return MetaTrainConfig(**{**values, **overrides})
 
 
@@ -134,7 +135,7 @@ def outputs(out: Path) -> tuple[dict, list[dict]]:
     tensors.update({f"head/{k}": v for k, v in load_file(str(out / HEAD_FILE)).items()})
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     for record in history:
-        record.pop("seconds")
+        record.pop("seconds", None)
     return tensors, history
 
 
@@ -153,7 +154,8 @@ def kill_at(monkeypatch, update: int, seen: list[int]) -> None:
 def test_resume_is_exact(tiny_model, tmp_path, monkeypatch):
     pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS)
     reference, reference_history = outputs(meta_train(resume_config(tiny_model, pairs, tmp_path / "full")))
-    assert [h["update"] for h in reference_history] == [1, 2, 3, 4, 5, 6]
+    assert [h["update"] for h in reference_history] == [0, 1, 2, 3, 4, 5, 6]
+    assert [h["update"] for h in reference_history if "gain_accuracy" in h] == [0, 2, 4, 6]  # validated
     lora_b = [v for k, v in reference.items() if "lora_B" in k]
     assert lora_b and all(v.abs().max() > 0 for v in lora_b)  # φ moved away from its init
 
@@ -183,14 +185,14 @@ def test_resume_is_exact(tiny_model, tmp_path, monkeypatch):
 def test_resume_without_rng_restore_differs(tiny_model, tmp_path, monkeypatch):
     """Dropout makes the RNG state matter: skipping its restore must change the result (so the test above is real)."""
     pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS)
-    reference, _ = outputs(meta_train(resume_config(tiny_model, pairs, tmp_path / "full", updates=4)))
+    reference, _ = outputs(meta_train(resume_config(tiny_model, pairs, tmp_path / "full", updates=4, select="last")))
     out = tmp_path / "killed"
     kill_at(monkeypatch, 2, [])
     with pytest.raises(RuntimeError):
-        meta_train(resume_config(tiny_model, pairs, out, updates=4))
+        meta_train(resume_config(tiny_model, pairs, out, updates=4, select="last"))
     monkeypatch.undo()
     monkeypatch.setattr(runtime, "set_rng_state", lambda state: None)
-    resumed, _ = outputs(meta_train(resume_config(tiny_model, pairs, out, updates=4, resume=True)))
+    resumed, _ = outputs(meta_train(resume_config(tiny_model, pairs, out, updates=4, select="last", resume=True)))
     assert any(not torch.equal(resumed[k], reference[k]) for k in reference)
 
 
@@ -210,11 +212,35 @@ def test_bad_pairs_create_no_output(tiny_model, tmp_path, line, message):
     assert not out.exists()
 
 
-def test_answer_cut_off_creates_no_output(tiny_model, tmp_path):
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS[:2])
+FILLER_TEXT = "The quick brown fox jumps over the lazy dog near the river bank . " * 6
+
+
+def test_long_documents_are_windowed_around_the_answer_and_counted(tiny_model, tmp_path):
+    rows = [{"document": FILLER_TEXT + "Santiago is the capital of Chile .", "task": "Santiago is the capital of Chile .",
+             "answer": "Chile"},
+            {"document": FILLER_TEXT + "Nothing to see .", "task": "Marie Curie was born in Warsaw .", "answer": "Warsaw"},
+            *RESUME_PAIRS[1:]]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    cfg = resume_config(tiny_model, pairs, tmp_path / "out", updates=1, held_out=0, max_length=48)
+    tokenizer = models.load_tokenizer(tiny_model)
+    from taalm.meta_train import prepare
+
+    encoded, held, report = prepare(cfg, tokenizer)
+    assert report["windowed"] == 1 and report["train"] == 5 and held == []
+    assert [s["pair"] for s in report["skipped"]] == [f"{pairs}:2"]  # over-long and without its answer: skipped
+    first = encoded[0].document.input_ids
+    assert len(first) <= 48 and tokenizer.decode(first).rstrip().endswith("Santiago is the capital of Chile .")
+    out = meta_train(cfg)
+    assert json.loads((out / "data.json").read_text())["windowed"] == 1
+
+
+def test_task_answer_cut_off_creates_no_output(tiny_model, tmp_path):
+    rows = [{"document": "Chile is far .", "task": FILLER_TEXT + "Santiago is the capital of Chile .", "answer": "Chile"},
+            *RESUME_PAIRS]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", rows)
     out = tmp_path / "out"
     with pytest.raises(TaalmError, match="cut off by --max-length"):
-        meta_train(resume_config(tiny_model, pairs, out, max_length=4))
+        meta_train(resume_config(tiny_model, pairs, out, max_length=48, held_out=0))
     assert not out.exists()
 
 
@@ -233,11 +259,16 @@ def test_non_empty_output_is_refused(tiny_model, tmp_path):
 def test_held_out_pairs_are_not_trained_on(tiny_model, tmp_path, monkeypatch):
     pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS)
     seen = []
-    original = meta.meta_batch_indices
-    monkeypatch.setattr(meta, "meta_batch_indices", lambda u, b, n, s: seen.append(n) or original(u, b, n, s))
-    out = meta_train(resume_config(tiny_model, pairs, tmp_path / "out", updates=1, held_out=2))
-    assert seen == [3]
+    original = meta.make_problem
+    monkeypatch.setattr(meta, "make_problem",
+                        lambda items, *a: seen.extend(tuple(p.task.input_ids) for p in items) or original(items, *a))
+    out = meta_train(resume_config(tiny_model, pairs, tmp_path / "out", updates=3, held_out=2))
     held = [json.loads(line) for line in (out / "held_out.jsonl").read_text().splitlines()]
-    assert held == RESUME_PAIRS[3:]
+    held_tasks = {h["task"] for h in held}
+    assert len(held) == 2 and all({k: h[k] for k in ("document", "task", "answer")} in RESUME_PAIRS for h in held)
+    tokenizer = models.load_tokenizer(tiny_model)
+    training_tasks = {tuple(encode(tokenizer, p["task"], 64).input_ids) for p in RESUME_PAIRS if p["task"] not in held_tasks}
+    assert seen and set(seen) == training_tasks  # φ trained on every training pair and never on a held-out one
+    assert json.loads((out / "data.json").read_text())["held_out"] == 2
     with pytest.raises(TaalmError, match="--held-out"):
         meta_train(resume_config(tiny_model, pairs, tmp_path / "out2", held_out=5))

@@ -22,8 +22,17 @@ import torch
 from tqdm.auto import tqdm
 
 from taalm import losses, models, runtime
-from taalm.config import LearnConfig, probe_sets, save_config, to_dict
-from taalm.data import Encoded, encode, length_sorted_chunks, load_documents, load_probes, pad_batch, pad_token_id
+from taalm.config import LearnConfig, LoopOptions, probe_sets, save_config, to_dict
+from taalm.data import (
+    Encoded,
+    Probe,
+    encode,
+    length_sorted_chunks,
+    load_documents,
+    load_probes,
+    pad_batch,
+    pad_token_id,
+)
 from taalm.errors import TaalmError
 from taalm.io import atomic_dir, atomic_write_bytes, atomic_write_text, write_jsonl
 from taalm.methods import Method, parse_method, rho1_weights
@@ -49,17 +58,52 @@ def _encode_all(tokenizer, texts, max_length: int, what: str, answers=None) -> l
     return encoded
 
 
+def encode_probes(tokenizer, probes: dict[str, list[Probe]], max_length: int) -> dict[str, list[Encoded]]:
+    """Each probe set tokenized with its answer tokens labelled."""
+    return {name: _encode_all(tokenizer, items, max_length, f"{name} probes", [p.answer for p in items])
+            for name, items in probes.items()}
+
+
 def build_model(cfg: LearnConfig, method: Method, device: torch.device) -> torch.nn.Module:
     """θ with fresh LoRA, or the frozen base with a K-Adapter; only the adapter is trainable."""
     base = models.load_causal_lm(cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation,
-                                 qlora=cfg.qlora)
+                                 qlora=cfg.use_qlora())
     if method.kadapter:
         from taalm.kadapter import KAdapterForCausalLM
 
         model = KAdapterForCausalLM(base)
     else:
-        model = models.add_lora(base, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, qlora=cfg.qlora)
+        model = models.add_lora(base, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, qlora=cfg.use_qlora())
     return model.to(device)
+
+
+def initial_adapter_dir(init_from: str, method: Method) -> Path:
+    """The adapter directory of the run ``--init-from`` names; checked before any output is written."""
+    kind = "kadapter" if method.kadapter else "adapter"
+    path = Path(init_from) / kind
+    if not path.is_dir():
+        other = "a LoRA" if method.kadapter else "a K-Adapter"
+        found = f" (it holds {other} adapter)" if (Path(init_from) / ("adapter" if method.kadapter else "kadapter")
+                                                  ).is_dir() else ""
+        raise TaalmError(f"option --init-from: {init_from} has no {kind}/ from a finished `taalm learn` run{found}")
+    return path
+
+
+def load_initial_adapter(model: torch.nn.Module, method: Method, path: Path, cfg: LearnConfig) -> None:
+    """Continue from an earlier run's adapter: same adapter kind and LoRA settings, loaded into the fresh model."""
+    if method.kadapter:
+        model.load_adapter(path)
+        return
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    saved = json.loads((path / "adapter_config.json").read_text())
+    for key, value in (("r", cfg.lora_r), ("lora_alpha", cfg.lora_alpha)):
+        if saved.get(key) != value:
+            raise TaalmError(f"option --init-from: {path} has {key} {saved.get(key)}, this run {value}")
+    result = set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
+    if result.unexpected_keys:
+        raise TaalmError(f"option --init-from: {path} does not fit this model (e.g. {result.unexpected_keys[0]})")
 
 
 def static_weights(cfg: LearnConfig, method: Method, docs: list[Encoded], tokenizer, out: Path,
@@ -72,9 +116,9 @@ def static_weights(cfg: LearnConfig, method: Method, docs: list[Encoded], tokeni
     cache = out / WEIGHTS_CACHE
     if cache.is_file():
         return torch.load(cache)
-    from taalm.weighting import TrainAttention, document_weights
+    from taalm.weighting import TrainAttention, document_weights, resolve_phi
 
-    phi = TrainAttention.load(cfg.phi).to(device)
+    phi = TrainAttention.load(resolve_phi(cfg.phi)).to(device)
     if not models.same_tokenizer(tokenizer, models.load_tokenizer(phi.backbone_name)):
         raise TaalmError(f"option --phi: φ's backbone {phi.backbone_name!r} does not share θ's tokenizer")
     started = time.time()
@@ -108,32 +152,47 @@ def reference_nll(model: torch.nn.Module, method: Method, docs: list[Encoded], p
     return out
 
 
+@dataclass
+class ProbeScores:
+    """Per probe (input order): teacher-forced label-token accuracy and mean label-token NLL; plus the totals over
+    all label tokens (for a token-level perplexity)."""
+
+    accuracy: list[float]
+    nll: list[float]
+    total_nll: float
+    n_tokens: int
+
+
 @torch.no_grad()
 def score_probes(model: torch.nn.Module, items: list[Encoded], pad_id: int, batch_size: int, device: torch.device,
-                 dtype: str = "auto") -> tuple[list[float], float, int]:
-    """Per-probe teacher-forced label-token accuracy (in input order), summed label NLL, and label-token count."""
+                 dtype: str = "auto") -> ProbeScores:
+    """Score every probe's answer tokens, teacher-forced, in length-sorted batches."""
     model.eval()
-    accuracies = [0.0] * len(items)
+    accuracy, nll = [0.0] * len(items), [0.0] * len(items)
     total_nll, n_tokens = 0.0, 0
     for chunk in length_sorted_chunks(list(range(len(items))), [len(e.input_ids) for e in items], batch_size):
         batch = {k: v.to(device) for k, v in pad_batch([items[i] for i in chunk], pad_id).items()}
         with runtime.autocast(device, dtype):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["label_mask"]
-        for i, accuracy in zip(chunk, losses.label_accuracy(logits, batch["input_ids"], labels).tolist()):
-            accuracies[i] = accuracy
-        total_nll += float((losses.token_nll(logits, batch["input_ids"]).float() * labels).sum())
+        token_nll = losses.token_nll(logits, batch["input_ids"]).float()
+        hits = losses.label_accuracy(logits, batch["input_ids"], labels).tolist()
+        for i, a, n in zip(chunk, hits, losses.masked_mean(token_nll, labels).tolist()):
+            accuracy[i], nll[i] = a, n
+        total_nll += float((token_nll * labels).sum())
         n_tokens += int(labels.sum())
-    return accuracies, total_nll, n_tokens
+    return ProbeScores(accuracy, nll, total_nll, n_tokens)
 
 
 def evaluate(model: torch.nn.Module, probes: dict[str, list[Encoded]], pad_id: int, batch_size: int,
              device: torch.device, dtype: str) -> dict[str, dict[str, float]]:
-    """Label-token accuracy (mean over probes) and label-token perplexity for each probe set."""
+    """Per probe set: label-token accuracy and label NLL (each the mean over probes of the probe's mean over its
+    answer tokens), and the perplexity over all answer tokens."""
     results = {}
     for name, items in probes.items():
-        accuracies, total_nll, n_tokens = score_probes(model, items, pad_id, batch_size, device, dtype)
-        results[name] = {"accuracy": sum(accuracies) / len(accuracies), "perplexity": losses.perplexity(total_nll, n_tokens)}
+        scores = score_probes(model, items, pad_id, batch_size, device, dtype)
+        results[name] = {"accuracy": sum(scores.accuracy) / len(items), "nll": sum(scores.nll) / len(items),
+                         "perplexity": losses.perplexity(scores.total_nll, scores.n_tokens)}
     return results
 
 
@@ -150,13 +209,23 @@ def _padded(rows: list[torch.Tensor], width: int) -> torch.Tensor:
 
 
 class Learner:
-    """State of one run: the model, optimizer, documents and per-document weight sources."""
+    """State of one run: the model, optimizer, documents and per-document weight sources. ``options`` are the loop's
+    settings (``LoopOptions``: micro-batch, Mix-Review rate, RHO-1 ratio, seed); ``dtype`` picks autocast."""
 
-    def __init__(self, cfg: LearnConfig, method: Method, model, optimizer, docs, review, weights, reference, pad_id,
-                 device):
-        self.cfg, self.method, self.model, self.optimizer = cfg, method, model, optimizer
+    def __init__(self, options: LoopOptions, method: Method, model, optimizer, docs, review, weights, reference, pad_id,
+                 device, dtype: str = "auto", names: dict[str, list[str]] | None = None):
+        self.cfg, self.method, self.model, self.optimizer = options, method, model, optimizer
         self.docs, self.review, self.weights, self.reference = docs, review, weights, reference
-        self.pad_id, self.device = pad_id, device
+        self.pad_id, self.device, self.dtype = pad_id, device, dtype
+        self.names = names or {}  # "doc"/"review" -> file:line of each document, for error messages
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The documents of each optimizer step of ``epoch``: a fresh seeded shuffle per epoch, so the position alone
+        (epoch, step) replays the order on resume."""
+        order = list(range(len(self.docs)))
+        random.Random(self.cfg.seed * 1000003 + epoch).shuffle(order)
+        size = self.cfg.batch_size
+        return [order[k:k + size] for k in range(0, len(order), size)]
 
     def review_sample(self, n_docs: int, epoch: int, step: int) -> list[int]:
         if not self.method.mixreview:
@@ -176,16 +245,28 @@ class Learner:
         for chunk in length_sorted_chunks(list(range(len(items))), [len(e.input_ids) for e in encoded],
                                           self.cfg.micro_batch):
             batch = {k: v.to(self.device) for k, v in pad_batch([encoded[j] for j in chunk], self.pad_id).items()}
-            with runtime.autocast(self.device, self.cfg.dtype):
+            with runtime.autocast(self.device, self.dtype):
                 logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             nll = losses.token_nll(logits, batch["input_ids"]).float()
             weights = self.token_weights([items[j] for j in chunk], nll, batch["loss_mask"])
             loss = losses.weighted_loss(nll, weights, batch["loss_mask"]) * (len(chunk) / len(items))
+            if not torch.isfinite(loss):
+                self.non_finite("loss", [items[j] for j in chunk], epoch, step)
             loss.backward()
             total += float(loss.detach())
+        if not all(torch.isfinite(p.grad).all() for group in self.optimizer.param_groups for p in group["params"]
+                   if p.grad is not None):
+            self.non_finite("gradient", items, epoch, step)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total
+
+    def non_finite(self, what: str, items: list[tuple[str, int]], epoch: int, step: int) -> None:
+        """Stop before the optimizer step: the last checkpoint on disk stays the last good state."""
+        self.optimizer.zero_grad(set_to_none=True)
+        shown = [self.names.get(kind, [])[i] if self.names.get(kind) else f"{kind} {i}" for kind, i in items]
+        raise TaalmError(f"non-finite {what} at epoch {epoch + 1}, step {step + 1} (documents: {', '.join(shown)}); "
+                         "stopped before the update, the last checkpoint is intact")
 
     def token_weights(self, items: list[tuple[str, int]], nll: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         width = nll.size(1)
@@ -243,21 +324,23 @@ def learn(cfg: LearnConfig) -> LearnResult:
     probes = {name: load_probes(path) for name, path in probe_files.items()}
     review = load_documents(cfg.review_docs) if method.mixreview else []
     if method.weights == "taalm":
-        from taalm.weighting import require_train_attention_dir
+        from taalm.weighting import resolve_phi
 
-        require_train_attention_dir(cfg.phi)
+        resolve_phi(cfg.phi)
+    init_adapter = initial_adapter_dir(cfg.init_from, method) if cfg.init_from else None
     tokenizer = models.load_tokenizer(cfg.model)
     answers = [d.answer for d in documents] if method.weights == "oracle" else None
     docs = _encode_all(tokenizer, documents, cfg.max_length, "documents", answers)
     review_enc = _encode_all(tokenizer, review, cfg.max_length, "review documents")
-    probe_enc = {name: _encode_all(tokenizer, items, cfg.max_length, f"{name} probes", [p.answer for p in items])
-                 for name, items in probes.items()}
+    probe_enc = encode_probes(tokenizer, probes, cfg.max_length)
     out = runtime.check_output_dir(cfg.out, cfg.resume, CHECKPOINT)
     device = models.pick_device(cfg.device)
     pad_id = pad_token_id(tokenizer)
 
     runtime.seed_everything(cfg.seed)
     model = build_model(cfg, method, device)
+    if init_adapter is not None:  # before the optimizer: RecAdam anchors at the parameters it is built with
+        load_initial_adapter(model, method, init_adapter, cfg)
     optimizer = _make_optimizer(cfg, method, [p for p in model.parameters() if p.requires_grad])
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -265,7 +348,8 @@ def learn(cfg: LearnConfig) -> LearnResult:
     weights = static_weights(cfg, method, docs, tokenizer, out, device)
     runtime.set_rng_state(rng)
     reference = reference_nll(model, method, docs, pad_id, cfg.micro_batch, device) if method.weights == "rho1" else None
-    learner = Learner(cfg, method, model, optimizer, docs, review_enc, weights, reference, pad_id, device)
+    learner = Learner(cfg, method, model, optimizer, docs, review_enc, weights, reference, pad_id, device, cfg.dtype,
+                      names={"doc": [d.source for d in documents], "review": [d.source for d in review]})
     tracker = make_tracker(cfg.log, out, to_dict(cfg))
 
     chunks_per_epoch = math.ceil(len(docs) / cfg.batch_size)
@@ -289,27 +373,28 @@ def learn(cfg: LearnConfig) -> LearnResult:
 
     progress = tqdm(total=cfg.epochs * chunks_per_epoch, initial=epoch0 * chunks_per_epoch + step0,
                     desc=f"learn [{method.name}]", dynamic_ncols=True)
-    for epoch in range(epoch0, cfg.epochs):
-        started = time.time()
-        order = list(range(len(docs)))
-        random.Random(cfg.seed * 1000003 + epoch).shuffle(order)
-        for step in range(step0 if epoch == epoch0 else 0, chunks_per_epoch):
-            epoch_losses.append(learner.step(order[step * cfg.batch_size:(step + 1) * cfg.batch_size], epoch, step))
-            progress.update(1)
-            progress.set_postfix(epoch=epoch + 1, loss=f"{epoch_losses[-1]:.3f}")
-            done = epoch * chunks_per_epoch + step + 1
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and step + 1 < chunks_per_epoch:
-                checkpoint(epoch, step + 1)
-        train_loss = sum(epoch_losses) / len(epoch_losses)
-        results = evaluate(model, probe_enc, pad_id, cfg.eval_batch, device, cfg.dtype)
-        metrics += _records(epoch + 1, results, train_loss, time.time() - started)
-        tracker.log({"train_loss": train_loss, **{f"{n}/{k}": v for n, r in results.items() for k, v in r.items()}},
-                    epoch + 1)
-        epoch_losses = []
-        checkpoint(epoch + 1, 0)
-        write_jsonl(out / "metrics.jsonl", metrics)
-    progress.close()
-    tracker.close()
+    try:
+        for epoch in range(epoch0, cfg.epochs):
+            started = time.time()
+            batches = learner.epoch_batches(epoch)
+            for step in range(step0 if epoch == epoch0 else 0, chunks_per_epoch):
+                epoch_losses.append(learner.step(batches[step], epoch, step))
+                progress.update(1)
+                progress.set_postfix(epoch=epoch + 1, loss=f"{epoch_losses[-1]:.3f}")
+                done = epoch * chunks_per_epoch + step + 1
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and step + 1 < chunks_per_epoch:
+                    checkpoint(epoch, step + 1)
+            train_loss = sum(epoch_losses) / len(epoch_losses)
+            results = evaluate(model, probe_enc, pad_id, cfg.eval_batch, device, cfg.dtype)
+            metrics += _records(epoch + 1, results, train_loss, time.time() - started)
+            tracker.log({"train_loss": train_loss, **{f"{n}/{k}": v for n, r in results.items() for k, v in r.items()}},
+                        epoch + 1)
+            epoch_losses = []
+            checkpoint(epoch + 1, 0)
+            write_jsonl(out / "metrics.jsonl", metrics)
+    finally:  # the bar ends its line, so an error message starts on its own
+        progress.close()
+        tracker.close()
 
     save_adapter(model, method, out)
     write_jsonl(out / "metrics.jsonl", metrics)

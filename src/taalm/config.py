@@ -44,13 +44,18 @@ class ModelOptions:
     lora_r: int = option(64, "LoRA rank (paper: 64)")
     lora_alpha: int = option(16, "LoRA alpha (paper: 16)")
     lora_dropout: float = option(0.1, "LoRA dropout (paper: 0.1)")
-    qlora: bool = option(False, "load θ in 4 bit (needs CUDA and bitsandbytes)")
+    qlora: str = option("false", "load θ in 4 bit: true (needs CUDA and bitsandbytes), false, or auto (where both are "
+                                 "present)", const="true")
     dtype: str = option("auto", "compute dtype: auto (bf16 autocast on GPU, float32 on CPU), float32, bfloat16, float64")
     device: str = option("auto", "auto, cpu, cuda, cuda:N")
     attn_implementation: str = option("auto", "attention kernel for plain steps: auto, eager, sdpa")
     log: str = option("none", "experiment tracking: none, tensorboard, wandb")
 
     def __post_init__(self) -> None:
+        if isinstance(self.qlora, bool):  # YAML and the Python API may say true/false
+            self.qlora = "true" if self.qlora else "false"
+        self.qlora = str(self.qlora).lower()
+        _check_choice(self.qlora, "qlora", ("true", "false", "auto"))
         _check(self.lora_r > 0, "lora_r", "must be positive")
         _check(self.lora_alpha > 0, "lora_alpha", "must be positive")
         _check(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
@@ -58,8 +63,19 @@ class ModelOptions:
         _check_choice(self.attn_implementation, "attn_implementation", ("auto", "eager", "sdpa"))
         _check_choice(self.log, "log", ("none", "tensorboard", "wandb"))
 
+    def use_qlora(self) -> bool:
+        """Whether θ is loaded in 4 bit: as asked, or (auto) wherever CUDA and bitsandbytes are present."""
+        if self.qlora == "auto":
+            import importlib.util
+
+            import torch
+
+            return torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") is not None
+        return self.qlora == "true"
+
 
 OBJECTIVES = ("obj", "change2", "change3")
+TASK_FORMATS = ("descriptive", "schematic")
 
 
 @dataclass
@@ -68,24 +84,35 @@ class MetaTrainConfig(ModelOptions):
 
     theta: str = option("smollm2-135m", "base model θ: alias, local directory or Hugging Face id")
     pairs: str = option("", "JSONL of {document, task, answer} (LAMA-ckl rows with evidence/task_descriptive/object work too)")
-    out: str = option("", "output directory: the trained φ, its config, history and checkpoints")
-    phi: str = option("", "φ backbone (default: same as --theta); must share θ's tokenizer")
+    out: str = option("", "output directory: the selected φ, its config, history, validation checkpoints")
+    phi_model: str = option("", "φ's backbone (default: same as --theta); must share θ's tokenizer")
     phi_layers: int = option(0, "keep only the first N transformer layers of φ's backbone (0: all)")
+    phi_lora_r: int = option(0, "LoRA rank of φ's backbone (0: same as --lora-r)")
+    weight_floor: float = option(0.0, "not in the paper: φ's weights are floor + (1 - floor)·sigmoid, bounding their "
+                                      "contrast by 1/floor (0: the paper's sigmoid)")
+    task_format: str = option("descriptive", "LAMA-ckl pairs: the cloze task (descriptive) or 'Guess the object' "
+                                             "(schematic, needs task_schematic in each row)")
     dummy_steps: int = option(1, "non-differentiable inner steps before the differentiable one")
     inner_lr: float = option(2e-4, "inner AdamW learning rate (θ)")
     inner_weight_decay: float = option(0.01, "inner AdamW weight decay")
     outer_lr: float = option(2e-4, "outer AdamW learning rate (φ)")
     meta_batch: int = option(16, "pairs per φ update (their meta-gradients are averaged)")
     inner_batch: int = option(1, "pairs per inner problem (official: 1; larger is faster, changes the inner problem)")
-    max_length: int = option(512, "documents are truncated to this many tokens (with a warning)")
+    max_length: int = option(512, "documents longer than this are cut to a window around the answer")
     objective: str = option("obj", "outer objective: obj (task label NLL after the step), change2, change3")
     restrict: bool = option(False, "add the official restrict term: |NLL change| on an unrelated task")
     updates: int = option(0, "number of φ updates (0: --epochs passes over the pairs)")
     epochs: int = option(1, "passes over the pairs when --updates is 0")
-    held_out: int = option(0, "pairs kept out of training (the last N), for validation and inspection")
+    held_out: int = option(-1, "pairs kept out of training for validation (-1: 16, or 10%% below 160 pairs; 0: none)")
+    val_every: int = option(10, "φ updates between validations (also at update 0 and at the end)")
+    val_epochs: int = option(4, "validation: epochs θ learns the held-out documents")
+    val_lr: float = option(2e-4, "validation: θ's learning rate (use the learning phase's)")
+    val_batch_size: int = option(8, "validation: documents per optimizer step (use the learning phase's)")
+    val_metric: str = option("accuracy", "validation gain measured on: accuracy (ties broken by NLL) or nll")
+    select: str = option("best", "the φ written to --out: best (highest validation gain) or last")
     checkpoint_every: int = option(10, "φ updates between checkpoints")
     resume: bool = option(False, "continue from the checkpoint in --out")
-    seed: int = option(0, "seed for data order, LoRA init and dropout")
+    seed: int = option(0, "seed for data order, held-out split, LoRA init and dropout")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -93,6 +120,9 @@ class MetaTrainConfig(ModelOptions):
         _check(bool(self.out), "out", "is required")
         _check(self.dummy_steps >= 0, "dummy_steps", "must be >= 0")
         _check(self.phi_layers >= 0, "phi_layers", "must be >= 0")
+        _check(self.phi_lora_r >= 0, "phi_lora_r", "must be >= 0")
+        _check(0.0 <= self.weight_floor < 1.0, "weight_floor", "must be in [0, 1)")
+        _check_choice(self.task_format, "task_format", TASK_FORMATS)
         _check(self.inner_lr > 0, "inner_lr", "must be positive")
         _check(self.outer_lr > 0, "outer_lr", "must be positive")
         _check(self.meta_batch > 0, "meta_batch", "must be positive")
@@ -102,8 +132,24 @@ class MetaTrainConfig(ModelOptions):
         _check_choice(self.objective, "objective", OBJECTIVES)
         _check(self.updates >= 0, "updates", "must be >= 0")
         _check(self.epochs > 0, "epochs", "must be positive")
-        _check(self.held_out >= 0, "held_out", "must be >= 0")
+        _check(self.held_out >= -1, "held_out", "must be >= 0 (or -1: automatic)")
+        _check(self.val_every > 0, "val_every", "must be positive")
+        _check(self.val_epochs > 0, "val_epochs", "must be positive")
+        _check(self.val_lr > 0, "val_lr", "must be positive")
+        _check(self.val_batch_size > 0, "val_batch_size", "must be positive")
+        _check_choice(self.val_metric, "val_metric", ("accuracy", "nll"))
+        _check_choice(self.select, "select", ("best", "last"))
         _check(self.checkpoint_every > 0, "checkpoint_every", "must be positive")
+
+    def held_out_count(self, n_pairs: int) -> int:
+        return held_out_count(self.held_out, n_pairs)
+
+
+def held_out_count(held_out: int, n_pairs: int) -> int:
+    """Pairs kept for validation: as asked, or 16 (10% of the pairs, at least 1, when there are fewer than 160)."""
+    if held_out >= 0:
+        return held_out
+    return 16 if n_pairs >= 160 else max(1, n_pairs // 10)
 
 
 @dataclass
@@ -153,6 +199,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         help_text = f"{f.metadata.get('help', '')} (default: {default})"
         if typing.get_origin(tp) is list:
             parser.add_argument(flag, nargs="+", default=argparse.SUPPRESS, help=help_text)
+        elif "const" in f.metadata:  # a flag that may stand alone (--qlora) or take a value (--qlora auto)
+            parser.add_argument(flag, type=tp, nargs="?", const=f.metadata["const"], default=argparse.SUPPRESS,
+                                help=help_text)
         elif tp is bool:
             parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=argparse.SUPPRESS,
                                 help=help_text, metavar="BOOL")
@@ -178,7 +227,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
     """Construct ``cls`` from a mapping, rejecting unknown keys by name."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  (ClassVars are not fields)
     unknown = sorted(set(values) - names)
     if unknown:
         raise TaalmError(f"{source}: unknown option {unknown[0]!r}")
@@ -194,8 +243,7 @@ def config_from_args(cls: type[C], namespace: argparse.Namespace) -> C:
     if config_path:
         values.update(load_config_file(config_path))
     values.update({k: v for k, v in vars(namespace).items() if k not in ("config", "command", "func", "benchmark")})
-    if "preset" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
-        values = with_preset(values)
+    values = apply_preset(cls, values)
     return build_config(cls, values, source=config_path or "command line")
 
 
@@ -217,18 +265,11 @@ def config_json(config: Any) -> str:
 
 
 @dataclass
-class LearnConfig(ModelOptions):
-    """``taalm learn``: θ learns a document set with one method; probes are evaluated after every epoch."""
+class LoopOptions:
+    """Settings of the one continual-learning loop, shared by ``taalm learn``, the benchmarks and φ's validation."""
 
-    model: str = option("smollm2-135m", "base model θ: alias, local directory or Hugging Face id")
-    docs: str = option("", "JSONL of documents {text} (optional answer/task: oracle weights)")
-    out: str = option("", "output directory: adapter weights, metrics.jsonl, config, learning-curve PNG")
-    method: str = option("finetune", "finetune, oracle, taalm, rho1, recadam, mixreview, kadapter, or a combination "
-                                     "such as taalm+kadapter")
-    phi: str = option("", "trained φ directory (method taalm)")
-    probes: list[str] = option([], "probe sets NAME=FILE.jsonl ({task, answer} rows); accuracy and PPL per epoch")  # noqa: RUF009 (option() returns a dataclass field)
     epochs: int = option(30, "passes over the documents")
-    lr: float = option(1e-4, "AdamW learning rate")
+    lr: float = option(1e-4, "AdamW learning rate of θ")
     batch_size: int = option(64, "documents per optimizer step (official LAMA-ckl: 8 per GPU x 8 GPUs)")
     micro_batch: int = option(8, "documents per forward pass (gradients are accumulated up to --batch-size)")
     max_length: int = option(512, "documents longer than this are truncated to it, with a warning")
@@ -237,12 +278,46 @@ class LearnConfig(ModelOptions):
     recadam_k: float = option(0.5, "RecAdam: sigmoid anneal rate k")
     recadam_t0: int = option(250, "RecAdam: anneal midpoint t0 (optimizer steps)")
     recadam_coefficient: float = option(5000.0, "RecAdam: pretrain (quadratic pull) coefficient")
-    review_docs: str = option("", "Mix-Review: JSONL of documents not to forget, replayed during training")
     review_ratio: float = option(1.0, "Mix-Review: review documents per training document at epoch 0")
-    review_decay: float = option(0.9, "Mix-Review: the review share at epoch e is ratio * decay**e (1.0: constant)")
+    review_decay: float = option(1.0, "Mix-Review: the review share at epoch e is ratio * decay**e (official TAALM "
+                                      "runs: 1.0, constant)")
+    seed: int = option(0, "seed for data order, adapter init and dropout")
+
+    def __post_init__(self) -> None:
+        if hasattr(super(), "__post_init__"):
+            super().__post_init__()  # type: ignore[misc]
+        _check(self.epochs > 0, "epochs", "must be positive")
+        _check(self.lr > 0, "lr", "must be positive")
+        _check(self.batch_size > 0, "batch_size", "must be positive")
+        _check(self.micro_batch > 0, "micro_batch", "must be positive")
+        _check(self.max_length >= 2, "max_length", "must be >= 2")
+        _check(self.eval_batch > 0, "eval_batch", "must be positive")
+        _check(0.0 < self.rho1_ratio <= 1.0, "rho1_ratio", "must be in (0, 1]")
+        _check(self.review_ratio >= 0, "review_ratio", "must be >= 0")
+        _check(0.0 < self.review_decay <= 1.0, "review_decay", "must be in (0, 1]")
+
+
+def loop_options(config: Any) -> dict[str, Any]:
+    """The ``LoopOptions`` fields of any config that has them, e.g. to hand a benchmark's settings to ``learn``."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(LoopOptions)}
+
+
+@dataclass
+class LearnConfig(LoopOptions, ModelOptions):
+    """``taalm learn``: θ learns a document set with one method; probes are evaluated after every epoch."""
+
+    model: str = option("smollm2-135m", "base model θ: alias, local directory or Hugging Face id")
+    docs: str = option("", "JSONL of documents {text} (optional answer/task: oracle weights)")
+    out: str = option("", "output directory: adapter weights, metrics.jsonl, config, learning-curve PNG")
+    method: str = option("finetune", "finetune, oracle, taalm, rho1, recadam, mixreview, kadapter, or a combination "
+                                     "such as taalm+kadapter")
+    phi: str = option("", "trained φ: a directory written by meta-train, or a shipped alias (smollm2-135m)")
+    probes: list[str] = option([], "probe sets NAME=FILE.jsonl ({task, answer} rows); accuracy and NLL per epoch")  # noqa: RUF009 (option() returns a dataclass field)
+    review_docs: str = option("", "Mix-Review: JSONL of documents not to forget, replayed during training")
+    init_from: str = option("", "start from the trained adapter (LoRA or K-Adapter) of an earlier `taalm learn` run "
+                                "directory, with a fresh optimizer (e.g. last month's run)")
     checkpoint_every: int = option(0, "optimizer steps between mid-epoch checkpoints (0: only at epoch ends)")
     resume: bool = option(False, "continue the run in --out")
-    seed: int = option(0, "seed for data order, adapter init and dropout")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -254,14 +329,6 @@ class LearnConfig(ModelOptions):
         _check(not (method.weights == "taalm" and not self.phi), "phi", "method taalm needs a trained φ (--phi DIR)")
         _check(not (method.mixreview and not self.review_docs), "review_docs",
                "method mixreview needs documents to review (--review-docs FILE)")
-        _check(self.epochs > 0, "epochs", "must be positive")
-        _check(self.lr > 0, "lr", "must be positive")
-        _check(self.batch_size > 0, "batch_size", "must be positive")
-        _check(self.micro_batch > 0, "micro_batch", "must be positive")
-        _check(self.max_length >= 2, "max_length", "must be >= 2")
-        _check(0.0 < self.rho1_ratio <= 1.0, "rho1_ratio", "must be in (0, 1]")
-        _check(self.review_ratio >= 0, "review_ratio", "must be >= 0")
-        _check(0.0 < self.review_decay <= 1.0, "review_decay", "must be in (0, 1]")
         _check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         for spec in self.probes:
             _check("=" not in spec or bool(spec.split("=", 1)[0]) and bool(spec.split("=", 1)[1]), "probes",
@@ -279,93 +346,10 @@ def probe_sets(specs: list[str]) -> dict[str, str]:
     return out
 
 
-@dataclass
-class TailorConfig:
-    """``taalm tailor``: select the LAMA-ckl sets that fit a model (what it does not know / knows)."""
-
-    model: str = option("smollm2-135m", "model to tailor the sets to: alias, local directory or Hugging Face id")
-    out: str = option("", "output directory: to_learn.jsonl, not_to_forget.jsonl, meta_pool.jsonl, tailor.json")
-    split: str = option("tailored", "tailored (by the model's own accuracy) or official (the paper's sets as shipped)")
-    data_dir: str = option("", "directory with variant/invariant_*.jsonl (default: the copies shipped with taalm)")
-    to_learn: int = option(0, "stop once this many To-Learn rows are found (rows scored in a seeded order; 0: all)")
-    not_to_forget: int = option(0, "stop once this many Not-To-Forget rows are found (0: all)")
-    seed: int = option(0, "order in which rows are scored when a limit is set")
-    eval_batch: int = option(32, "rows per forward pass")
-    max_length: int = option(512, "documents are truncated to this many tokens")
-    device: str = option("auto", "auto, cpu, cuda")
-
-    def __post_init__(self) -> None:
-        _check(bool(self.out), "out", "is required")
-        _check(self.to_learn >= 0 and self.not_to_forget >= 0, "to_learn", "limits must be >= 0")
-        _check_choice(self.split, "split", ("tailored", "official"))
-        _check(self.eval_batch > 0, "eval_batch", "must be positive")
-
-
-@dataclass
-class BenchConfig(ModelOptions):
-    """``taalm bench lama-ckl``: every method on LAMA-ckl, the paper's table, curves and a summary."""
-
-    model: str = option("smollm2-135m", "base model θ")
-    out: str = option("", "output directory (resumable: finished methods are skipped)")
-    preset: str = option("", "paper or quick: fills every option not given explicitly")
-    methods: str = option("finetune,oracle,taalm,rho1,recadam,mixreview,kadapter,taalm+mixreview,taalm+recadam,"
-                          "taalm+kadapter", "comma-separated methods")
-    split: str = option("tailored", "tailored or official")
-    tailor_dir: str = option("", "an existing `taalm tailor` output (default: tailor into OUT/split)")
-    phi: str = option("", "trained φ directory (default: meta-train φ on the meta pool into OUT/phi)")
-    to_learn: int = option(0, "use at most this many To-Learn rows (0: all)")
-    not_to_forget: int = option(0, "use at most this many Not-To-Forget rows (0: all)")
-    meta_pool: int = option(0, "use at most this many meta-pool pairs for φ (0: all)")
-    epochs: int = option(30, "epochs of learning")
-    lr: float = option(1e-4, "learning rate of θ")
-    batch_size: int = option(64, "documents per optimizer step")
-    micro_batch: int = option(8, "documents per forward pass")
-    max_length: int = option(512, "documents are truncated to this many tokens")
-    eval_batch: int = option(32, "probes per forward pass")
-    meta_updates: int = option(0, "φ updates (0: one pass over the meta pool)")
-    meta_batch: int = option(16, "pairs per φ update")
-    meta_inner_lr: float = option(2e-4, "inner AdamW learning rate of meta-training (θ)")
-    meta_outer_lr: float = option(2e-4, "outer AdamW learning rate of meta-training (φ)")
-    inner_batch: int = option(1, "pairs per inner problem")
-    phi_layers: int = option(0, "keep only the first N layers of φ's backbone (0: all)")
-    dummy_steps: int = option(1, "non-differentiable inner steps before the differentiable one")
-    objective: str = option("obj", "φ's outer objective: obj, change2, change3")
-    meta_max_length: int = option(512, "max tokens of a meta-training document")
-    seed: int = option(0, "seed for sampling, data order and initialisation")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        from taalm.methods import parse_method
-
-        _check(bool(self.out), "out", "is required")
-        _check_choice(self.split, "split", ("tailored", "official"))
-        _check_choice(self.objective, "objective", OBJECTIVES)
-        _check(bool(self.method_list()), "methods", "no method given")
-        for name in self.method_list():
-            parse_method(name)
-        for name in ("to_learn", "not_to_forget", "meta_pool", "meta_updates"):
-            _check(getattr(self, name) >= 0, name, "must be >= 0")
-        _check(self.epochs > 0, "epochs", "must be positive")
-
-    def method_list(self) -> list[str]:
-        return [m.strip() for m in self.methods.split(",") if m.strip()]
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's LAMA-ckl protocol: all rows, 30 epochs, lr 1e-4, 64 documents per step, φ on the whole pool.
-    "paper": {"epochs": 30, "lr": 1e-4, "batch_size": 64, "micro_batch": 8, "max_length": 512, "to_learn": 0,
-              "not_to_forget": 0, "meta_pool": 0, "meta_batch": 16, "inner_batch": 1, "meta_updates": 0},
-    # A CPU-sized run: a few dozen rows, short documents, a short φ meta-training, a larger lr for the few steps.
-    "quick": {"epochs": 4, "lr": 1e-3, "batch_size": 8, "micro_batch": 8, "max_length": 96, "to_learn": 16,
-              "not_to_forget": 16, "meta_pool": 64, "meta_batch": 4, "inner_batch": 1, "meta_updates": 16,
-              "meta_inner_lr": 1e-3, "meta_outer_lr": 3e-3,
-              "meta_max_length": 64, "phi_layers": 4, "lora_dropout": 0.0, "methods": "finetune,oracle,taalm"},
-}
-
-
-def with_preset(values: dict[str, Any]) -> dict[str, Any]:
-    """Preset values under explicitly given ones."""
+def apply_preset(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The preset's values (``cls.PRESETS[values["preset"]]``) under the explicitly given ones."""
+    presets = getattr(cls, "PRESETS", {})
     preset = values.get("preset") or ""
-    if preset and preset not in PRESETS:
-        raise TaalmError(f"option --preset: {preset!r} is not one of {', '.join(PRESETS)}")
-    return {**PRESETS.get(preset, {}), **values}
+    if preset and preset not in presets:
+        raise TaalmError(f"option --preset: {preset!r} is not one of {', '.join(presets)}")
+    return {**presets.get(preset, {}), **values}

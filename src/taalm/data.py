@@ -19,6 +19,7 @@ from taalm.io import read_jsonl
 # Field names accepted for each role; LAMA-ckl rows (evidence / task_descriptive / object) map onto them.
 DOCUMENT_FIELDS = ("document", "text", "evidence")
 TASK_FIELDS = ("task", "task_descriptive")
+TASK_FIELDS_BY_FORMAT = {"descriptive": TASK_FIELDS, "schematic": ("task_schematic",)}
 ANSWER_FIELDS = ("answer", "object")
 
 
@@ -76,12 +77,14 @@ def _nonempty(records: list, path: str | Path) -> list:
     return records
 
 
-def load_pairs(path: str | Path) -> list[Pair]:
+def load_pairs(path: str | Path, task_format: str = "descriptive") -> list[Pair]:
+    """Meta-training pairs; ``task_format`` picks LAMA-ckl's cloze task (descriptive) or its "Guess the object"
+    form (schematic)."""
     pairs = []
     for line, record in read_jsonl(path):
         where = f"{path}:{line}"
         document = _pick(record, DOCUMENT_FIELDS, where)
-        task = _pick(record, TASK_FIELDS, where)
+        task = _pick(record, TASK_FIELDS_BY_FORMAT[task_format], where)
         answer = _pick(record, ANSWER_FIELDS, where)
         _check_answer(task, answer, "task", where)
         pairs.append(Pair(document, task, answer, where))

@@ -12,7 +12,7 @@ from taalm.config import WeightsConfig
 from taalm.data import DOCUMENT_FIELDS, encode
 from taalm.errors import TaalmError
 from taalm.io import read_jsonl
-from taalm.weighting import TrainAttention, document_weights, require_train_attention_dir
+from taalm.weighting import TrainAttention, document_weights, resolve_phi
 
 
 def _documents(cfg: WeightsConfig) -> list[tuple[str, str]]:
@@ -40,9 +40,9 @@ def token_texts(tokenizer, ids: list[int]) -> list[str]:
 
 def show_weights(cfg: WeightsConfig) -> list[tuple[str, list[str], list[float]]]:
     """Print φ's weights per token and write the HTML heatmap and a PNG next to it; returns what was drawn."""
-    require_train_attention_dir(cfg.phi)
+    phi_dir = resolve_phi(cfg.phi)
     documents = _documents(cfg)
-    phi = TrainAttention.load(cfg.phi)
+    phi = TrainAttention.load(phi_dir)
     phi.to(models.pick_device(cfg.device))
     tokenizer = models.load_tokenizer(phi.backbone_name)
     encoded = [encode(tokenizer, text, cfg.max_length, where=name).input_ids for name, text in documents]

@@ -26,6 +26,7 @@ from torch.func import functional_call
 
 from taalm import losses
 from taalm.data import Encoded, Pair, encode, pad_batch
+from taalm.weighting import weight_statistics
 
 log = logging.getLogger("taalm")
 Params = dict[str, torch.Tensor]
@@ -48,12 +49,13 @@ class InnerProblem:
 class EncodedPair:
     document: Encoded
     task: Encoded
+    source: str = ""  # file:line, for messages
 
 
 def encode_pair(tokenizer, pair: Pair, max_length: int) -> EncodedPair:
     document = encode(tokenizer, pair.document, max_length, where=pair.source)
     task = encode(tokenizer, pair.task, max_length, answer=pair.answer, where=pair.source)
-    return EncodedPair(document, task)
+    return EncodedPair(document, task, pair.source)
 
 
 def make_problem(items: list[EncodedPair], pad_id: int, unrelated: list[EncodedPair] | None = None) -> InnerProblem:
@@ -121,6 +123,8 @@ class MetaStepResult:
     outer_loss: float
     restrict: float
     mean_weight: float
+    top3_share: float  # share of each document's weight on its 3 largest tokens
+    effective_fraction: float  # exp(entropy of w / Σw) / n: 1 when uniform
 
 
 def warm_up(theta: torch.nn.Module, start: Params, doc: dict[str, torch.Tensor], weights: torch.Tensor,
@@ -183,11 +187,14 @@ def meta_gradient(theta: torch.nn.Module, phi: torch.nn.Module, start: Params, p
     for p, g in zip(phi_params, torch.autograd.grad(outer.total * scale, phi_params, allow_unused=True)):
         if g is not None:
             p.grad = g if p.grad is None else p.grad + g
+    stats = weight_statistics([w[m > 0] for w, m in zip(weights.detach(), doc["loss_mask"])])
     return MetaStepResult(
         objective=outer.total.item(),
         outer_loss=losses.masked_mean(outer.nll_after.detach(), problem.task["label_mask"]).mean().item(),
         restrict=outer.restrict.item(),
-        mean_weight=losses.masked_mean(weights.detach(), doc["loss_mask"]).mean().item(),
+        mean_weight=stats["mean"],
+        top3_share=stats["top3_share"],
+        effective_fraction=stats["effective_fraction"],
     )
 
 

@@ -1,12 +1,18 @@
-"""``taalm meta-train``: the φ training driver (data, models, checkpoints, resume) around ``taalm.meta``.
+"""``taalm meta-train``: the φ training driver around ``taalm.meta``: data, models, validation, selection, resume.
 
     taalm meta-train --theta smollm2-135m --pairs pairs.jsonl --out runs/phi
+
+A seeded held-out split of the pairs is never trained on. At update 0, every ``--val-every`` updates and at the end,
+θ learns the held-out documents for a few epochs with φ's weights and with uniform weights (``taalm.validation``);
+φ is checkpointed at each validation and the output directory holds the best one (``--select best``) or the last.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import random
 import time
 from pathlib import Path
 
@@ -14,15 +20,18 @@ import torch
 from tqdm.auto import tqdm
 
 from taalm import meta, models, runtime
-from taalm.config import MetaTrainConfig, save_config, to_dict
-from taalm.data import load_pairs, pad_token_id
+from taalm.config import LoopOptions, MetaTrainConfig, save_config, to_dict
+from taalm.data import Pair, encode, load_pairs, pad_token_id
 from taalm.errors import TaalmError
-from taalm.io import atomic_write_text, write_jsonl
+from taalm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_jsonl
 from taalm.tracking import make_tracker
-from taalm.weighting import TrainAttention
+from taalm.validation import HeldOut, Score, best_validation, gain_record, learn_and_score
+from taalm.weighting import TrainAttention, document_weights, weight_statistics
+from taalm.windowing import answer_window
 
 log = logging.getLogger("taalm")
 CHECKPOINT = "checkpoint"
+VALIDATION_CHECKPOINTS = "checkpoints"
 
 
 def build_models(cfg: MetaTrainConfig, device: torch.device) -> tuple[torch.nn.Module, TrainAttention]:
@@ -30,26 +39,91 @@ def build_models(cfg: MetaTrainConfig, device: torch.device) -> tuple[torch.nn.M
     runtime.seed_everything(cfg.seed)
     theta = models.load_causal_lm(cfg.theta, dtype=cfg.dtype, attn_implementation="eager")
     theta = models.add_lora(theta, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout).to(device)
-    phi = TrainAttention.create(cfg.phi or cfg.theta, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, dtype=cfg.dtype,
-                                attn_implementation="eager", num_layers=cfg.phi_layers).to(device)
+    phi = TrainAttention.create(cfg.phi_model or cfg.theta, cfg.phi_lora_r or cfg.lora_r, cfg.lora_alpha,
+                                cfg.lora_dropout, dtype=cfg.dtype, attn_implementation="eager",
+                                num_layers=cfg.phi_layers, weight_floor=cfg.weight_floor).to(device)
     return theta, phi
+
+
+def split_held_out(pairs: list[Pair], n_held: int, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """(training pairs, held-out pairs): a seeded random subset is held out; both keep the file's order."""
+    held = set(random.Random(f"held-out/{seed}").sample(range(len(pairs)), n_held))
+    return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
+
+
+def windowed(tokenizer, pairs: list[Pair], max_length: int, report: dict) -> list[Pair]:
+    """Pairs whose documents fit ``max_length`` tokens, over-long ones cut to a window around the answer; a pair
+    that cannot keep its answer (absent from an over-long document) is skipped. Both are counted in ``report``."""
+    kept = []
+    for pair in pairs:
+        try:
+            window = answer_window(tokenizer, pair.document, pair.answer, max_length, where=pair.source)
+        except TaalmError as e:
+            report["skipped"].append({"pair": pair.source, "reason": str(e)})
+            continue
+        report["windowed"] += window.windowed
+        kept.append(Pair(window.text, pair.task, pair.answer, pair.source))
+    return kept
+
+
+def validation_options(cfg: MetaTrainConfig) -> LoopOptions:
+    return LoopOptions(epochs=cfg.val_epochs, lr=cfg.val_lr, batch_size=cfg.val_batch_size,
+                       micro_batch=min(cfg.val_batch_size, 8), max_length=cfg.max_length, seed=cfg.seed)
+
+
+def prepare(cfg: MetaTrainConfig, tokenizer) -> tuple[list[meta.EncodedPair], list[Pair], dict]:
+    """Training pairs (encoded), held-out pairs and the data report (counts, windowed, skipped with file:line)."""
+    pairs = load_pairs(cfg.pairs, cfg.task_format)
+    n_held = cfg.held_out_count(len(pairs))
+    if n_held >= len(pairs):
+        raise TaalmError(f"option --held-out: {n_held} leaves no training pairs out of {len(pairs)}")
+    report = {"pairs": len(pairs), "task_format": cfg.task_format, "max_length": cfg.max_length, "windowed": 0,
+              "skipped": []}
+    train, held = (windowed(tokenizer, part, cfg.max_length, report) for part in split_held_out(pairs, n_held, cfg.seed))
+    report.update(train=len(train), held_out=len(held))
+    if not train:
+        raise TaalmError(f"{cfg.pairs}: no usable training pairs ({len(report['skipped'])} skipped)")
+    if cfg.restrict and len(train) < 2:
+        raise TaalmError("option --restrict: needs at least 2 training pairs (unrelated tasks come from other pairs)")
+    if report["windowed"] or report["skipped"]:
+        log.warning("%d of %d documents cut to a window of --max-length %d tokens around the answer; %d pairs skipped",
+                    report["windowed"], len(pairs), cfg.max_length, len(report["skipped"]))
+    return [meta.encode_pair(tokenizer, p, cfg.max_length) for p in train], held, report
+
+
+class Validator:
+    """Validation on the held-out pairs; the uniform-weight run is the same every time, so it runs once."""
+
+    def __init__(self, cfg: MetaTrainConfig, theta, start, held: list[Pair], tokenizer, device, out: Path):
+        self.cfg, self.theta, self.start, self.device, self.out = cfg, theta, start, device, out
+        self.held = HeldOut([encode(tokenizer, p.document, cfg.max_length, where=p.source) for p in held],
+                            [encode(tokenizer, p.task, cfg.max_length, answer=p.answer, where=p.source) for p in held])
+        self.options, self.pad_id = validation_options(cfg), pad_token_id(tokenizer)
+        self.uniform: Score | None = None
+
+    def __call__(self, phi: TrainAttention, update: int) -> dict:
+        weights = [torch.tensor(w) for w in document_weights(phi, [d.input_ids for d in self.held.docs])]
+        if self.uniform is None:
+            self.uniform = learn_and_score(self.theta, self.start, self.held, None, self.options, self.pad_id,
+                                           self.device, self.cfg.dtype)
+        score = learn_and_score(self.theta, self.start, self.held, weights, self.options, self.pad_id, self.device,
+                                self.cfg.dtype)
+        phi.save(self.checkpoint_dir(update))
+        stats = weight_statistics(weights)
+        return {**gain_record(score, self.uniform), **{f"val_w_{k}": v for k, v in stats.items()}}
+
+    def checkpoint_dir(self, update: int) -> Path:
+        return self.out / VALIDATION_CHECKPOINTS / f"update-{update:05d}"
 
 
 def meta_train(cfg: MetaTrainConfig) -> Path:
     """Meta-train φ; returns the output directory, which is a loadable Train-Attention directory."""
-    pairs = load_pairs(cfg.pairs)
-    if cfg.held_out >= len(pairs):
-        raise TaalmError(f"option --held-out: {cfg.held_out} leaves no training pairs out of {len(pairs)}")
-    train_pairs = pairs[: len(pairs) - cfg.held_out]
-    if cfg.restrict and len(train_pairs) < 2:
-        raise TaalmError("option --restrict: needs at least 2 training pairs (unrelated tasks come from other pairs)")
     tokenizer = models.load_tokenizer(cfg.theta)
-    if cfg.phi and cfg.phi != cfg.theta and not models.same_tokenizer(tokenizer, models.load_tokenizer(cfg.phi)):
-        raise TaalmError(f"option --phi: {cfg.phi!r} does not share θ's tokenizer; its weights could not be aligned")
-    encoded = [meta.encode_pair(tokenizer, p, cfg.max_length) for p in train_pairs]
-    truncated = sum(e.document.truncated for e in encoded)
-    if truncated:
-        log.warning("%d of %d documents truncated to --max-length %d tokens", truncated, len(encoded), cfg.max_length)
+    if cfg.phi_model and cfg.phi_model != cfg.theta and not models.same_tokenizer(
+            tokenizer, models.load_tokenizer(cfg.phi_model)):
+        raise TaalmError(f"option --phi-model: {cfg.phi_model!r} does not share θ's tokenizer; its weights could not "
+                         "be aligned")
+    encoded, held, report = prepare(cfg, tokenizer)
     out = runtime.check_output_dir(cfg.out, cfg.resume, CHECKPOINT)
     device = models.pick_device(cfg.device)
 
@@ -57,6 +131,7 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
     start_params = meta.trainable_params(theta)
     optimizer = torch.optim.AdamW([p for p in phi.parameters() if p.requires_grad], lr=cfg.outer_lr)
     total = meta.total_updates(cfg.updates, cfg.epochs, len(encoded), cfg.meta_batch)
+    validate = Validator(cfg, theta, start_params, held, tokenizer, device, out) if held else None
     history: list[dict] = []
     first = 0
     state = runtime.load_checkpoint(out / CHECKPOINT) if cfg.resume else None
@@ -68,46 +143,94 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         runtime.set_rng_state(state["rng"])
         history, first = state["history"], state["update"]
+        if validate is not None and state.get("uniform"):
+            validate.uniform = Score(**state["uniform"])
         log.warning("resuming %s at φ update %d of %d", out, first, total)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
+    atomic_write_json(out / "data.json", report)
     tracker = make_tracker(cfg.log, out, to_dict(cfg))
     pad_id = pad_token_id(tokenizer)
 
-    phi.train()
-    progress = tqdm(range(first, total), initial=first, total=total, desc="meta-train φ", dynamic_ncols=True)
-    for update in progress:
-        started = time.time()
-        indices = meta.meta_batch_indices(update, cfg.meta_batch, len(encoded), cfg.seed)
-        results = []
-        for k in range(0, len(indices), cfg.inner_batch):
-            chunk = indices[k:k + cfg.inner_batch]
-            # restrict: each pair's unrelated task is the next pair's task in this meta-batch
-            unrelated = [encoded[indices[(k + j + 1) % len(indices)]] for j in range(len(chunk))] if cfg.restrict else None
-            problem = meta.make_problem([encoded[i] for i in chunk], pad_id, unrelated).to(device)
-            results.append(meta.meta_gradient(theta, phi, start_params, problem, dummy_steps=cfg.dummy_steps,
-                                              inner_lr=cfg.inner_lr, inner_weight_decay=cfg.inner_weight_decay,
-                                              objective=cfg.objective, scale=cfg.inner_batch / cfg.meta_batch))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        record = {"update": update + 1, "seconds": round(time.time() - started, 3)}
-        for key in ("objective", "outer_loss", "restrict", "mean_weight"):
-            record[key] = sum(getattr(r, key) for r in results) / len(results)
-        history.append(record)
-        tracker.log({k: v for k, v in record.items() if k != "update"}, update + 1)
-        progress.set_postfix(outer=f"{record['outer_loss']:.3f}", w=f"{record['mean_weight']:.3f}")
-        if (update + 1) % cfg.checkpoint_every == 0 or update + 1 == total:
-            runtime.save_checkpoint(out / CHECKPOINT, {
-                "phi": phi.trainable_state(), "optimizer": optimizer.state_dict(), "rng": runtime.rng_state(),
-                "history": history, "update": update + 1})
-            write_jsonl(out / "history.jsonl", history)
-    progress.close()
-    tracker.close()
+    def checkpoint(update: int) -> None:
+        runtime.save_checkpoint(out / CHECKPOINT, {
+            "phi": phi.trainable_state(), "optimizer": optimizer.state_dict(), "rng": runtime.rng_state(),
+            "history": history, "update": update,
+            "uniform": vars(validate.uniform) if validate is not None and validate.uniform else None})
+        write_jsonl(out / "history.jsonl", history)
 
-    phi.save(out)
-    write_jsonl(out / "history.jsonl", history)
-    if cfg.held_out:
-        write_jsonl(out / "held_out.jsonl", [{"document": p.document, "task": p.task, "answer": p.answer}
-                                              for p in pairs[len(pairs) - cfg.held_out:]])
-    atomic_write_text(out / "DONE", json.dumps({"updates": total}) + "\n")
+    progress = tqdm(range(first, total), initial=first, total=total, desc="meta-train φ", dynamic_ncols=True)
+    last_gain = ""
+    if validate is not None and first == 0:
+        history.append({"update": 0, **validate(phi, 0)})
+        last_gain = f"{history[-1]['gain_accuracy']:+.3f}"
+        checkpoint(0)
+    try:
+        phi.train()
+        for update in progress:
+            started = time.time()
+            indices = meta.meta_batch_indices(update, cfg.meta_batch, len(encoded), cfg.seed)
+            results = []
+            for k in range(0, len(indices), cfg.inner_batch):
+                chunk = indices[k:k + cfg.inner_batch]
+                # restrict: each pair's unrelated task is the next pair's task in this meta-batch
+                unrelated = [encoded[indices[(k + j + 1) % len(indices)]] for j in range(len(chunk))] if cfg.restrict else None
+                problem = meta.make_problem([encoded[i] for i in chunk], pad_id, unrelated).to(device)
+                results.append(meta.meta_gradient(theta, phi, start_params, problem, dummy_steps=cfg.dummy_steps,
+                                                  inner_lr=cfg.inner_lr, inner_weight_decay=cfg.inner_weight_decay,
+                                                  objective=cfg.objective, scale=cfg.inner_batch / cfg.meta_batch))
+            check_finite(phi, results, [encoded[i].source for i in indices], update)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            record = {"update": update + 1, "seconds": round(time.time() - started, 3)}
+            for key in ("objective", "outer_loss", "restrict", "mean_weight", "top3_share", "effective_fraction"):
+                record[key] = sum(getattr(r, key) for r in results) / len(results)
+            validating = validate is not None and ((update + 1) % cfg.val_every == 0 or update + 1 == total)
+            if validating:
+                record.update(validate(phi, update + 1))
+                phi.train()
+                last_gain = f"{record['gain_accuracy']:+.3f}"
+            history.append(record)
+            tracker.log({k: v for k, v in record.items() if k != "update"}, update + 1)
+            progress.set_postfix(outer=f"{record['outer_loss']:.3f}", w=f"{record['mean_weight']:.3f}",
+                                 eff=f"{record['effective_fraction']:.2f}", gain=last_gain or "-")
+            if validating or (update + 1) % cfg.checkpoint_every == 0 or update + 1 == total:
+                checkpoint(update + 1)
+    finally:  # the bar ends its line, so an error message starts on its own
+        progress.close()
+        tracker.close()
+    finish(cfg, out, phi, history, held)
     return out
+
+
+def check_finite(phi: TrainAttention, results: list[meta.MetaStepResult], sources: list[str], update: int) -> None:
+    """A non-finite outer loss or φ gradient stops meta-training before the update; the last checkpoint stays."""
+    if all(math.isfinite(r.objective) for r in results) and all(
+            torch.isfinite(p.grad).all() for p in phi.parameters() if p.grad is not None):
+        return
+    raise TaalmError(f"non-finite meta-gradient at φ update {update + 1} (pairs: {', '.join(sources)}); stopped before "
+                     "the update, the last checkpoint is intact")
+
+
+def finish(cfg: MetaTrainConfig, out: Path, phi: TrainAttention, history: list[dict], held: list[Pair]) -> None:
+    """Write the selected φ (best validation gain, or the last), the history, the curve and the held-out pairs."""
+    from taalm.viz import plot_meta_curve
+
+    best = best_validation(history, cfg.val_metric) if cfg.select == "best" else None
+    chosen = history[-1]["update"] if best is None else best["update"]
+    if best is None:
+        phi.save(out)
+    else:
+        for path in (out / VALIDATION_CHECKPOINTS / f"update-{chosen:05d}").iterdir():  # the φ directory's files
+            atomic_write_bytes(out / path.name, path.read_bytes())
+    selection = {"select": cfg.select, "metric": cfg.val_metric, "update": chosen,
+                 "validation": {k: v for k, v in (best or {}).items() if k.startswith(("val_", "uniform_", "gain_"))}}
+    atomic_write_json(out / "selection.json", selection)
+    write_jsonl(out / "history.jsonl", history)
+    plot_meta_curve(history, out / "meta_curve.png", selected=chosen if best is not None else None,
+                    title=f"meta-training φ for {cfg.theta}")
+    if held:
+        write_jsonl(out / "held_out.jsonl", [{"document": p.document, "task": p.task, "answer": p.answer,
+                                              "source": p.source} for p in held])
+    atomic_write_text(out / "DONE", json.dumps({"updates": history[-1]["update"], "selected": chosen}) + "\n")
+

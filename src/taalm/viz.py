@@ -380,3 +380,99 @@ def plot_method_curves(
     if title:
         fig.suptitle(title)
     atomic_write_bytes(path, _png_bytes(fig))
+
+
+def plot_meta_curve(history: list[dict[str, Any]], path: str | Path, selected: int | None = None,
+                    title: str = "") -> None:
+    """Meta-training at a glance: the outer loss per φ update (left), the validation gain of φ over uniform weights
+    (accuracy and label NLL, middle; the selected φ marked), and how concentrated φ's weights are (right: mean raw
+    weight and effective fraction of tokens, on the meta-batches and on the held-out documents)."""
+    from matplotlib.figure import Figure
+
+    updates = [r for r in history if "outer_loss" in r]
+    validated = [r for r in history if "gain_accuracy" in r]
+    if not updates and not validated:
+        raise ValueError("plot_meta_curve: empty history")
+    fig = Figure(figsize=(14, 3.8), layout="constrained")
+    loss_ax, gain_ax, weight_ax = fig.subplots(1, 3)
+    if updates:
+        x = [r["update"] for r in updates]
+        loss_ax.plot(x, [r["outer_loss"] for r in updates], color="0.6", lw=1, label="per update")
+        window = max(1, len(updates) // 10)
+        losses = [r["outer_loss"] for r in updates]
+        smooth = [sum(losses[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(losses))]
+        loss_ax.plot(x, smooth, color="k", lw=1.5, label=f"mean of {window}")
+        weight_ax.plot(x, [r["mean_weight"] for r in updates], color="tab:red", lw=1, label="mean weight (batches)")
+        weight_ax.plot(x, [r["effective_fraction"] for r in updates], color="tab:blue", lw=1,
+                       label="effective fraction (batches)")
+    if validated:
+        x = [r["update"] for r in validated]
+        gain_ax.plot(x, [r["gain_accuracy"] for r in validated], marker="o", ms=4, color="tab:green",
+                     label="accuracy gain")
+        gain_ax.plot(x, [r["gain_nll"] for r in validated], marker="s", ms=4, color="tab:purple",
+                     label="NLL gain (uniform − φ)")
+        gain_ax.axhline(0, color="0.5", lw=0.8)
+        if selected is not None:
+            gain_ax.axvline(selected, color="tab:orange", ls="--", lw=1, label=f"selected (update {selected})")
+        weight_ax.plot(x, [r["val_w_mean"] for r in validated], "o", ms=4, color="tab:red",
+                       label="mean weight (held out)")
+        weight_ax.plot(x, [r["val_w_effective_fraction"] for r in validated], "o", ms=4, color="tab:blue",
+                       label="effective fraction (held out)")
+    for ax, ylabel in ((loss_ax, "outer loss (task NLL after the step)"), (gain_ax, "validation gain"),
+                       (weight_ax, "φ's weights")):
+        ax.set_xlabel("φ update")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    atomic_write_bytes(path, _png_bytes(fig))
+
+
+def plot_period_curves(summary: dict[str, Any], path: str | Path, title: str = "") -> None:
+    """TemporalWiki: changed (left) and unchanged (right) object NLL after each period, one line per method, the
+    base model dashed. ``summary`` is the benchmark's summary (``base`` and ``methods[name][period]["after"]``)."""
+    from matplotlib.figure import Figure
+
+    periods = list(summary["base"])
+    methods = summary["methods"]
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for side, (ax, kind) in enumerate(zip(axes, ("changed", "unchanged"), strict=True)):
+        ax.plot(periods, [summary["base"][p][kind]["nll"] for p in periods], ls="--", color="0.3", label="base")
+        for k, (name, result) in enumerate(methods.items()):
+            ax.plot(periods, [result[p]["after"][kind]["nll"] for p in periods], marker=_MARKERS[k % len(_MARKERS)],
+                    ms=5, color=_palette(len(methods))[k], label=name)
+        ax.set_title(f"{kind.upper()} (to {'learn' if side == 0 else 'keep'})")
+        ax.set_xlabel("after learning period")
+        ax.set_ylabel("object NLL (lower is better)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    atomic_write_bytes(path, _png_bytes(fig))
+
+
+def plot_tradeoff(summary: dict[str, Any], path: str | Path, title: str = "") -> None:
+    """TemporalWiki: learning against forgetting, one point per method: the change of changed-object NLL (x) and of
+    unchanged-object NLL (y) against the base model, averaged over the periods. Left and down is better."""
+    from matplotlib.figure import Figure
+
+    periods = list(summary["base"])
+    fig = Figure(figsize=(6, 4.5), layout="constrained")
+    ax = fig.subplots()
+    methods = summary["methods"]
+    for k, (name, result) in enumerate(methods.items()):
+        delta = [sum(result[p]["after"][kind]["nll"] - summary["base"][p][kind]["nll"] for p in periods) / len(periods)
+                 for kind in ("changed", "unchanged")]
+        ax.scatter(*delta, marker=_MARKERS[k % len(_MARKERS)], s=50, color=_palette(len(methods))[k], label=name)
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.axvline(0, color="0.5", lw=0.8)
+    ax.set_xlabel("Δ changed NLL vs base (learning: lower is better)")
+    ax.set_ylabel("Δ unchanged NLL vs base (forgetting: lower is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    atomic_write_bytes(path, _png_bytes(fig))

@@ -1,0 +1,84 @@
+"""φ's validation during meta-training: does θ learn unseen documents better with φ's weights than without them?
+
+The one-step meta-objective rewards piling weight onto a few tokens (the loss Σ nll·w / Σ w ignores the weights'
+scale, so φ can sharpen without bound), while what counts is multi-step learning of documents φ never saw. So a
+validation runs the real learning loop (``taalm.ckl.Learner``) on held-out documents for a few epochs from θ's start,
+once with φ's weights and once with uniform weights (finetune), and scores the documents' tasks. The gain is
+φ minus uniform: accuracy (higher is better) and label NLL (lower is better, so the gain is uniform − φ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from taalm import runtime
+from taalm.ckl import Learner, score_probes
+from taalm.config import LoopOptions
+from taalm.data import Encoded
+from taalm.methods import Method
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass
+class HeldOut:
+    """Held-out pairs: the documents θ learns and their tasks (answer tokens labelled)."""
+
+    docs: list[Encoded]
+    tasks: list[Encoded]
+
+
+@dataclass(frozen=True)
+class Score:
+    accuracy: float
+    nll: float
+
+
+def learn_and_score(theta: torch.nn.Module, start: Params, held: HeldOut, weights: list[torch.Tensor] | None,
+                    options: LoopOptions, pad_id: int, device: torch.device, dtype: str = "auto") -> Score:
+    """θ learns the held-out documents from ``start`` (its trainable parameters) with ``weights`` (None: uniform)
+    and is scored on their tasks. θ's parameters and every random stream are left exactly as they were, so
+    validating never changes meta-training (the official validation fine-tuned θ's start point in place)."""
+    params = dict(theta.named_parameters())
+    rng = runtime.rng_state()
+    try:
+        torch.manual_seed(options.seed)  # the same dropout masks and order for φ's run and the uniform run
+        method = Method("taalm", weights="taalm") if weights is not None else Method("finetune")
+        optimizer = torch.optim.AdamW([params[n] for n in start], lr=options.lr, weight_decay=0.0)
+        learner = Learner(options, method, theta, optimizer, held.docs, [], weights, None, pad_id, device, dtype)
+        for epoch in range(options.epochs):
+            for step, batch in enumerate(learner.epoch_batches(epoch)):
+                learner.step(batch, epoch, step)
+        scores = score_probes(theta, held.tasks, pad_id, options.eval_batch, device, dtype)
+    finally:
+        with torch.no_grad():
+            for name, value in start.items():
+                params[name].copy_(value)
+        runtime.set_rng_state(rng)
+    return Score(sum(scores.accuracy) / len(scores.accuracy), sum(scores.nll) / len(scores.nll))
+
+
+def gain_record(phi: Score, uniform: Score) -> dict[str, float]:
+    """What history.jsonl logs for a validation: both runs' scores and φ's gain over uniform weights."""
+    return {"val_accuracy": phi.accuracy, "val_nll": phi.nll, "uniform_accuracy": uniform.accuracy,
+            "uniform_nll": uniform.nll, "gain_accuracy": phi.accuracy - uniform.accuracy,
+            "gain_nll": uniform.nll - phi.nll}
+
+
+def selection_key(record: dict, metric: str) -> tuple[float, ...]:
+    """Higher is better: the accuracy gain with the NLL gain breaking ties, or the NLL gain alone."""
+    return (record["gain_accuracy"], record["gain_nll"]) if metric == "accuracy" else (record["gain_nll"],)
+
+
+def best_validation(history: list[dict], metric: str) -> dict | None:
+    """The validated record with the highest gain (the earliest among equals), or None if nothing was validated."""
+    validated = [r for r in history if "gain_accuracy" in r]
+    if not validated:
+        return None
+    return max(validated, key=lambda r: (*selection_key(r, metric), -r["update"]))
+
+
+def score_dict(score: Score | None) -> dict | None:
+    return asdict(score) if score is not None else None
