@@ -150,8 +150,18 @@ def test_weights_rejects_a_non_phi_directory(tiny_model, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------------- shipped YAMLs
-def _command_classes() -> dict[str, type]:
-    return {name: cls for name, (cls, _, _) in cli._commands().items()}
+SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def config_class(path: Path) -> type:
+    """configs/<benchmark>/<command>_<setting>.yaml: learn_*, meta-train_* or bench_* of that benchmark."""
+    from taalm.bench.config import LamaCklConfig, TemporalWikiConfig
+    from taalm.config import LearnConfig
+
+    command = path.name.split("_", 1)[0]
+    if command == "bench":
+        return {"lama-ckl": LamaCklConfig, "temporalwiki": TemporalWikiConfig}[path.parent.name]
+    return {"learn": LearnConfig, "meta-train": MetaTrainConfig}[command]
 
 
 def _build_with_placeholders(cls: type, values: dict, source: str):
@@ -169,27 +179,69 @@ def _build_with_placeholders(cls: type, values: dict, source: str):
     raise AssertionError(f"{source}: could not be completed with placeholders")
 
 
-def _class_for(path: Path, classes: dict[str, type], values: dict) -> type:
-    for name, cls in classes.items():
-        if any(part in (name, name.replace("-", "_")) or part.startswith((f"{name}.", f"{name}_", f"{name}-"))
-               for part in path.parts):
-            return cls
-    fitting = [cls for cls in classes.values() if set(values) <= {f.name for f in dataclasses.fields(cls)}]
-    assert fitting, f"{path}: no command accepts all of {sorted(values)}"
-    return fitting[0]
-
-
-SHIPPED = sorted((ROOT / "configs").rglob("*.yaml")) + sorted((ROOT / "configs").rglob("*.yml"))
-
-
-@pytest.mark.skipif(not SHIPPED, reason="no YAML files under configs/")
 @pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(ROOT)) for p in SHIPPED])
 def test_shipped_yaml_parses(path):
-    classes = _command_classes()
-    values = load_config_file(path)
-    cls = _class_for(path.relative_to(ROOT / "configs"), classes, values)
-    config = _build_with_placeholders(cls, values, str(path))
+    from taalm.config import apply_preset
+
+    cls = config_class(path)
+    config = _build_with_placeholders(cls, apply_preset(cls, load_config_file(path)), str(path))
     assert isinstance(config, cls)
+
+
+# The official scripts (github ybseo-academy/TAALM) and the values our paper configs must carry. batch_size counts
+# documents per optimizer step: per-GPU batch x gradient accumulation x 8 GPUs.
+OFFICIAL = {
+    "lama-ckl/learn_finetune.yaml": (("scripts/eval/lamackl/finetune.sh: --gpu_train_batch_size=8 "
+                                     "--train_grad_accum_step=1 --train_lr=1e-4 --max_epochs=30 --token_max_length=512 "
+                                     "--model_type=qlora"), {"batch_size": 64, "lr": 1e-4, "epochs": 30,
+                                                            "max_length": 512, "qlora": "true", "method": "finetune"}),
+    "lama-ckl/learn_taalm.yaml": (("scripts/eval/lamackl/targeted.sh: as finetune.sh, --test_type=targeted"),
+                                  {"batch_size": 64, "lr": 1e-4, "epochs": 30, "max_length": 512, "method": "taalm"}),
+    "lama-ckl/learn_recadam.yaml": (("scripts/eval/lamackl/recadam.sh: --recadam=true (RecAdam k=0.5, t0=250, "
+                                    "pretrain_cof=5000)"), {"batch_size": 64, "lr": 1e-4, "epochs": 30, "recadam_k": 0.5,
+                                                           "recadam_t0": 250, "recadam_coefficient": 5000.0}),
+    "lama-ckl/learn_mixreview.yaml": (("scripts/eval/lamackl/review.sh: --gpu_train_batch_size=2 "
+                                      "--gpu_review_batch_size=2 --train_grad_accum_step=2 --review_ratio=1"),
+                                      {"batch_size": 32, "review_ratio": 1.0, "review_decay": 1.0, "epochs": 30}),
+    "lama-ckl/meta-train_paper.yaml": (("scripts/train_TA/lama_ckl.sh: --val_size=16 --eval_batch_size=4 "
+                                       "--eval_grad_accum_step=2 --val_interval=10 --batch_size=16 --dummy_loop=1 "
+                                       "--val_dummy_loop=3 --task_type=schematic --token_max_length=512; "
+                                       "TAALM_trainer.py/ta_eval.py: AdamW lr 2e-4, 30 outer epochs"),
+                                       {"held_out": 16, "val_batch_size": 8, "val_every": 10, "meta_batch": 16,
+                                        "dummy_steps": 1, "val_epochs": 4, "task_format": "schematic",
+                                        "max_length": 512, "inner_lr": 2e-4, "outer_lr": 2e-4, "val_lr": 2e-4,
+                                        "epochs": 30, "phi_model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+                                        "theta": "meta-llama/Llama-2-7b-hf"}),
+    "temporalwiki/learn_finetune.yaml": (("scripts/eval/twiki/qlora_finetune.sh: --gpu_train_batch_size=4 "
+                                         "--train_grad_accum_step=2 --train_lr=1e-4 --max_epochs=1 "
+                                         "--theta_model_name=TinyLlama/TinyLlama-1.1B-Chat-v1.0"),
+                                         {"batch_size": 64, "lr": 1e-4, "epochs": 1, "max_length": 512,
+                                          "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0"}),
+    "temporalwiki/learn_kadapter.yaml": (("scripts/eval/twiki/kadapter_finetune.sh: --model_type=kadapter"),
+                                         {"method": "kadapter", "qlora": "false", "epochs": 1, "lr": 1e-4}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_paper_configs_carry_the_official_values(name):
+    path = ROOT / "configs" / name
+    config = _build_with_placeholders(config_class(path), load_config_file(path), str(path))
+    _, expected = OFFICIAL[name]
+    assert {key: getattr(config, key) for key in expected} == expected
+
+
+def test_bench_paper_presets_carry_the_official_values():
+    from taalm.bench.config import LamaCklConfig, TemporalWikiConfig
+
+    lama = LamaCklConfig(out="o", preset="paper", **LamaCklConfig.PRESETS["paper"])
+    assert (lama.epochs, lama.lr, lama.batch_size, lama.max_length, lama.review_ratio, lama.review_decay) == \
+        (30, 1e-4, 64, 512, 1.0, 1.0)
+    assert (lama.meta_batch, lama.meta_held_out, lama.meta_val_every, lama.meta_val_epochs, lama.task_format) == \
+        (16, 16, 10, 4, "schematic")
+    assert lama.qlora == "auto" and lama.review_in_batch  # QLoRA where available; 32 new + 32 review per step
+    twiki = TemporalWikiConfig(out="o", preset="paper", **TemporalWikiConfig.PRESETS["paper"])
+    assert (twiki.epochs, twiki.lr, twiki.batch_size, twiki.max_length) == (1, 1e-4, 64, 512)
+    assert "oracle" not in twiki.method_list() and len(twiki.method_list()) == 10
 
 
 def test_placeholder_builder_still_rejects_bad_values():

@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from taalm import cli, lama_ckl, meta, models
+from taalm import cli, meta, models
+from taalm.bench import lama_ckl
 from taalm.data import Pair, pad_token_id
 from taalm.io import read_jsonl
 from taalm.weighting import TrainAttention

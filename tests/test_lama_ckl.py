@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from taalm import ckl, cli, lama_ckl
-from taalm.config import PRESETS, BenchConfig, TailorConfig, with_preset
+from taalm import ckl, cli
+from taalm.bench import lama_ckl
+from taalm.bench.config import LamaCklConfig, TailorConfig
+from taalm.config import apply_preset
 from taalm.errors import TaalmError
 from taalm.io import read_jsonl
 
@@ -176,7 +178,8 @@ def test_official_split_keeps_every_usable_row(tiny_model, ckl_data, tmp_path, m
     assert json.loads((out / "tailor.json").read_text())["split"] == "official"
 
 
-def test_tailor_limits_stop_early_with_exactly_n(tiny_model, ckl_data, tmp_path, monkeypatch):
+def test_tailor_limits_select_exactly_n_and_the_pool_avoids_every_nf_candidate(tiny_model, ckl_data, tmp_path,
+                                                                               monkeypatch):
     directory, data = ckl_data
     acc = chosen_accuracy(data)
     scored = fake_scorer(monkeypatch, acc)
@@ -188,16 +191,19 @@ def test_tailor_limits_stop_early_with_exactly_n(tiny_model, ckl_data, tmp_path,
     assert len(nf) == 2 and all(acc[r["uuid"]] == 1.0 for r in nf)
     n_variant = sum(w.startswith("variant") for w in scored)
     n_descriptive = sum(w.startswith("invariant_descriptive") for w in scored)
-    assert 3 <= n_variant < N_ROWS and 2 <= n_descriptive < N_ROWS  # scoring stopped once enough were found
+    assert 3 <= n_variant < N_ROWS  # To-Learn scoring stopped once enough were found
+    assert n_descriptive == N_ROWS  # every NF candidate is scored, so the pool can leave all of them out
     report = json.loads((out / "tailor.json").read_text())
     assert report["counts"]["to_learn"] == 3 and report["counts"]["not_to_forget"] == 2
     assert report["rule"]["limits"]["to_learn"] == 3
     # base_accuracy holds exactly the rows looked at: those scored, and unusable ones (None) met on the way
     accuracy = report["base_accuracy"]
     assert all(accuracy[w] is not None for w in scored) and set(accuracy) - set(scored) <= set(BAD.values())
-    assert len(accuracy) < 2 * N_ROWS
+    assert len(accuracy) < 2 * N_ROWS + 2
     pool = {r["uuid"] for r in read_set(out / "meta_pool.jsonl")}
-    assert not pool & {r["uuid"] for r in nf}
+    candidates = {r["uuid"] for r in data["invariant_descriptive"] if acc[r["uuid"]] == 1.0}
+    assert len(candidates) > 2 and not pool & candidates
+    assert pool == expected_sets(data, acc)["meta_pool"]  # the same pool as without limits
 
 
 def test_tailor_with_the_real_scorer(tiny_model, ckl_data, tmp_path):
@@ -286,14 +292,14 @@ def test_curve_from_metrics_orders_epochs_and_pairs_probes():
 # --- the bench -------------------------------------------------------------------------------------------------------
 
 EPOCHS = 2
-QUICK_METHODS = PRESETS["quick"]["methods"].split(",")
+QUICK_METHODS = LamaCklConfig.PRESETS["quick"]["methods"].split(",")
 
 
-def bench_config(tiny_model: str, tailored: Path, out: Path, **overrides) -> BenchConfig:
+def bench_config(tiny_model: str, tailored: Path, out: Path, **overrides) -> LamaCklConfig:
     values = {"preset": "quick", "model": tiny_model, "out": str(out), "lora_r": 4, "to_learn": 4,
               "not_to_forget": 4, "meta_pool": 8, "meta_updates": 1, "meta_batch": 2, "epochs": EPOCHS,
-              "phi_layers": 1, "tailor_dir": str(tailored), "device": "cpu", **overrides}
-    return BenchConfig(**with_preset(values))
+              "phi_layers": 1, "tailor_dir": str(tailored), "device": "cpu", "meta_held_out": 2, **overrides}
+    return LamaCklConfig(**apply_preset(LamaCklConfig, values))
 
 
 def check_bench_output(out: Path, methods: list[str]) -> dict:
@@ -331,7 +337,8 @@ def test_quick_bench_end_to_end(bench_run):
     assert (out / "phi" / "phi_config.json").is_file() and summary["phi"]["dir"] == str(out / "phi")
     assert (out / "methods" / "taalm" / ckl.WEIGHTS_CACHE).is_file()  # φ weighed the To-Learn documents
     history = read_set(out / "phi" / "history.jsonl")
-    assert len(history) == 1  # --meta-updates 1
+    assert [h["update"] for h in history] == [0, 1]  # validated at update 0 and after --meta-updates 1
+    assert summary["phi"]["source"] == "meta-trained" and summary["phi"]["selection"]["update"] in (0, 1)
 
 
 def test_quick_bench_through_the_cli(tiny_model, tailored, tmp_path, monkeypatch):
@@ -339,7 +346,7 @@ def test_quick_bench_through_the_cli(tiny_model, tailored, tmp_path, monkeypatch
     argv = ["bench", "lama-ckl", "--preset", "quick", "--model", tiny_model, "--out", str(out), "--lora-r", "4",
             "--to-learn", "4", "--not-to-forget", "4", "--meta-pool", "8", "--meta-updates", "1", "--meta-batch", "2",
             "--epochs", str(EPOCHS), "--phi-layers", "1", "--tailor-dir", str(tailored), "--device", "cpu",
-            "--methods", "finetune,oracle"]
+            "--methods", "finetune,oracle", "--meta-held-out", "2"]
     monkeypatch.setattr(sys, "argv", ["taalm", *argv])  # as the console script runs it
     assert cli.main() == 0
     summary = check_bench_output(out, ["finetune", "oracle"])
@@ -431,3 +438,63 @@ def test_bench_restarts_a_method_killed_before_its_first_checkpoint(tiny_model, 
     assert steps == {"oracle": EPOCHS}
     assert list(summary["methods"]) == ["finetune", "oracle"]
     assert (run_dir / "DONE").is_file()
+
+
+# --- lr selection, windowing, φ sources ------------------------------------------------------------------------------
+
+
+def test_bench_chooses_the_lr_on_held_out_pool_pairs_only(tiny_model, tailored, tmp_path):
+    out = tmp_path / "run"
+    summary = lama_ckl.run_bench(bench_config(tiny_model, tailored, out, methods="finetune",
+                                              lr_candidates="1e-4,3e-2"))
+    selection = summary["lr_selection"]
+    scores = selection["candidates"]
+    assert set(scores) == {"0.0001", "0.03"}
+    best = max(scores, key=lambda k: (scores[k]["best"], -float(k)))
+    assert selection["chosen"] == float(best) == summary["settings"]["lr"]
+    learned = yaml_lr(out / "methods" / "finetune" / "config.yaml")
+    assert learned == selection["chosen"]
+    # the lr is chosen on φ's held-out meta-pool pairs: never on To-Learn or Not-To-Forget facts
+    held_tasks = {r["task"] for r in read_set(out / "lr_selection" / "tasks.jsonl")}
+    pool_tasks = {r["task"] for r in read_set(out / "sets" / "meta_pool.jsonl")}
+    evaluated = {r["task"] for name in ("to_learn", "not_to_forget") for r in read_set(out / "sets" / f"{name}.jsonl")}
+    assert len(held_tasks) == 2 and held_tasks <= pool_tasks and not held_tasks & evaluated
+
+
+def yaml_lr(path: Path) -> float:
+    import yaml
+
+    return float(yaml.safe_load(path.read_text())["lr"])
+
+
+def test_bench_windows_documents_around_their_answer(tiny_model, tailored, tmp_path):
+    import shutil
+
+    from taalm import models
+    from taalm.windowing import n_tokens
+
+    split = tmp_path / "long-split"  # the tailored split with documents that need a window
+    shutil.copytree(tailored, split)
+    for name in ("to_learn", "not_to_forget"):
+        rows = read_set(split / f"{name}.jsonl")
+        write_rows(split / f"{name}.jsonl", [{**r, "document": "The lazy dog sleeps . " * 4 + r["document"] + " The end .",
+                                              "text": None} for r in rows])
+    out = tmp_path / "run"
+    summary = lama_ckl.run_bench(bench_config(tiny_model, split, out, methods="oracle", window=True, max_length=40))
+    tokenizer = models.load_tokenizer(tiny_model)
+    for name in ("to_learn", "not_to_forget"):
+        for record in read_set(out / "sets" / f"{name}.jsonl"):
+            assert n_tokens(tokenizer, record["text"]) <= 40 and record["answer"] in record["text"]
+    assert summary["windowed"]["to_learn"] > 0 and summary["settings"]["window"] is True
+
+
+def test_bench_takes_a_shipped_phi_by_alias(tiny_model, tailored, tmp_path, monkeypatch):
+    from taalm import weighting
+
+    shipped = tmp_path / "shipped"
+    weighting.TrainAttention.create(tiny_model, r=4, num_layers=1).save(shipped / "tiny-phi")
+    monkeypatch.setattr(weighting, "SHIPPED_DIR", shipped)
+    monkeypatch.setattr("taalm.meta_train.meta_train", lambda c: pytest.fail("a shipped φ needs no meta-training"))
+    summary = lama_ckl.run_bench(bench_config(tiny_model, tailored, tmp_path / "run", methods="taalm", phi="tiny-phi"))
+    assert summary["phi"]["source"] == "shipped" and summary["phi"]["dir"] == str(shipped / "tiny-phi")
+    assert not (tmp_path / "run" / "phi").exists()

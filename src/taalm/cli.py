@@ -43,25 +43,36 @@ def _commands(argv: list[str] | None = None) -> dict[str, tuple[type, Callable[[
         return "taalm " + " ".join(argv if argv is not None else sys.argv[1:])
 
     def tailor(cfg):
-        from taalm.lama_ckl import tailor as run
+        from taalm.bench.lama_ckl import tailor as run
 
         run(cfg)
 
-    def bench(cfg):
-        from taalm.lama_ckl import run_bench
+    def bench_lama_ckl(cfg):
+        from taalm.bench.lama_ckl import run_bench
 
         run_bench(cfg, command=invocation())
         print(f"summary.json, table.md and curves.png written to {cfg.out}")
+
+    def bench_temporalwiki(cfg):
+        from taalm.bench.temporalwiki import run_bench
+
+        run_bench(cfg, command=invocation())
+        print(f"summary.json, table.md, curves.png and tradeoff.png written to {cfg.out}")
 
     def demo(cfg):
         from taalm.demo import run_demo
 
         run_demo(cfg, command=invocation())
 
+    from taalm.bench import config as bench
+
     return {
-        "tailor": (config.TailorConfig, tailor, "select the LAMA-ckl sets that fit a model"),
-        "bench": (config.BenchConfig, bench, "run a benchmark (lama-ckl) with every method; paper table and plots"),
-        "demo": (config.BenchConfig, demo, "the whole TAALM pipeline on LAMA-ckl with the quick preset (CPU)"),
+        "tailor": (bench.TailorConfig, tailor, "select the LAMA-ckl sets that fit a model"),
+        "bench lama-ckl": (bench.LamaCklConfig, bench_lama_ckl,
+                           "LAMA-ckl with every method: the paper's table, curves and a summary"),
+        "bench temporalwiki": (bench.TemporalWikiConfig, bench_temporalwiki,
+                               "TemporalWiki: three periods in sequence with every method; changed/unchanged NLL"),
+        "demo": (bench.LamaCklConfig, demo, "TAALM on LAMA-ckl with the shipped φ and the quick preset (CPU)"),
         "learn": (config.LearnConfig, learn, "make θ learn a document set with one CKL method"),
         "meta-train": (config.MetaTrainConfig, meta_train, "meta-train a Train-Attention model φ for a base model θ"),
         "weights": (config.WeightsConfig, weights, "show φ's token weights (terminal, HTML heatmap, PNG)"),
@@ -80,10 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     commands = _commands(argv)
     parser = argparse.ArgumentParser(prog="taalm", description="Train-Attention (TAALM) and continual knowledge learning")
     sub = parser.add_subparsers(dest="command", required=True)
+    groups: dict[str, Any] = {}
     for name, (cls, _, help_text) in commands.items():
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        if name == "bench":
-            command_parser.add_argument("benchmark", choices=["lama-ckl"], help="which benchmark")
+        if " " in name:  # "bench lama-ckl": a subcommand of a command group
+            group, leaf = name.split(" ", 1)
+            if group not in groups:
+                leaves = [n.split(" ", 1)[1] for n in commands if n.startswith(group + " ")]
+                groups[group] = sub.add_parser(group, help=f"run a benchmark ({', '.join(leaves)})") \
+                    .add_subparsers(dest="benchmark", required=True)
+            command_parser = groups[group].add_parser(leaf, help=help_text, description=help_text)
+        else:
+            command_parser = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(command_parser, cls)
     args = parser.parse_args(argv)
     if args.command == "demo":  # the demo is the quick preset unless told otherwise
@@ -92,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 setattr(args, key, default)
     logging.basicConfig(level=logging.WARNING, format="taalm: warning: %(message)s")
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter, not the user's concern
-    cls, run, _ = commands[args.command]
+    cls, run, _ = commands[f"{args.command} {args.benchmark}" if args.command in groups else args.command]
     try:
         cfg = config_from_args(cls, args)
         _quiet_libraries()

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from taalm.config import BenchConfig, WeightsConfig
+from taalm.bench.config import LamaCklConfig
+from taalm.config import WeightsConfig
 
 
-def run_demo(cfg: BenchConfig, command: str = "") -> None:
+def run_demo(cfg: LamaCklConfig, command: str = "") -> None:
+    from taalm.bench.lama_ckl import run_bench
     from taalm.inspect_weights import show_weights
-    from taalm.lama_ckl import run_bench
 
     summary = run_bench(cfg, command=command)
     out = Path(cfg.out)

@@ -1,30 +1,31 @@
 """LAMA-ckl (Seo et al. 2024, §4.1): tailoring the sets to a model, the benchmark runner, and the paper's table.
 
     taalm tailor --model smollm2-135m --out runs/split
-    taalm bench lama-ckl --model smollm2-135m --preset quick --out runs/lama
+    taalm bench lama-ckl --model smollm2-135m --preset cpu --out runs/lama
 
 Tailoring keeps what makes the numbers meaningful for *this* model: To-Learn = variant facts it gets entirely wrong
 (accuracy 0), Not-To-Forget = invariant_descriptive facts it gets entirely right (accuracy 1, the official NF file),
-meta pool = every other invariant fact (both invariant files, deduplicated by uuid), disjoint from both by fact.
+meta pool = every other invariant fact (both invariant files, deduplicated by uuid) that is neither a variant fact nor
+any Not-To-Forget candidate, so φ never trains on a fact the benchmark evaluates, whatever the limits.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
-import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from taalm import models
-from taalm.config import BenchConfig, LearnConfig, MetaTrainConfig, TailorConfig, save_config
-from taalm.data import encode, pad_token_id
+from taalm.bench import runner
+from taalm.bench.config import LamaCklConfig, TailorConfig
+from taalm.config import save_config
+from taalm.data import encode, load_pairs, pad_token_id
 from taalm.errors import TaalmError
 from taalm.io import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from taalm.windowing import answer_window
 
 log = logging.getLogger("taalm")
 FILES = ("variant", "invariant_descriptive", "invariant_schematic")
@@ -35,7 +36,7 @@ REQUIRED = ("uuid", "subject", "object", "evidence", "task_descriptive")
 def data_file(name: str, data_dir: str = "") -> Path:
     if data_dir:
         return Path(data_dir) / f"{name}.jsonl"
-    return Path(__file__).parent / "resources" / "lama_ckl" / f"{name}.jsonl.gz"
+    return Path(__file__).parents[1] / "resources" / "lama_ckl" / f"{name}.jsonl.gz"
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -55,8 +56,11 @@ def _sha256(path: Path) -> str:
 
 def pair_record(row: dict[str, Any]) -> dict[str, Any]:
     """The row as taalm's generic record: document (evidence), task (cloze), answer (object)."""
-    return {"document": row["evidence"], "task": row["task_descriptive"], "answer": row["object"],
-            "text": row["evidence"], "uuid": row["uuid"], "subject": row["subject"]}
+    record = {"document": row["evidence"], "task": row["task_descriptive"], "answer": row["object"],
+              "text": row["evidence"], "uuid": row["uuid"], "subject": row["subject"]}
+    if isinstance(row.get("task_schematic"), str):
+        record["task_schematic"] = row["task_schematic"]
+    return record
 
 
 class RowScorer:
@@ -91,8 +95,7 @@ class RowScorer:
         from taalm.ckl import score_probes
 
         encoded = [self._task(row) for row in rows]
-        scores, _, _ = score_probes(self.model, encoded, pad_token_id(self.tokenizer), self.eval_batch, self.device)
-        return scores
+        return score_probes(self.model, encoded, pad_token_id(self.tokenizer), self.eval_batch, self.device).accuracy
 
 
 def _select(rows: list[dict], keep, limit: int, seed: int, scorer: RowScorer, scores: dict[str, float | None],
@@ -128,8 +131,15 @@ def tailor(cfg: TailorConfig) -> Path:
     official = cfg.split == "official"
     to_learn = _select(rows["variant"], lambda a: official or a == 0.0, cfg.to_learn, cfg.seed, scorer, scores,
                        document=True)
-    nf = _select(rows[NF_FILE], lambda a: official or a == 1.0, cfg.not_to_forget, cfg.seed, scorer, scores)
-    taken = {r["uuid"] for r in nf} | {r["uuid"] for r in rows["variant"]}
+    # Every NF candidate is scored, whatever the limit: the meta pool leaves out all of them, so a φ trained on one
+    # tailoring's pool never saw a fact that another tailoring (other limits or seed) puts in Not-To-Forget.
+    candidates = _select(rows[NF_FILE], lambda a: official or a == 1.0, 0, cfg.seed, scorer, scores)
+    nf = candidates
+    if cfg.not_to_forget:
+        order = list(candidates)
+        random.Random(cfg.seed).shuffle(order)
+        nf = order[:cfg.not_to_forget]
+    taken = {r["uuid"] for r in candidates} | {r["uuid"] for r in rows["variant"]}
     unusable = {s["row"] for s in scorer.skipped}
     pool, seen = [], set()
     for r in rows["invariant_descriptive"] + rows["invariant_schematic"]:
@@ -143,7 +153,8 @@ def tailor(cfg: TailorConfig) -> Path:
         "files": {name: {"path": str(p), "sha256": _sha256(p), "rows": len(rows[name])} for name, p in paths.items()},
         "rule": {"to_learn": "all variant rows" if official else "variant rows with base accuracy 0",
                  "not_to_forget": f"all {NF_FILE} rows" if official else f"{NF_FILE} rows with base accuracy 1",
-                 "meta_pool": "every other invariant row (descriptive + schematic), deduplicated and disjoint by uuid",
+                 "meta_pool": f"every other invariant fact (descriptive + schematic, deduplicated by uuid): no variant "
+                              f"fact and no {NF_FILE} fact that is a Not-To-Forget candidate, whatever the limits",
                  "limits": {"to_learn": cfg.to_learn, "not_to_forget": cfg.not_to_forget, "seed": cfg.seed}},
         "counts": {"to_learn": len(to_learn), "not_to_forget": len(nf), "meta_pool": len(pool),
                    "scored": len(scores), "skipped": len(scorer.skipped)},
@@ -175,12 +186,41 @@ def curve_from_metrics(records: list[dict]) -> list[tuple[float, float]]:
     return [(acc[(e, "to_learn")], acc[(e, "not_to_forget")]) for e in epochs]
 
 
-def _subsample(path: Path, limit: int, seed: int, out: Path) -> Path:
+def _subsample(path: Path, limit: int, seed: int) -> list[dict[str, Any]]:
     records = [r for _, r in read_jsonl(path)]
     if limit and limit < len(records):
         records = sorted(random.Random(seed).sample(records, limit), key=lambda r: r["uuid"])
-    write_jsonl(out, records)
-    return out
+    return records
+
+
+def _windowed(records: list[dict[str, Any]], tokenizer, max_length: int) -> tuple[list[dict[str, Any]], int]:
+    """Each record's document cut to a window of ``max_length`` tokens around its answer (when it is longer)."""
+    out, count = [], 0
+    for r in records:
+        window = answer_window(tokenizer, r["document"], r["answer"], max_length, where=r.get("uuid", ""))
+        count += window.windowed
+        out.append({**r, "document": window.text, "text": window.text})
+    return out, count
+
+
+def prepare_sets(cfg: LamaCklConfig, split_dir: Path, sets: Path) -> dict[str, Any]:
+    """The run's To-Learn, Not-To-Forget and meta-pool files (seeded subsets, documents windowed with --window);
+    returns their counts and how many documents were windowed."""
+    chosen = {"to_learn": _subsample(split_dir / "to_learn.jsonl", cfg.to_learn, cfg.seed),
+              "not_to_forget": _subsample(split_dir / "not_to_forget.jsonl", cfg.not_to_forget, cfg.seed),
+              "meta_pool": _subsample(split_dir / "meta_pool.jsonl", cfg.meta_pool, cfg.seed)}
+    if not chosen["to_learn"] or not chosen["not_to_forget"]:
+        raise TaalmError(f"{split_dir}: empty To-Learn or Not-To-Forget set "
+                         f"({ {k: len(v) for k, v in chosen.items()} })")
+    windowed = {}
+    if cfg.window:
+        tokenizer = models.load_tokenizer(cfg.model)
+        for name in ("to_learn", "not_to_forget"):  # what θ learns (and Mix-Review replays); φ's pool is windowed by
+            chosen[name], windowed[name] = _windowed(chosen[name], tokenizer, cfg.max_length)  # meta-train itself
+    sets.mkdir(parents=True, exist_ok=True)
+    for name, records in chosen.items():
+        write_jsonl(sets / f"{name}.jsonl", records)
+    return {"counts": {k: len(v) for k, v in chosen.items()}, "windowed": windowed}
 
 
 def _table(summary: dict[str, Any]) -> str:
@@ -191,101 +231,62 @@ def _table(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _finished(directory: Path) -> bool:
-    return (directory / "DONE").is_file()
-
-
-def _resumable(directory: Path) -> bool:
-    """Whether an unfinished run in ``directory`` has a checkpoint to resume; one killed before its first
-    checkpoint holds nothing worth keeping and is cleared, so it starts over instead of refusing a non-empty --out."""
-    if (directory / "checkpoint").exists():
-        return True
-    if directory.is_dir():
-        shutil.rmtree(directory)
-    return False
-
-
-def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
-    """Tailor (or reuse), meta-train φ on the meta pool (unless given), learn with every method; resumable."""
-    from taalm.ckl import learn
-    from taalm.meta_train import meta_train
+def run_bench(cfg: LamaCklConfig, command: str = "") -> dict[str, Any]:
+    """Tailor (or reuse), choose the lr (optional), get φ, learn with every method; resumable."""
     from taalm.viz import plot_method_curves
 
     started = time.time()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
+    previous = runner.previous_summary(out)
     split_dir = Path(cfg.tailor_dir) if cfg.tailor_dir else out / "split"
     if not (split_dir / "tailor.json").is_file():
         if cfg.tailor_dir:
             raise TaalmError(f"option --tailor-dir: {split_dir} has no tailor.json")
         tailor(TailorConfig(model=cfg.model, out=str(split_dir), split=cfg.split, device=cfg.device,
                             to_learn=cfg.to_learn, not_to_forget=cfg.not_to_forget, seed=cfg.seed,
-                            eval_batch=cfg.eval_batch, max_length=cfg.max_length))
-    sets = out / "sets"
-    sets.mkdir(exist_ok=True)
-    to_learn = _subsample(split_dir / "to_learn.jsonl", cfg.to_learn, cfg.seed, sets / "to_learn.jsonl")
-    nf = _subsample(split_dir / "not_to_forget.jsonl", cfg.not_to_forget, cfg.seed, sets / "not_to_forget.jsonl")
-    pool = _subsample(split_dir / "meta_pool.jsonl", cfg.meta_pool, cfg.seed, sets / "meta_pool.jsonl")
-    counts = {name: sum(1 for _ in read_jsonl(p)) for name, p in
-              (("to_learn", to_learn), ("not_to_forget", nf), ("meta_pool", pool))}
-    if counts["to_learn"] == 0 or counts["not_to_forget"] == 0:
-        raise TaalmError(f"{split_dir}: empty To-Learn or Not-To-Forget set ({counts})")
-    model_options = {k: getattr(cfg, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "qlora", "dtype", "device",
-                                                   "attn_implementation", "log")}
-    phi_dir, phi_seconds = cfg.phi, 0.0
-    needs_phi = any("taalm" in m for m in cfg.method_list())
-    if needs_phi and not phi_dir:
-        phi_dir = str(out / "phi")
-        if not _finished(Path(phi_dir)):
-            t0 = time.time()
-            meta_train(MetaTrainConfig(
-                theta=cfg.model, pairs=str(pool), out=phi_dir, updates=cfg.meta_updates, meta_batch=cfg.meta_batch,
-                inner_lr=cfg.meta_inner_lr, outer_lr=cfg.meta_outer_lr,
-                inner_batch=cfg.inner_batch, phi_layers=cfg.phi_layers, dummy_steps=cfg.dummy_steps, objective=cfg.objective,
-                max_length=cfg.meta_max_length, seed=cfg.seed, resume=_resumable(Path(phi_dir)),
-                **{k: v for k, v in model_options.items() if k not in ("qlora",)}))
-            phi_seconds = time.time() - t0
+                            eval_batch=cfg.eval_batch))
+    data = prepare_sets(cfg, split_dir, out / "sets")
+    sets = {name: out / "sets" / f"{name}.jsonl" for name in ("to_learn", "not_to_forget", "meta_pool")}
+
+    lr_selection = None
+    if cfg.lr_candidate_list():
+        held = [{"document": p.document, "task": p.task, "answer": p.answer}
+                for p in runner.held_out_pairs(load_pairs(sets["meta_pool"], cfg.task_format), cfg)]
+        if cfg.window:
+            held, _ = _windowed(held, models.load_tokenizer(cfg.model), cfg.max_length)
+        lr_selection = runner.select_lr(cfg, [{"text": r["document"], "answer": r["answer"]} for r in held],
+                                        [{"task": r["task"], "answer": r["answer"]} for r in held], out / "lr_selection")
+        cfg = runner.with_lr(cfg, lr_selection)
+    phi = runner.obtain_phi(cfg, sets["meta_pool"], out / "phi", task_format=cfg.task_format) \
+        if cfg.needs_phi() else None
+
     results: dict[str, Any] = {}
-    previous = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
     for name in cfg.method_list():
         run_dir = out / "methods" / name
-        t0 = time.time()
-        if not _finished(run_dir):
-            learn(LearnConfig(
-                model=cfg.model, docs=str(to_learn), out=str(run_dir), method=name, phi=phi_dir,
-                probes=[f"to_learn={to_learn}", f"not_to_forget={nf}"], epochs=cfg.epochs, lr=cfg.lr,
-                batch_size=cfg.batch_size, micro_batch=cfg.micro_batch, max_length=cfg.max_length,
-                eval_batch=cfg.eval_batch, review_docs=str(nf), seed=cfg.seed, checkpoint_every=1,
-                resume=_resumable(run_dir), **model_options))
-            seconds = time.time() - t0
-        else:
+        metrics, seconds = runner.learn_run(runner.learn_config(
+            cfg, method=name, docs=str(sets["to_learn"]), out=str(run_dir), phi=phi["dir"] if phi else "",
+            probes=[f"to_learn={sets['to_learn']}", f"not_to_forget={sets['not_to_forget']}"],
+            review_docs=str(sets["not_to_forget"]), checkpoint_every=1))
+        if seconds is None:
             seconds = previous.get("methods", {}).get(name, {}).get("seconds", 0.0)
-        metrics = [r for _, r in read_jsonl(run_dir / "metrics.jsonl")]
         results[name] = {**summarize_curve(curve_from_metrics(metrics)), "seconds": round(seconds, 1),
                          "seconds_per_epoch": round(seconds / cfg.epochs, 1)}
     summary = {
-        "model": cfg.model, "split": counts, "split_kind": cfg.split, "device": _device_name(cfg.device),
-        "command": command or "taalm bench lama-ckl " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                                                                  asdict(cfg).items() if v not in ("", None)),
+        "benchmark": "lama-ckl", "model": cfg.model, "split": data["counts"], "split_kind": cfg.split,
+        "windowed": data["windowed"], "device": runner.device_name(cfg.device),
+        "command": runner.command_line(cfg, command, "lama-ckl"),
         "wall_seconds": round(time.time() - started + previous.get("wall_seconds", 0.0), 1),
-        "phi": {"dir": phi_dir, "meta_train_seconds": round(phi_seconds, 1)} if needs_phi else None,
-        "methods": results,
+        "settings": {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "max_length": cfg.max_length,
+                     "window": cfg.window, "review_ratio": cfg.review_ratio, "review_decay": cfg.review_decay,
+                     "lora_r": cfg.lora_r, "lora_dropout": cfg.lora_dropout, "seed": cfg.seed},
+        "lr_selection": lr_selection, "phi": phi, "methods": results,
     }
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "table.md", _table(summary))
     plot_method_curves({n: [tuple(p) for p in m["curve"]] for n, m in results.items()}, out / "curves.png",
-                       title=f"LAMA-ckl, {cfg.model} ({counts['to_learn']} to learn, {counts['not_to_forget']} NF)")
+                       title=f"LAMA-ckl, {cfg.model} ({data['counts']['to_learn']} to learn, "
+                             f"{data['counts']['not_to_forget']} NF)")
     print(_table(summary))
     return summary
-
-
-def _device_name(device: str) -> str:
-    import platform
-
-    import torch
-
-    resolved = models.pick_device(device)
-    if resolved.type == "cuda":
-        return torch.cuda.get_device_name(resolved)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

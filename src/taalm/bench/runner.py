@@ -1,0 +1,180 @@
+"""What every benchmark run shares: resumable learning runs, φ (shipped, given or meta-trained), learning-rate
+selection on held-out data, the device and command record, and atomic summaries.
+
+A benchmark run is a directory; every part of it (φ, each lr candidate, each method) is a sub-directory that is
+skipped when finished (``DONE``), resumed from its checkpoint when killed, and restarted when killed before its first
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from taalm import models
+from taalm.bench.config import BenchOptions
+from taalm.config import LearnConfig, MetaTrainConfig, ModelOptions, held_out_count, loop_options
+from taalm.data import Pair
+from taalm.errors import TaalmError
+from taalm.io import atomic_write_json, read_jsonl, write_jsonl
+
+log = logging.getLogger("taalm")
+
+
+def finished(directory: Path) -> bool:
+    return (directory / "DONE").is_file()
+
+
+def resumable(directory: Path) -> bool:
+    """Whether an unfinished run in ``directory`` has a checkpoint to resume; one killed before its first
+    checkpoint holds nothing worth keeping and is cleared, so it starts over instead of refusing a non-empty --out."""
+    if (directory / "checkpoint").exists():
+        return True
+    if directory.is_dir():
+        shutil.rmtree(directory)
+    return False
+
+
+def model_options(cfg: ModelOptions) -> dict[str, Any]:
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(ModelOptions)}
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    resolved = models.pick_device(device)
+    if resolved.type == "cuda":
+        return torch.cuda.get_device_name(resolved)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def command_line(cfg: Any, command: str, benchmark: str) -> str:
+    """The command that reproduces the run: as typed, or rebuilt from the config (Python API)."""
+    if command:
+        return command
+    options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in dataclasses.asdict(cfg).items() if v not in ("", None))
+    return f"taalm bench {benchmark} {options}"
+
+
+def learn_run(cfg: LearnConfig) -> tuple[list[dict], float | None]:
+    """``taalm learn`` as one part of a benchmark: skipped when finished, else resumed or restarted. Returns the
+    metrics and the seconds it took now (None when it had finished before)."""
+    from taalm import ckl
+
+    out = Path(cfg.out)
+    seconds = None
+    if not finished(out):
+        started = time.time()
+        ckl.learn(dataclasses.replace(cfg, resume=resumable(out)))
+        seconds = time.time() - started
+    return [r for _, r in read_jsonl(out / "metrics.jsonl")], seconds
+
+
+def held_out_pairs(pairs: list[Pair], cfg: BenchOptions) -> list[Pair]:
+    """The pairs meta-training holds out for validation (the same seeded split): where the lr is chosen."""
+    from taalm.meta_train import split_held_out
+
+    return split_held_out(pairs, held_out_count(cfg.meta_held_out, len(pairs)), cfg.seed)[1]
+
+
+def meta_train_config(cfg: BenchOptions, pairs: str, out: Path, **overrides: Any) -> MetaTrainConfig:
+    """φ's meta-training as the benchmark asks for it; validation learns at the benchmark's own lr and batch size."""
+    values = {**model_options(cfg), "theta": cfg.model, "pairs": pairs, "out": str(out),
+              "phi_model": cfg.phi_model, "phi_layers": cfg.phi_layers, "phi_lora_r": cfg.phi_lora_r,
+              "updates": cfg.meta_updates, "epochs": cfg.meta_epochs, "meta_batch": cfg.meta_batch,
+              "inner_lr": cfg.meta_inner_lr, "outer_lr": cfg.meta_outer_lr, "inner_batch": cfg.inner_batch,
+              "dummy_steps": cfg.dummy_steps, "objective": cfg.objective, "max_length": cfg.meta_max_length,
+              "held_out": cfg.meta_held_out, "val_every": cfg.meta_val_every, "val_epochs": cfg.meta_val_epochs,
+              "val_lr": cfg.lr, "val_batch_size": cfg.batch_size, "seed": cfg.seed}
+    values.pop("qlora")  # meta-training needs a double backward through θ: full-precision weights
+    return MetaTrainConfig(**{**values, **overrides})
+
+
+def phi_source(cfg: BenchOptions, shipped_suffix: str = "") -> str:
+    """``--phi`` resolved: ``auto`` becomes the φ shipped as ``<model><suffix>`` if there is one, else ``train``."""
+    from taalm.weighting import shipped_phis
+
+    if cfg.phi != "auto":
+        return cfg.phi
+    return cfg.model + shipped_suffix if cfg.model + shipped_suffix in shipped_phis() else "train"
+
+
+def obtain_phi(cfg: BenchOptions, pairs: Path | None, directory: Path, shipped_suffix: str = "",
+               **meta_overrides: Any) -> dict[str, Any]:
+    """φ for the run: a shipped alias or a given directory, or meta-trained on ``pairs`` into ``directory``
+    (resumable). ``auto`` takes the φ shipped for ``cfg.model`` when there is one. Returns what the summary records."""
+    from taalm.weighting import resolve_phi, shipped_phis
+
+    source = phi_source(cfg, shipped_suffix)
+    if source != "train":
+        path = resolve_phi(source)
+        selection = path / "selection.json"
+        return {"source": "shipped" if source in shipped_phis() else "given", "phi": source, "dir": str(path),
+                "selection": json.loads(selection.read_text()) if selection.is_file() else None}
+    if pairs is None:
+        raise TaalmError("option --phi: this benchmark has no meta-training pairs here; give a trained φ")
+    from taalm.meta_train import meta_train
+
+    seconds = None
+    if not finished(directory):
+        started = time.time()
+        meta_train(meta_train_config(cfg, str(pairs), directory, resume=resumable(directory), **meta_overrides))
+        seconds = round(time.time() - started, 1)
+    return {"source": "meta-trained", "phi": str(directory), "dir": str(directory), "meta_train_seconds": seconds,
+            "selection": json.loads((directory / "selection.json").read_text())}
+
+
+def select_lr(cfg: BenchOptions, docs: list[dict], tasks: list[dict], directory: Path,
+              metric: str = "accuracy") -> dict[str, Any] | None:
+    """Choose θ's lr among ``--lr-candidates``: finetune learns the held-out ``docs`` with each, and is scored on their
+    ``tasks`` after every epoch; the (lr, epoch) with the best ``metric`` wins (accuracy: highest; nll: lowest; the
+    smaller lr and the earlier epoch on ties). None without candidates."""
+    candidates = cfg.lr_candidate_list()
+    if not candidates:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    write_jsonl(directory / "docs.jsonl", docs)
+    write_jsonl(directory / "tasks.jsonl", tasks)
+    sign = 1.0 if metric == "accuracy" else -1.0
+    scores = {}
+    for lr in sorted(candidates):
+        metrics, _ = learn_run(learn_config(cfg, lr=lr, method="finetune", docs=str(directory / "docs.jsonl"),
+                                            probes=[f"held_out={directory / 'tasks.jsonl'}"],
+                                            out=str(directory / f"lr-{lr:g}")))
+        curve = [r[metric] for r in sorted(metrics, key=lambda r: r["epoch"])]
+        best = max(range(1, len(curve)), key=lambda e: (sign * curve[e], -e))
+        scores[f"{lr:g}"] = {"best": curve[best], "epoch": best, "curve": curve}
+    chosen = max(scores, key=lambda k: (sign * scores[k]["best"], -float(k)))
+    record = {"rule": f"finetune's best-epoch {metric} on φ's held-out pairs ({'highest' if sign > 0 else 'lowest'}); "
+                      "the smaller lr and the earlier epoch on ties",
+              "metric": metric, "held_out": len(docs), "candidates": scores, "chosen": float(chosen),
+              "epoch": scores[chosen]["epoch"]}
+    atomic_write_json(directory / "selection.json", record)
+    return record
+
+
+def with_lr(cfg: Any, selection: dict[str, Any] | None) -> Any:
+    return cfg if selection is None else dataclasses.replace(cfg, lr=selection["chosen"])
+
+
+def learn_config(cfg: BenchOptions, **values: Any) -> LearnConfig:
+    """A method's ``taalm learn`` settings: the benchmark's model and loop options plus ``values``. With Mix-Review
+    and --review-in-batch the step's documents are shared: batch_size / (1 + ratio) new ones, the rest reviews."""
+    from taalm.methods import parse_method
+
+    options = {**loop_options(cfg), **values}
+    if "method" in values and parse_method(values["method"]).mixreview and cfg.review_in_batch:
+        options["batch_size"] = max(1, round(options["batch_size"] / (1 + options["review_ratio"])))
+    return LearnConfig(**model_options(cfg), **options, model=cfg.model)
+
+
+def previous_summary(out: Path) -> dict[str, Any]:
+    path = out / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+

@@ -1,0 +1,233 @@
+"""The TemporalWiki runner on the tiny model: the metric by hand, two periods end to end, continuation, exact resume,
+bad input.
+
+python -m pytest -q tests/test_temporalwiki.py
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from taalm import ckl, cli, models, runtime
+from taalm.bench import temporalwiki
+from taalm.bench.config import TemporalWikiConfig
+from taalm.data import encode, pad_token_id
+from taalm.errors import TaalmError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+PERIODS = "0901-1001,1001-1101"
+
+
+def twiki_config(tiny_model: str, out: Path, **overrides) -> TemporalWikiConfig:
+    values = {"model": tiny_model, "out": str(out), "periods": PERIODS, "methods": "finetune,kadapter",
+              "changed_subjects": 2, "unchanged": 3, "epochs": 1, "batch_size": 2, "micro_batch": 2,
+              "max_length": 160, "eval_batch": 8, "lr": 1e-2, "lora_r": 4, "review_paragraphs": 4, "device": "cpu",
+              "seed": 0}
+    return TemporalWikiConfig(**{**values, **overrides})
+
+
+# --- the metric ------------------------------------------------------------------------------------------------------
+
+
+def test_object_nll_matches_a_hand_computation(tiny_model):
+    """Per probe: the mean NLL of the object's tokens at its LAST occurrence; averaged over probes, not exponentiated."""
+    tokenizer = models.load_tokenizer(tiny_model)
+    model = models.load_causal_lm(tiny_model)
+    probes = [("Guess the object. \n  subject is Chile , relation is capital , object is Santiago de Chile",
+               "Santiago de Chile"),
+              ("Paris is in France , and France is big", "France")]  # two occurrences: the last one counts
+    encoded = [encode(tokenizer, task, 128, answer=answer) for task, answer in probes]
+    scores = ckl.score_probes(model, encoded, pad_token_id(tokenizer), 8, torch.device("cpu"))
+    by_hand = []
+    for (task, answer), item in zip(probes, encoded):
+        enc = tokenizer(task, return_offsets_mapping=True)
+        start = task.rfind(answer)
+        positions = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > start and s < start + len(answer)]
+        assert len(positions) > 1  # a multi-token object
+        assert min(positions) > task.find(answer) or task.count(answer) == 1
+        with torch.no_grad():
+            log_probs = model(input_ids=torch.tensor([enc["input_ids"]])).logits[0].log_softmax(-1)
+        nll = [-float(log_probs[i - 1, enc["input_ids"][i]]) for i in positions]
+        by_hand.append(sum(nll) / len(nll))
+    assert scores.nll == pytest.approx(by_hand, rel=1e-5)
+    results = ckl.evaluate(model, {"changed": encoded}, pad_token_id(tokenizer), 8, torch.device("cpu"), "auto")
+    assert results["changed"]["nll"] == pytest.approx(sum(by_hand) / 2, rel=1e-5)  # the mean over probes
+    total = sum(scores.nll[i] * sum(item.label[1:]) for i, item in enumerate(encoded))
+    assert results["changed"]["perplexity"] == pytest.approx(math.exp(total / scores.n_tokens), rel=1e-5)
+
+
+# --- a two-period run ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def twiki_run(tiny_model, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("twiki") / "run"
+    return out, temporalwiki.run_bench(twiki_config(tiny_model, out, eval_all_periods=True))
+
+
+def test_two_periods_end_to_end(twiki_run):
+    out, summary = twiki_run
+    assert summary["benchmark"] == "temporalwiki" and summary["periods"] == PERIODS.split(",")
+    assert summary["data"]["documents"] == "built-from-probes" and summary["data"]["builder_version"]
+    for period in summary["periods"]:
+        counts = summary["data"]["periods"][period]
+        assert counts["unchanged_probes"] == 3 and counts["subjects"] == 2 and counts["documents"] == 2
+        assert set(summary["base"][period]) == {"changed", "unchanged"}
+    assert list(summary["methods"]) == ["finetune", "kadapter"]
+    for name, result in summary["methods"].items():
+        for period in summary["periods"]:
+            for when in ("before", "after"):
+                scores = result[period][when]
+                assert {"changed", "unchanged"} <= set(scores)
+                assert all(math.isfinite(scores[k]["nll"]) and 0 <= scores[k]["accuracy"] <= 1 for k in scores)
+            assert result[period]["after"]["changed"]["nll"] < result[period]["before"]["changed"]["nll"], name
+        assert result["average"]["changed"] == pytest.approx(
+            sum(result[p]["after"]["changed"]["nll"] for p in summary["periods"]) / 2)
+    table = (out / "table.md").read_text()
+    assert "built-from-probes" in table.splitlines()[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "Method" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["base", "finetune", "kadapter"]
+    assert all(len(r.split("|")) == 2 * 2 + 2 + 3 for r in rows)
+    for name in ("curves.png", "tradeoff.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "summary.json").read_text()) == summary
+
+
+def test_period_two_continues_period_one_with_a_fresh_optimizer(twiki_run):
+    out, summary = twiki_run
+    first, second = PERIODS.split(",")
+    for name in ("finetune", "kadapter"):
+        config = yaml.safe_load((out / "methods" / name / second / "config.yaml").read_text())
+        assert config["init_from"] == str(out / "methods" / name / first)
+        assert yaml.safe_load((out / "methods" / name / first / "config.yaml").read_text())["init_from"] == ""
+        # period 2 starts where period 1 ended: its scores of period 1's probes before learning are period 1's after
+        result = summary["methods"][name]
+        assert result[second]["before"][f"changed@{first}"] == result[first]["after"]["changed"]
+        steps = {int(s["step"]) for s in
+                 runtime.load_checkpoint(out / "methods" / name / second / "checkpoint")["optimizer"]["state"].values()}
+        assert steps == {1}  # 2 documents, batch 2, 1 epoch: only this period's step
+
+
+def test_the_base_model_stays_unchanged_under_kadapter(twiki_run, tiny_model):
+    from taalm.kadapter import KAdapterForCausalLM
+
+    out, _ = twiki_run
+    base = models.load_causal_lm(tiny_model)
+    carried = KAdapterForCausalLM.from_base_and_dir(models.load_causal_lm(tiny_model),
+                                                    out / "methods" / "kadapter" / PERIODS.split(",")[1] / "kadapter")
+    assert all(torch.equal(a, b) for a, b in zip(base.state_dict().values(), carried.base.state_dict().values()))
+
+
+class Killed(Exception):
+    pass
+
+
+def _comparable(summary: dict) -> dict:
+    """The summary without timings and the command line."""
+    drop = {"seconds", "wall_seconds", "command"}
+    if isinstance(summary, dict):
+        return {k: _comparable(v) for k, v in summary.items() if k not in drop}
+    return summary
+
+
+@pytest.mark.parametrize("kill", ["between periods", "mid-period"])
+def test_resume_is_exact(kill, tiny_model, tmp_path, monkeypatch):
+    cfg = twiki_config(tiny_model, tmp_path / "run", methods="finetune", changed_subjects=4, lora_dropout=0.1)
+    reference = temporalwiki.run_bench(twiki_config(tiny_model, tmp_path / "ref", methods="finetune",
+                                                    changed_subjects=4, lora_dropout=0.1))
+    second = str(tmp_path / "run" / "methods" / "finetune" / PERIODS.split(",")[1])
+    real_learn, real_step = ckl.learn, ckl.Learner.step
+    with monkeypatch.context() as patch:
+        if kill == "between periods":
+            patch.setattr(ckl, "learn", lambda c: (_ for _ in ()).throw(Killed()) if c.out == second else real_learn(c))
+        else:
+            def step(self, doc_ids, epoch, index):
+                if self.names["doc"][0].endswith("1001-1101/docs.jsonl:1") and index == 1:
+                    raise Killed()
+                return real_step(self, doc_ids, epoch, index)
+
+            patch.setattr(ckl.Learner, "step", step)
+        with pytest.raises(Killed):
+            temporalwiki.run_bench(cfg)
+    assert not (Path(second) / "DONE").exists()
+    if kill == "mid-period":
+        assert runtime.load_checkpoint(Path(second) / "checkpoint")["step"] == 1
+    resumed = temporalwiki.run_bench(cfg)
+    assert _comparable(resumed) == _comparable(reference)
+
+
+# --- bad input -------------------------------------------------------------------------------------------------------
+
+
+def _probe_dir(tmp_path: Path, drop: str = "", bad_line: str = "") -> Path:
+    from taalm.bench import twiki_data
+
+    directory = tmp_path / "probes"
+    directory.mkdir()
+    for period in twiki_data.PERIODS:
+        for kind in ("changed", "unchanged"):
+            name = f"{period}_{kind}.jsonl"
+            if name == drop:
+                continue
+            lines = [json.dumps({"subject": f.subject, "relation": f.relation, "object": f.object})
+                     for f in twiki_data.load_facts(twiki_data.probe_file(period, kind))[:6]]
+            if bad_line and name == bad_line:
+                lines[2] = '{"subject": "x", "relation": '
+            (directory / name).write_text("\n".join(lines) + "\n")
+    return directory
+
+
+@pytest.mark.parametrize("case", ["missing period file", "malformed probe line", "malformed diffset row",
+                                  "unknown period"])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tiny_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["bench", "temporalwiki", "--model", tiny_model, "--out", str(out), "--methods", "finetune",
+            "--periods", PERIODS, "--changed-subjects", "2", "--unchanged", "3", "--device", "cpu"]
+    if case == "missing period file":
+        argv += ["--data-dir", str(_probe_dir(tmp_path, drop="1001-1101_unchanged.jsonl"))]
+        expected = "1001-1101_unchanged.jsonl: file not found"
+    elif case == "malformed probe line":
+        argv += ["--data-dir", str(_probe_dir(tmp_path, bad_line="0901-1001_changed.jsonl"))]
+        expected = "0901-1001_changed.jsonl:3: malformed JSON"
+    elif case == "malformed diffset row":
+        diffsets = tmp_path / "diffsets"
+        diffsets.mkdir()
+        for period in PERIODS.split(","):
+            (diffsets / f"{period}.jsonl").write_text(json.dumps({"text": "A long enough Wikipedia sentence " * 3})
+                                                      + "\n" + json.dumps({"body": "no text"}) + "\n")
+        argv += ["--diffsets", str(diffsets)]
+        expected = "0901-1001.jsonl:2: missing string field 'text'"
+    else:
+        argv[argv.index("--periods") + 1] = "0801-0901,0901-1001"
+        expected = "option --periods: '0801-0901' is not a learned period"
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("taalm: ")]
+    assert len(errors) == 1 and expected in errors[0], err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_learning_rate_and_epochs_are_chosen_on_the_phi_period(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    summary = temporalwiki.run_bench(twiki_config(tiny_model, out, methods="finetune", lr_candidates="1e-3,3e-2",
+                                                  epochs=2, meta_subjects=6, meta_held_out=2,
+                                                  periods="0901-1001"))
+    selection = summary["lr_selection"]
+    assert selection["metric"] == "nll" and set(selection["candidates"]) == {"0.001", "0.03"}
+    best = min(selection["candidates"], key=lambda k: (selection["candidates"][k]["best"], float(k)))
+    assert selection["chosen"] == float(best) == summary["settings"]["lr"]
+    assert summary["settings"]["epochs"] == selection["epoch"] == selection["candidates"][best]["epoch"]
+    # chosen on held-out 0801-0901 pairs only: no evaluated probe among the selection's tasks
+    tasks = {json.loads(line)["task"] for line in (out / "lr_selection" / "tasks.jsonl").read_text().splitlines()}
+    evaluated = {json.loads(line)["task"] for kind in ("changed", "unchanged")
+                 for line in (out / "sets" / "0901-1001" / f"{kind}.jsonl").read_text().splitlines()}
+    assert len(tasks) >= 1 and not tasks & evaluated
+    with pytest.raises(TaalmError, match="--periods"):
+        twiki_config(tiny_model, out, periods="0901-1001,0901-1001")
