@@ -341,9 +341,30 @@ def test_non_finite_loss_stops_learn_and_keeps_the_last_checkpoint(tiny_model, f
     assert main(_argv(options)) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("taalm: ")]
-    assert len(errors) == 1 and "non-finite loss at epoch 2, step 1" in errors[0] and "Traceback" not in err
+    assert len(errors) == 1 and "non-finite loss or gradient at epoch 2, step 1" in errors[0] and "Traceback" not in err
     assert f"{files['docs']}:" in err  # the documents of the batch, by file:line
     state = ckl.runtime.load_checkpoint(tmp_path / "out" / "checkpoint")
     assert (state["epoch"], state["step"]) == (1, 0)  # the end of epoch 1: the last good state
     assert all(torch.isfinite(v).all() for v in state["trainable"].values())
     assert not (tmp_path / "out" / "DONE").exists()
+
+
+# --- gradient checkpointing ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["finetune", "taalm"])
+def test_gradient_checkpointing_gives_the_same_run(method, tiny_model, files, phi_dir, tmp_path, monkeypatch):
+    import transformers.modeling_utils as modeling
+
+    options = {**_options(method, tiny_model, files, tmp_path / "plain", phi_dir), "lora_dropout": 0.1}
+    plain = learn(LearnConfig(**options))
+    calls = []
+    real = modeling.checkpoint
+    monkeypatch.setattr(modeling, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    recomputed = learn(LearnConfig(**{**options, "out": str(tmp_path / "ckpt"), "gradient_checkpointing": True}))
+    assert calls  # the layers really were checkpointed
+    for a, b in zip(plain.metrics, recomputed.metrics, strict=True):
+        for key in ("accuracy", "nll", "train_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+    x, y = _adapter_tensors(plain.out, method), _adapter_tensors(recomputed.out, method)
+    assert all(torch.allclose(x[k], y[k], atol=1e-6) for k in x)

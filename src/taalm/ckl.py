@@ -9,6 +9,7 @@ micro-batches whose gradients are accumulated; the loss of each sequence is TAAL
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from taalm import losses, models, runtime
 from taalm.config import LearnConfig, LoopOptions, probe_sets, save_config, to_dict
+from taalm.distributed import Processes
 from taalm.data import (
     Encoded,
     Probe,
@@ -68,6 +70,12 @@ def build_model(cfg: LearnConfig, method: Method, device: torch.device) -> torch
     """θ with fresh LoRA, or the frozen base with a K-Adapter; only the adapter is trainable."""
     base = models.load_causal_lm(cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation,
                                  qlora=cfg.use_qlora())
+    if cfg.gradient_checkpointing:  # recompute each layer's activations in the backward pass (non-reentrant)
+        enable = getattr(base, "activation_checkpointing_enable", None)  # transformers >= 5.x; the old name before
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if method.kadapter:
         from taalm.kadapter import KAdapterForCausalLM
 
@@ -107,8 +115,9 @@ def load_initial_adapter(model: torch.nn.Module, method: Method, path: Path, cfg
 
 
 def static_weights(cfg: LearnConfig, method: Method, docs: list[Encoded], tokenizer, out: Path,
-                   device: torch.device) -> list[torch.Tensor] | None:
-    """Token weights that do not change during learning: the oracle mask, or φ's weights computed once and cached."""
+                   procs: Processes) -> list[torch.Tensor] | None:
+    """Token weights that do not change during learning: the oracle mask, or φ's weights computed once (each
+    process weighs its share of the documents) and cached in the run directory."""
     if method.weights == "oracle":
         return [torch.tensor(e.label[1:], dtype=torch.float32) for e in docs]
     if method.weights != "taalm":
@@ -118,27 +127,33 @@ def static_weights(cfg: LearnConfig, method: Method, docs: list[Encoded], tokeni
         return torch.load(cache)
     from taalm.weighting import TrainAttention, document_weights, resolve_phi
 
-    phi = TrainAttention.load(resolve_phi(cfg.phi)).to(device)
+    phi = TrainAttention.load(resolve_phi(cfg.phi)).to(procs.device)
     if not models.same_tokenizer(tokenizer, models.load_tokenizer(phi.backbone_name)):
         raise TaalmError(f"option --phi: φ's backbone {phi.backbone_name!r} does not share θ's tokenizer")
     started = time.time()
-    weights = [torch.tensor(w, dtype=torch.float32) for w in document_weights(phi, [e.input_ids for e in docs])]
-    n_tokens = sum(len(e.input_ids) for e in docs)
-    log.info("φ weights: %d documents, %.2f s per 1k tokens", len(docs), (time.time() - started) / n_tokens * 1000)
+    mine = procs.shard(docs)
+    weights = procs.gather_in_order([torch.tensor(w, dtype=torch.float32)
+                                     for w in document_weights(phi, [e.input_ids for e in mine])])
+    n_tokens = sum(len(e.input_ids) for e in mine)
+    log.info("φ weights: %d documents, %.2f s per 1k tokens", len(mine), (time.time() - started) / max(1, n_tokens) * 1000)
     del phi
-    buffer = io.BytesIO()
-    torch.save(weights, buffer)
-    atomic_write_bytes(cache, buffer.getvalue())  # a killed run never leaves half a cache
+    if procs.is_main:
+        buffer = io.BytesIO()
+        torch.save(weights, buffer)
+        atomic_write_bytes(cache, buffer.getvalue())  # a killed run never leaves half a cache
     return weights
 
 
 @torch.no_grad()
 def reference_nll(model: torch.nn.Module, method: Method, docs: list[Encoded], pad_id: int, micro_batch: int,
-                  device: torch.device) -> list[torch.Tensor]:
-    """RHO-1's reference losses: the model before learning (LoRA disabled / K-Adapter's frozen base), once per doc."""
+                  device: torch.device, procs: Processes | None = None) -> list[torch.Tensor]:
+    """RHO-1's reference losses: the model before learning (LoRA disabled / K-Adapter's frozen base), once per doc
+    (each process scores its share)."""
+    procs = procs or Processes.single()
     model.eval()
+    mine = procs.shard(list(range(len(docs))))
     out: list[torch.Tensor] = [torch.empty(0)] * len(docs)
-    for chunk in length_sorted_chunks(list(range(len(docs))), [len(e.input_ids) for e in docs], micro_batch):
+    for chunk in length_sorted_chunks(mine, [len(e.input_ids) for e in docs], micro_batch):
         batch = pad_batch([docs[i] for i in chunk], pad_id)
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         if method.kadapter:
@@ -149,7 +164,7 @@ def reference_nll(model: torch.nn.Module, method: Method, docs: list[Encoded], p
         nll = losses.token_nll(logits, ids).float().cpu()
         for row, i in enumerate(chunk):
             out[i] = nll[row, : len(docs[i].input_ids) - 1]
-    return out
+    return procs.gather_in_order([out[i] for i in mine])
 
 
 @dataclass
@@ -185,14 +200,17 @@ def score_probes(model: torch.nn.Module, items: list[Encoded], pad_id: int, batc
 
 
 def evaluate(model: torch.nn.Module, probes: dict[str, list[Encoded]], pad_id: int, batch_size: int,
-             device: torch.device, dtype: str) -> dict[str, dict[str, float]]:
+             device: torch.device, dtype: str, procs: Processes | None = None) -> dict[str, dict[str, float]]:
     """Per probe set: label-token accuracy and label NLL (each the mean over probes of the probe's mean over its
-    answer tokens), and the perplexity over all answer tokens."""
+    answer tokens), and the perplexity over all answer tokens. Each process scores its share of the probes."""
+    procs = procs or Processes.single()
     results = {}
     for name, items in probes.items():
-        scores = score_probes(model, items, pad_id, batch_size, device, dtype)
-        results[name] = {"accuracy": sum(scores.accuracy) / len(items), "nll": sum(scores.nll) / len(items),
-                         "perplexity": losses.perplexity(scores.total_nll, scores.n_tokens)}
+        scores = score_probes(model, procs.shard(items), pad_id, batch_size, device, dtype)
+        accuracy, nll = procs.gather_in_order(scores.accuracy), procs.gather_in_order(scores.nll)
+        totals = procs.sum(torch.tensor([scores.total_nll, scores.n_tokens], dtype=torch.float64, device=device))
+        results[name] = {"accuracy": sum(accuracy) / len(items), "nll": sum(nll) / len(items),
+                         "perplexity": losses.perplexity(float(totals[0]), int(totals[1]))}
     return results
 
 
@@ -213,11 +231,13 @@ class Learner:
     settings (``LoopOptions``: micro-batch, Mix-Review rate, RHO-1 ratio, seed); ``dtype`` picks autocast."""
 
     def __init__(self, options: LoopOptions, method: Method, model, optimizer, docs, review, weights, reference, pad_id,
-                 device, dtype: str = "auto", names: dict[str, list[str]] | None = None):
+                 device, dtype: str = "auto", names: dict[str, list[str]] | None = None,
+                 procs: Processes | None = None):
         self.cfg, self.method, self.model, self.optimizer = options, method, model, optimizer
         self.docs, self.review, self.weights, self.reference = docs, review, weights, reference
         self.pad_id, self.device, self.dtype = pad_id, device, dtype
         self.names = names or {}  # "doc"/"review" -> file:line of each document, for error messages
+        self.procs = procs or Processes.single()
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """The documents of each optimizer step of ``epoch``: a fresh seeded shuffle per epoch, so the position alone
@@ -237,29 +257,43 @@ class Learner:
         return [rng.randrange(len(self.review)) for _ in range(k)]
 
     def step(self, doc_ids: list[int], epoch: int, step: int) -> float:
-        """One optimizer step on ``doc_ids`` (+ review documents); returns the mean loss."""
+        """One optimizer step on ``doc_ids`` (+ review documents); returns the mean loss over the step's documents.
+
+        With several processes each takes its share of the step's documents; its loss is scaled by the process count
+        because DistributedDataParallel averages the gradients at the step's last micro-batch."""
         items = [("doc", i) for i in doc_ids] + [("review", i) for i in self.review_sample(len(doc_ids), epoch, step)]
         encoded = [self.docs[i] if kind == "doc" else self.review[i] for kind, i in items]
+        mine = self.procs.shard(list(range(len(items))))
+        chunks = length_sorted_chunks(mine, [len(e.input_ids) for e in encoded], self.cfg.micro_batch) or [[]]
         self.model.train()
-        total = 0.0
-        for chunk in length_sorted_chunks(list(range(len(items))), [len(e.input_ids) for e in encoded],
-                                          self.cfg.micro_batch):
-            batch = {k: v.to(self.device) for k, v in pad_batch([encoded[j] for j in chunk], self.pad_id).items()}
-            with runtime.autocast(self.device, self.dtype):
-                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            nll = losses.token_nll(logits, batch["input_ids"]).float()
-            weights = self.token_weights([items[j] for j in chunk], nll, batch["loss_mask"])
-            loss = losses.weighted_loss(nll, weights, batch["loss_mask"]) * (len(chunk) / len(items))
-            if not torch.isfinite(loss):
-                self.non_finite("loss", [items[j] for j in chunk], epoch, step)
-            loss.backward()
-            total += float(loss.detach())
-        if not all(torch.isfinite(p.grad).all() for group in self.optimizer.param_groups for p in group["params"]
-                   if p.grad is not None):
-            self.non_finite("gradient", items, epoch, step)
+        total, finite = 0.0, True
+        for k, chunk in enumerate(chunks):
+            with self.procs.no_sync(self.model) if k < len(chunks) - 1 else contextlib.nullcontext():
+                if chunk:
+                    loss = self.chunk_loss([items[j] for j in chunk], [encoded[j] for j in chunk])
+                    loss = loss * (len(chunk) * self.procs.world / len(items))
+                else:  # an empty share still takes part in the gradient average
+                    loss = self.model(input_ids=torch.tensor([encoded[0].input_ids[:2]], device=self.device)
+                                      ).logits.sum() * 0.0
+                finite &= bool(torch.isfinite(loss))
+                loss.backward()
+                total += float(loss.detach())
+        params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        finite &= all(bool(torch.isfinite(p.grad).all()) for p in params)
+        if self.procs.any(not finite):
+            self.non_finite("loss or gradient", items, epoch, step)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total
+        return float(self.procs.sum(torch.tensor([total], dtype=torch.float64))) / self.procs.world
+
+    def chunk_loss(self, items: list[tuple[str, int]], encoded: list[Encoded]) -> torch.Tensor:
+        """TAALM's weighted loss of one micro-batch: per sequence Σ nll·w / Σ w, then the mean."""
+        batch = {k: v.to(self.device) for k, v in pad_batch(encoded, self.pad_id).items()}
+        with runtime.autocast(self.device, self.dtype):
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        nll = losses.token_nll(logits, batch["input_ids"]).float()
+        weights = self.token_weights(items, nll, batch["loss_mask"])
+        return losses.weighted_loss(nll, weights, batch["loss_mask"])
 
     def non_finite(self, what: str, items: list[tuple[str, int]], epoch: int, step: int) -> None:
         """Stop before the optimizer step: the last checkpoint on disk stays the last good state."""
@@ -312,21 +346,37 @@ def _records(epoch: int, results: dict[str, dict[str, float]], train_loss: float
             for name, values in results.items()]
 
 
-def learn(cfg: LearnConfig) -> LearnResult:
-    """Run ``cfg.method`` over ``cfg.docs`` for ``cfg.epochs`` epochs; resumable; returns the metrics."""
-    method = parse_method(cfg.method)
+def read_inputs(cfg: LearnConfig, method: Method):
+    """Documents, review documents and probe sets, each file checked (file:line errors) before anything is written."""
     documents = load_documents(cfg.docs)
     if method.weights == "oracle":
         missing = next((d for d in documents if d.answer is None), None)
         if missing is not None:
             raise TaalmError(f"{missing.source}: method oracle needs an 'answer' field in every document")
-    probe_files = probe_sets(cfg.probes)
-    probes = {name: load_probes(path) for name, path in probe_files.items()}
+    probes = {name: load_probes(path) for name, path in probe_sets(cfg.probes).items()}
     review = load_documents(cfg.review_docs) if method.mixreview else []
     if method.weights == "taalm":
         from taalm.weighting import resolve_phi
 
         resolve_phi(cfg.phi)
+    return documents, review, probes
+
+
+def rng_of_this_process(saved, procs: Processes):
+    """A checkpoint keeps one RNG state per process: resuming needs the same process count."""
+    if not isinstance(saved, list):  # written by a single process before per-process states existed
+        saved = [saved]
+    if len(saved) != procs.world:
+        raise TaalmError(f"option --resume: the checkpoint was written by {len(saved)} process(es); resume with the "
+                         f"same number, not {procs.world}")
+    return saved[procs.rank]
+
+
+def learn(cfg: LearnConfig) -> LearnResult:
+    """Run ``cfg.method`` over ``cfg.docs`` for ``cfg.epochs`` epochs; resumable; returns the metrics. Under
+    ``accelerate launch`` / ``torchrun`` every process runs this and the main one writes the outputs."""
+    method = parse_method(cfg.method)
+    documents, review, probes = read_inputs(cfg, method)
     init_adapter = initial_adapter_dir(cfg.init_from, method) if cfg.init_from else None
     tokenizer = models.load_tokenizer(cfg.model)
     answers = [d.answer for d in documents] if method.weights == "oracle" else None
@@ -334,45 +384,68 @@ def learn(cfg: LearnConfig) -> LearnResult:
     review_enc = _encode_all(tokenizer, review, cfg.max_length, "review documents")
     probe_enc = encode_probes(tokenizer, probes, cfg.max_length)
     out = runtime.check_output_dir(cfg.out, cfg.resume, CHECKPOINT)
-    device = models.pick_device(cfg.device)
-    pad_id = pad_token_id(tokenizer)
+    procs = Processes(cfg.device)
+    procs.barrier()  # every process has checked --out before the main one writes into it
+    device, pad_id = procs.device, pad_token_id(tokenizer)
 
     runtime.seed_everything(cfg.seed)
     model = build_model(cfg, method, device)
     if init_adapter is not None:  # before the optimizer: RecAdam anchors at the parameters it is built with
         load_initial_adapter(model, method, init_adapter, cfg)
     optimizer = _make_optimizer(cfg, method, [p for p in model.parameters() if p.requires_grad])
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    if procs.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
     rng = runtime.rng_state()  # building φ draws random numbers: keep θ's dropout stream that of plain finetuning
-    weights = static_weights(cfg, method, docs, tokenizer, out, device)
+    weights = static_weights(cfg, method, docs, tokenizer, out, procs)
     runtime.set_rng_state(rng)
-    reference = reference_nll(model, method, docs, pad_id, cfg.micro_batch, device) if method.weights == "rho1" else None
-    learner = Learner(cfg, method, model, optimizer, docs, review_enc, weights, reference, pad_id, device, cfg.dtype,
-                      names={"doc": [d.source for d in documents], "review": [d.source for d in review]})
-    tracker = make_tracker(cfg.log, out, to_dict(cfg))
-
-    chunks_per_epoch = math.ceil(len(docs) / cfg.batch_size)
+    reference = reference_nll(model, method, docs, pad_id, cfg.micro_batch, device, procs) \
+        if method.weights == "rho1" else None
     state = runtime.load_checkpoint(out / CHECKPOINT) if cfg.resume else None
     if state is not None:
         model.load_state_dict(state["trainable"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
-        runtime.set_rng_state(state["rng"])
+        runtime.set_rng_state(rng_of_this_process(state["rng"], procs))
+        log.warning("resuming %s at epoch %d, step %d", out, state["epoch"] + 1, state["step"])
+    learner = Learner(cfg, method, procs.wrap(model), optimizer, docs, review_enc, weights, reference, pad_id, device,
+                      cfg.dtype, names={"doc": [d.source for d in documents], "review": [d.source for d in review]},
+                      procs=procs)
+    metrics = train(cfg, learner, model, probe_enc, out, state)
+    if procs.is_main:
+        save_adapter(model, method, out)
+        write_jsonl(out / "metrics.jsonl", metrics)
+        if probes:
+            from taalm.viz import plot_learning_curves
+
+            plot_learning_curves(metrics, out / "learning_curve.png", title=f"{method.name} on {Path(cfg.docs).name}")
+        atomic_write_text(out / "DONE", json.dumps({"epochs": cfg.epochs}) + "\n")
+    procs.barrier()
+    return LearnResult(out, metrics)
+
+
+def train(cfg: LearnConfig, learner: Learner, model: torch.nn.Module, probes: dict[str, list[Encoded]], out: Path,
+          state: dict | None) -> list[dict]:
+    """The epochs: steps, evaluation after each epoch, checkpoints (the main process writes them); returns the
+    metrics. ``model`` is the unwrapped model (evaluation and checkpoints); the learner trains its wrapped one."""
+    procs, optimizer = learner.procs, learner.optimizer
+    evaluate_now = lambda: evaluate(model, probes, learner.pad_id, cfg.eval_batch, learner.device, cfg.dtype, procs)
+    if state is not None:
         metrics, epoch0, step0, epoch_losses = state["metrics"], state["epoch"], state["step"], state["losses"]
-        log.warning("resuming %s at epoch %d, step %d", out, epoch0 + 1, step0)
     else:
         started = time.time()
-        metrics = _records(0, evaluate(model, probe_enc, pad_id, cfg.eval_batch, device, cfg.dtype), None,
-                           time.time() - started)
-        epoch0, step0, epoch_losses = 0, 0, []
+        metrics, epoch0, step0, epoch_losses = _records(0, evaluate_now(), None, time.time() - started), 0, 0, []
 
     def checkpoint(epoch: int, step: int) -> None:
-        runtime.save_checkpoint(out / CHECKPOINT, {
-            "trainable": _trainable_state(model), "optimizer": optimizer.state_dict(), "rng": runtime.rng_state(),
-            "metrics": metrics, "epoch": epoch, "step": step, "losses": epoch_losses})
+        rng = procs.gather_in_order([runtime.rng_state()])
+        if procs.is_main:
+            runtime.save_checkpoint(out / CHECKPOINT, {
+                "trainable": _trainable_state(model), "optimizer": optimizer.state_dict(), "rng": rng,
+                "metrics": metrics, "epoch": epoch, "step": step, "losses": epoch_losses})
 
+    chunks_per_epoch = math.ceil(len(learner.docs) / cfg.batch_size)
+    tracker = make_tracker(cfg.log if procs.is_main else "none", out, to_dict(cfg))
     progress = tqdm(total=cfg.epochs * chunks_per_epoch, initial=epoch0 * chunks_per_epoch + step0,
-                    desc=f"learn [{method.name}]", dynamic_ncols=True)
+                    desc=f"learn [{learner.method.name}]", dynamic_ncols=True, disable=not procs.is_main)
     try:
         for epoch in range(epoch0, cfg.epochs):
             started = time.time()
@@ -385,22 +458,15 @@ def learn(cfg: LearnConfig) -> LearnResult:
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and step + 1 < chunks_per_epoch:
                     checkpoint(epoch, step + 1)
             train_loss = sum(epoch_losses) / len(epoch_losses)
-            results = evaluate(model, probe_enc, pad_id, cfg.eval_batch, device, cfg.dtype)
+            results = evaluate_now()
             metrics += _records(epoch + 1, results, train_loss, time.time() - started)
             tracker.log({"train_loss": train_loss, **{f"{n}/{k}": v for n, r in results.items() for k, v in r.items()}},
                         epoch + 1)
             epoch_losses = []
             checkpoint(epoch + 1, 0)
-            write_jsonl(out / "metrics.jsonl", metrics)
+            if procs.is_main:
+                write_jsonl(out / "metrics.jsonl", metrics)
     finally:  # the bar ends its line, so an error message starts on its own
         progress.close()
         tracker.close()
-
-    save_adapter(model, method, out)
-    write_jsonl(out / "metrics.jsonl", metrics)
-    if probes:
-        from taalm.viz import plot_learning_curves
-
-        plot_learning_curves(metrics, out / "learning_curve.png", title=f"{method.name} on {Path(cfg.docs).name}")
-    atomic_write_text(out / "DONE", json.dumps({"epochs": cfg.epochs}) + "\n")
-    return LearnResult(out, metrics)
+    return metrics

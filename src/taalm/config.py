@@ -281,6 +281,8 @@ class LoopOptions:
     review_ratio: float = option(1.0, "Mix-Review: review documents per training document at epoch 0")
     review_decay: float = option(1.0, "Mix-Review: the review share at epoch e is ratio * decay**e (official TAALM "
                                       "runs: 1.0, constant)")
+    gradient_checkpointing: bool = option(False, "recompute θ's activations in the backward pass: less memory, ~30%% "
+                                                 "more time")
     seed: int = option(0, "seed for data order, adapter init and dropout")
 
     def __post_init__(self) -> None:

@@ -20,8 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from taalm import meta, models, runtime
+from taalm.ckl import rng_of_this_process
 from taalm.config import LoopOptions, MetaTrainConfig, save_config, to_dict
 from taalm.data import Pair, encode, load_pairs, pad_token_id
+from taalm.distributed import Processes
 from taalm.errors import TaalmError
 from taalm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_jsonl
 from taalm.tracking import make_tracker
@@ -117,7 +119,9 @@ class Validator:
 
 
 def meta_train(cfg: MetaTrainConfig) -> Path:
-    """Meta-train φ; returns the output directory, which is a loadable Train-Attention directory."""
+    """Meta-train φ; returns the output directory, which is a loadable Train-Attention directory. Under
+    ``accelerate launch`` / ``torchrun`` the meta-batch's inner problems are shared out; the main process validates
+    and writes."""
     tokenizer = models.load_tokenizer(cfg.theta)
     if cfg.phi_model and cfg.phi_model != cfg.theta and not models.same_tokenizer(
             tokenizer, models.load_tokenizer(cfg.phi_model)):
@@ -125,13 +129,15 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
                          "be aligned")
     encoded, held, report = prepare(cfg, tokenizer)
     out = runtime.check_output_dir(cfg.out, cfg.resume, CHECKPOINT)
-    device = models.pick_device(cfg.device)
+    procs = Processes(cfg.device)
+    procs.barrier()  # every process has checked --out before the main one writes into it
+    device, pad_id = procs.device, pad_token_id(tokenizer)
 
     theta, phi = build_models(cfg, device)
     start_params = meta.trainable_params(theta)
     optimizer = torch.optim.AdamW([p for p in phi.parameters() if p.requires_grad], lr=cfg.outer_lr)
     total = meta.total_updates(cfg.updates, cfg.epochs, len(encoded), cfg.meta_batch)
-    validate = Validator(cfg, theta, start_params, held, tokenizer, device, out) if held else None
+    validate = Validator(cfg, theta, start_params, held, tokenizer, device, out) if held and procs.is_main else None
     history: list[dict] = []
     first = 0
     state = runtime.load_checkpoint(out / CHECKPOINT) if cfg.resume else None
@@ -141,52 +147,47 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
             raise TaalmError(f"option --resume: the checkpoint in {out} does not match this φ (e.g. {min(missing)})")
         phi.load_state_dict(state["phi"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
-        runtime.set_rng_state(state["rng"])
+        runtime.set_rng_state(rng_of_this_process(state["rng"], procs))
         history, first = state["history"], state["update"]
         if validate is not None and state.get("uniform"):
             validate.uniform = Score(**state["uniform"])
         log.warning("resuming %s at φ update %d of %d", out, first, total)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    atomic_write_json(out / "data.json", report)
-    tracker = make_tracker(cfg.log, out, to_dict(cfg))
-    pad_id = pad_token_id(tokenizer)
+    if procs.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        atomic_write_json(out / "data.json", report)
+    tracker = make_tracker(cfg.log if procs.is_main else "none", out, to_dict(cfg))
 
     def checkpoint(update: int) -> None:
-        runtime.save_checkpoint(out / CHECKPOINT, {
-            "phi": phi.trainable_state(), "optimizer": optimizer.state_dict(), "rng": runtime.rng_state(),
-            "history": history, "update": update,
-            "uniform": vars(validate.uniform) if validate is not None and validate.uniform else None})
-        write_jsonl(out / "history.jsonl", history)
+        rng = procs.gather_in_order([runtime.rng_state()])
+        if procs.is_main:
+            runtime.save_checkpoint(out / CHECKPOINT, {
+                "phi": phi.trainable_state(), "optimizer": optimizer.state_dict(), "rng": rng,
+                "history": history, "update": update,
+                "uniform": vars(validate.uniform) if validate is not None and validate.uniform else None})
+            write_jsonl(out / "history.jsonl", history)
 
-    progress = tqdm(range(first, total), initial=first, total=total, desc="meta-train φ", dynamic_ncols=True)
+    progress = tqdm(range(first, total), initial=first, total=total, desc="meta-train φ", dynamic_ncols=True,
+                    disable=not procs.is_main)
     last_gain = ""
-    if validate is not None and first == 0:
-        history.append({"update": 0, **validate(phi, 0)})
-        last_gain = f"{history[-1]['gain_accuracy']:+.3f}"
+    if first == 0 and held:
+        history.append({"update": 0, **(validate(phi, 0) if validate else {})})
+        last_gain = f"{history[-1].get('gain_accuracy', 0.0):+.3f}"
         checkpoint(0)
     try:
         phi.train()
         for update in progress:
             started = time.time()
             indices = meta.meta_batch_indices(update, cfg.meta_batch, len(encoded), cfg.seed)
-            results = []
-            for k in range(0, len(indices), cfg.inner_batch):
-                chunk = indices[k:k + cfg.inner_batch]
-                # restrict: each pair's unrelated task is the next pair's task in this meta-batch
-                unrelated = [encoded[indices[(k + j + 1) % len(indices)]] for j in range(len(chunk))] if cfg.restrict else None
-                problem = meta.make_problem([encoded[i] for i in chunk], pad_id, unrelated).to(device)
-                results.append(meta.meta_gradient(theta, phi, start_params, problem, dummy_steps=cfg.dummy_steps,
-                                                  inner_lr=cfg.inner_lr, inner_weight_decay=cfg.inner_weight_decay,
-                                                  objective=cfg.objective, scale=cfg.inner_batch / cfg.meta_batch))
+            results = update_gradient(cfg, theta, phi, start_params, encoded, indices, pad_id, procs)
             check_finite(phi, results, [encoded[i].source for i in indices], update)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             record = {"update": update + 1, "seconds": round(time.time() - started, 3)}
             for key in ("objective", "outer_loss", "restrict", "mean_weight", "top3_share", "effective_fraction"):
                 record[key] = sum(getattr(r, key) for r in results) / len(results)
-            validating = validate is not None and ((update + 1) % cfg.val_every == 0 or update + 1 == total)
-            if validating:
+            validating = bool(held) and ((update + 1) % cfg.val_every == 0 or update + 1 == total)
+            if validating and validate is not None:
                 record.update(validate(phi, update + 1))
                 phi.train()
                 last_gain = f"{record['gain_accuracy']:+.3f}"
@@ -199,8 +200,30 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
     finally:  # the bar ends its line, so an error message starts on its own
         progress.close()
         tracker.close()
-    finish(cfg, out, phi, history, held)
+    if procs.is_main:
+        finish(cfg, out, phi, history, held)
+    procs.barrier()
     return out
+
+
+def update_gradient(cfg: MetaTrainConfig, theta, phi: TrainAttention, start: dict, encoded: list[meta.EncodedPair],
+                    indices: list[int], pad_id: int, procs: Processes) -> list[meta.MetaStepResult]:
+    """φ's meta-gradient for one update, left in φ's ``.grad``: the mean over the meta-batch's inner problems
+    (``inner_batch`` pairs each, every one from θ's start). Each process takes its share of the problems and the
+    gradients are summed over processes; returns every problem's result, in order, on every process."""
+    problems = [indices[k:k + cfg.inner_batch] for k in range(0, len(indices), cfg.inner_batch)]
+    results = []
+    for k in procs.shard(list(range(len(problems)))):
+        first = k * cfg.inner_batch
+        # restrict: each pair's unrelated task is the next pair's task in this meta-batch
+        unrelated = [encoded[indices[(first + j + 1) % len(indices)]] for j in range(len(problems[k]))] \
+            if cfg.restrict else None
+        problem = meta.make_problem([encoded[i] for i in problems[k]], pad_id, unrelated).to(procs.device)
+        results.append(meta.meta_gradient(theta, phi, start, problem, dummy_steps=cfg.dummy_steps,
+                                          inner_lr=cfg.inner_lr, inner_weight_decay=cfg.inner_weight_decay,
+                                          objective=cfg.objective, scale=cfg.inner_batch / cfg.meta_batch))
+    procs.sum_gradients([p for p in phi.parameters() if p.requires_grad])
+    return procs.gather_in_order(results)
 
 
 def check_finite(phi: TrainAttention, results: list[meta.MetaStepResult], sources: list[str], update: int) -> None:
