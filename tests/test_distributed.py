@@ -49,7 +49,7 @@ def launch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(HERE)}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
                "--cpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0", *args]
-    return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:

@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 
 from taalm import losses, models, runtime
 from taalm.config import LearnConfig, LoopOptions, probe_sets, save_config, to_dict
-from taalm.distributed import Processes
 from taalm.data import (
     Encoded,
     Probe,
@@ -35,6 +34,7 @@ from taalm.data import (
     pad_batch,
     pad_token_id,
 )
+from taalm.distributed import Processes
 from taalm.errors import TaalmError
 from taalm.io import atomic_dir, atomic_write_bytes, atomic_write_text, write_jsonl
 from taalm.methods import Method, parse_method, rho1_weights
