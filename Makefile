@@ -24,7 +24,7 @@ test-fast: setup
 	$(PYTHON) -m pytest -q -m "not integration and not gpu"
 
 bench: setup
-	$(PYTHON) bench/meta_step.py
+	$(PYTHON) bench/step_cost.py --out bench-results.json
 	$(PYTHON) bench/ckl_step.py
 
 lint: setup

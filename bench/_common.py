@@ -14,12 +14,17 @@ import torch
 DATA = Path(__file__).resolve().parents[1] / "src" / "taalm" / "resources" / "lama_ckl" / "invariant_descriptive.jsonl.gz"
 
 
-def lama_pairs(n: int):
+def lama_pairs(n: int, tokenizer=None, max_length: int = 0):
+    """The first ``n`` invariant LAMA-ckl facts as pairs; with a tokenizer, documents windowed around the answer."""
     from taalm.data import Pair
+    from taalm.windowing import answer_window
 
     with gzip.open(DATA, "rt") as f:
         rows = [json.loads(line) for _, line in zip(range(n), f)]
-    return [Pair(r["evidence"], r["task_descriptive"], r["object"]) for r in rows]
+    pairs = [Pair(r["evidence"], r["task_descriptive"], r["object"]) for r in rows]
+    if tokenizer is None:
+        return pairs
+    return [Pair(answer_window(tokenizer, p.document, p.answer, max_length).text, p.task, p.answer) for p in pairs]
 
 
 def timed(fn, repeats: int, warmup: int = 1) -> float:

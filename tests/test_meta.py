@@ -50,15 +50,15 @@ def test_meta_gradient_matches_finite_difference(tiny_model, objective):
     start = meta.trainable_params(theta)
     with torch.no_grad():
         fixed = phi(doc["input_ids"], doc["attention_mask"])
-    params, state = meta.warm_up(theta, start, doc, fixed, 1, lr, 0.01)
+    params, state = meta.warm_up(meta.InnerModel(theta), start, doc, fixed, 1, lr, 0.01)
 
     def outer(bias_shift: float, keep_graph: bool = False):
         with torch.no_grad():
             phi.head.bias += bias_shift
         try:
             weights = phi(doc["input_ids"], doc["attention_mask"])
-            stepped = meta.differentiable_step(theta, params, state, doc, weights, lr, 0.01)
-            return meta.evaluate_outer(theta, start, stepped, problem, objective).total
+            stepped = meta.differentiable_step(meta.InnerModel(theta), params, state, doc, weights, lr, 0.01)
+            return meta.evaluate_outer(meta.InnerModel(theta), start, stepped, problem, objective).total
         finally:
             with torch.no_grad():
                 phi.head.bias -= bias_shift
@@ -80,9 +80,9 @@ def test_detached_inner_step_leaves_no_path_to_phi(tiny_model, monkeypatch):
     doc = problem.document
     start = meta.trainable_params(theta)
     weights = phi(doc["input_ids"], doc["attention_mask"])
-    params, state = meta.warm_up(theta, start, doc, weights, 1, 1e-2, 0.01)
-    stepped = meta.differentiable_step(theta, params, state, doc, weights, 1e-2, 0.01)
-    total = meta.evaluate_outer(theta, start, stepped, problem, "obj").total
+    params, state = meta.warm_up(meta.InnerModel(theta), start, doc, weights, 1, 1e-2, 0.01)
+    stepped = meta.differentiable_step(meta.InnerModel(theta), params, state, doc, weights, 1e-2, 0.01)
+    total = meta.evaluate_outer(meta.InnerModel(theta), start, stepped, problem, "obj").total
     assert total.grad_fn is None or not any(
         g is not None for g in torch.autograd.grad(total, [phi.head.bias], allow_unused=True))
 
@@ -110,3 +110,37 @@ def test_restrict_term_adds_to_objective(tiny_model):
     assert with_restrict.objective == pytest.approx(
         with_restrict.restrict + _outer(theta, phi, meta.InnerProblem(problem.document, problem.task), "obj", 1,
                                         1e-2).objective, rel=1e-9)
+
+
+@pytest.mark.parametrize(("objective", "restrict"), [("obj", False), ("change2", True)])
+def test_stacked_inner_problems_equal_one_at_a_time(tiny_model, objective, restrict):
+    """Batching the meta-batch's inner problems (LoRA parameters stacked per row) gives the per-pair loop's
+    meta-gradient: every row is still its own inner problem, from θ's start."""
+    theta, phi, _ = _setup(tiny_model)
+    tokenizer = models.load_tokenizer(tiny_model)
+    pairs = [Pair("Santiago is the capital of Chile . The fox jumps .", "Santiago is the capital of Chile .", "Chile"),
+             Pair("Marie Curie was born in Warsaw .", "Marie Curie was born in Warsaw .", "Warsaw"),
+             Pair("The Eiffel Tower is located in Paris , France , near the river bank .",
+                  "The Eiffel Tower is located in Paris .", "Paris")]
+    encoded = [meta.encode_pair(tokenizer, p, 64) for p in pairs]
+    unrelated = encoded[1:] + encoded[:1] if restrict else None
+    start = meta.trainable_params(theta)
+    kwargs = {"dummy_steps": 1, "inner_lr": 1e-2, "objective": objective, "scale": 0.25}
+    phi.zero_grad()
+    loop = [meta.meta_gradient(theta, phi, start, meta.make_problem([e], tokenizer.pad_token_id,
+                                                                    [unrelated[i]] if restrict else None), **kwargs)
+            for i, e in enumerate(encoded)]
+    expected = {n: p.grad.clone() for n, p in phi.named_parameters() if p.grad is not None}
+    phi.zero_grad()
+    stacked = meta.meta_gradient(theta, phi, start, meta.make_problem(encoded, tokenizer.pad_token_id, unrelated),
+                                 stacked=True, **kwargs)
+    got = {n: p.grad.clone() for n, p in phi.named_parameters() if p.grad is not None}
+    assert expected.keys() == got.keys() and float(expected["head.weight"].abs().max()) > 0
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-8, atol=1e-12)
+    assert stacked.outer_loss == pytest.approx(sum(r.outer_loss for r in loop) / 3, rel=1e-9)
+    # θ's own LoRA parameters were never touched, and peft's adapter is back on
+    assert all(torch.equal(p, start[n]) for n, p in theta.named_parameters() if n in start)
+    from peft.tuners.lora import LoraLayer
+
+    assert not any(m.disable_adapters for m in theta.modules() if isinstance(m, LoraLayer))

@@ -272,3 +272,16 @@ def test_held_out_pairs_are_not_trained_on(tiny_model, tmp_path, monkeypatch):
     assert json.loads((out / "data.json").read_text())["held_out"] == 2
     with pytest.raises(TaalmError, match="--held-out"):
         meta_train(resume_config(tiny_model, pairs, tmp_path / "out2", held_out=5))
+
+
+def test_stacked_pairs_train_the_same_phi(tiny_model, tmp_path):
+    """--pair-batch only batches the computation: φ after two updates equals the one-pair-at-a-time run (float64)."""
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS)
+    common = {"updates": 2, "meta_batch": 4, "held_out": 0, "lora_dropout": 0.0, "dtype": "float64", "restrict": True}
+    one, stacked = (outputs(meta_train(resume_config(tiny_model, pairs, tmp_path / name, pair_batch=size, **common)))
+                    for name, size in (("one", 1), ("stacked", 4)))
+    assert one[0].keys() == stacked[0].keys()
+    for name in one[0]:
+        torch.testing.assert_close(stacked[0][name], one[0][name], rtol=1e-6, atol=1e-9)
+    for a, b in zip(one[1], stacked[1]):
+        assert a["outer_loss"] == pytest.approx(b["outer_loss"], rel=1e-9)

@@ -98,6 +98,8 @@ class MetaTrainConfig(ModelOptions):
     outer_lr: float = option(2e-4, "outer AdamW learning rate (φ)")
     meta_batch: int = option(16, "pairs per φ update (their meta-gradients are averaged)")
     inner_batch: int = option(1, "pairs per inner problem (official: 1; larger is faster, changes the inner problem)")
+    pair_batch: int = option(1, "inner problems computed together in one batch, θ's LoRA stacked per row (each still "
+                                "its own problem: the same gradient, less time, more memory); 1: one at a time")
     max_length: int = option(512, "documents longer than this are cut to a window around the answer")
     objective: str = option("obj", "outer objective: obj (task label NLL after the step), change2, change3")
     restrict: bool = option(False, "add the official restrict term: |NLL change| on an unrelated task")
@@ -128,6 +130,9 @@ class MetaTrainConfig(ModelOptions):
         _check(self.meta_batch > 0, "meta_batch", "must be positive")
         _check(self.inner_batch > 0, "inner_batch", "must be positive")
         _check(self.meta_batch % self.inner_batch == 0, "meta_batch", "must be a multiple of --inner-batch")
+        _check(self.pair_batch > 0, "pair_batch", "must be positive")
+        _check(self.pair_batch == 1 or self.inner_batch == 1, "pair_batch", "stacks one-pair problems: needs "
+                                                                            "--inner-batch 1")
         _check(self.max_length >= 2, "max_length", "must be >= 2")
         _check_choice(self.objective, "objective", OBJECTIVES)
         _check(self.updates >= 0, "updates", "must be >= 0")

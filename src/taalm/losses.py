@@ -30,9 +30,13 @@ def weighted_loss(nll: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) 
     ``mask`` (``[batch, seq-1]``, 1 for predicted tokens that are not padding) keeps padding out. With ``weights == 1``
     this is the ordinary per-sequence mean LM loss.
     """
+    return weighted_sequence_loss(nll, weights, mask).mean()
+
+
+def weighted_sequence_loss(nll: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ nll_t·w_t / Σ w_t over each sequence's real tokens; shape ``[batch]``."""
     w = weights.to(nll.dtype) * mask.to(nll.dtype)
-    per_sequence = (nll * w).sum(-1) / w.sum(-1).clamp_min(_TINY)
-    return per_sequence.mean()
+    return (nll * w).sum(-1) / w.sum(-1).clamp_min(_TINY)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

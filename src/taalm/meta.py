@@ -15,9 +15,11 @@ parameters for every inner problem, as in the official implementation.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,10 +102,56 @@ def adamw_step(params: Params, grads: Params, state: AdamWState, lr: float, weig
     return new
 
 
-def _nll(model: torch.nn.Module, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    out = functional_call(model, params, args=(), kwargs={"input_ids": batch["input_ids"],
-                                                          "attention_mask": batch["attention_mask"]})
-    return losses.token_nll(out.logits, batch["input_ids"])
+class InnerModel:
+    """θ as the inner problems see it: per-token NLL for given LoRA parameters, and the inner loss.
+
+    One inner problem: ``functional_call`` with the parameters, loss = the batch mean of the weighted sequence losses.
+    ``stacked``: every batch row is an inner problem of its own; each LoRA parameter carries a leading row dimension,
+    row p is computed with its own parameters (``stacked_lora``), and the loss is the sum over rows, so row p's
+    gradient is exactly its own problem's. The same result as one problem at a time, batched.
+    """
+
+    def __init__(self, model: torch.nn.Module, stacked: bool = False):
+        self.model, self.stacked = model, stacked
+
+    def nll(self, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if self.stacked:
+            with stacked_lora(self.model, params):
+                logits = self.model(**inputs).logits
+        else:
+            logits = functional_call(self.model, params, args=(), kwargs=inputs).logits
+        return losses.token_nll(logits, batch["input_ids"])
+
+    def inner_loss(self, params: Params, batch: dict[str, torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+        per_sequence = losses.weighted_sequence_loss(self.nll(params, batch), weights, batch["loss_mask"])
+        return per_sequence.sum() if self.stacked else per_sequence.mean()
+
+
+@contextlib.contextmanager
+def stacked_lora(model: torch.nn.Module, params: Params) -> Iterator[None]:
+    """While active, row p of every batch goes through θ's LoRA layers with its own parameters ``params[name][p]``
+    (peft's adapter is switched off and the same update, dropout(x)·Aᵀ·Bᵀ·scaling, is added per row)."""
+    from peft.tuners.lora import LoraLayer
+
+    handles = []
+
+    def add_rows(a: torch.Tensor, b: torch.Tensor, scaling: float, dropout: torch.nn.Module):
+        def hook(module, args, output):
+            return output + torch.bmm(torch.bmm(dropout(args[0]), a.transpose(1, 2)), b.transpose(1, 2)) * scaling
+        return hook
+
+    try:
+        for name, module in model.named_modules():
+            if isinstance(module, LoraLayer) and "default" in module.lora_A:
+                a, b = params[f"{name}.lora_A.default.weight"], params[f"{name}.lora_B.default.weight"]
+                hook = add_rows(a, b, module.scaling["default"], module.lora_dropout["default"])
+                handles.append(module.register_forward_hook(hook))
+        with model.disable_adapter():
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def outer_objective(name: str, nll_after: torch.Tensor, nll_before: torch.Tensor | None,
@@ -127,25 +175,25 @@ class MetaStepResult:
     effective_fraction: float  # exp(entropy of w / Σw) / n: 1 when uniform
 
 
-def warm_up(theta: torch.nn.Module, start: Params, doc: dict[str, torch.Tensor], weights: torch.Tensor,
+def warm_up(theta: InnerModel, start: Params, doc: dict[str, torch.Tensor], weights: torch.Tensor,
             dummy_steps: int, lr: float, weight_decay: float) -> tuple[Params, AdamWState]:
     """The non-differentiable inner steps: θ's parameters and AdamW moments the differentiable step starts from."""
     params = {n: p.detach().clone().requires_grad_() for n, p in start.items()}
     state = AdamWState()
-    theta.train()
+    theta.model.train()
     for _ in range(dummy_steps):
-        inner_loss = losses.weighted_loss(_nll(theta, params, doc), weights.detach(), doc["loss_mask"])
+        inner_loss = theta.inner_loss(params, doc, weights.detach())
         grads = torch.autograd.grad(inner_loss, list(params.values()))
         params = adamw_step(params, dict(zip(params, grads)), state, lr, weight_decay)
     return params, state
 
 
-def differentiable_step(theta: torch.nn.Module, params: Params, state: AdamWState, doc: dict[str, torch.Tensor],
+def differentiable_step(theta: InnerModel, params: Params, state: AdamWState, doc: dict[str, torch.Tensor],
                         weights: torch.Tensor, lr: float, weight_decay: float) -> Params:
     """p' = AdamW(p, ∇_p L_w(p; D)) with the graph kept, so p' is differentiable with respect to the weights."""
     state = AdamWState(dict(state.m), dict(state.v), state.step)
-    theta.train()
-    inner_loss = losses.weighted_loss(_nll(theta, params, doc), weights, doc["loss_mask"])
+    theta.model.train()
+    inner_loss = theta.inner_loss(params, doc, weights)
     grads = torch.autograd.grad(inner_loss, list(params.values()), create_graph=True)
     return adamw_step(params, dict(zip(params, grads)), state, lr, weight_decay, differentiable=True)
 
@@ -157,34 +205,41 @@ class Outer:
     nll_after: torch.Tensor
 
 
-def evaluate_outer(theta: torch.nn.Module, start: Params, params: Params, problem: InnerProblem,
+def evaluate_outer(theta: InnerModel, start: Params, params: Params, problem: InnerProblem,
                    objective: str) -> Outer:
     """The outer loss of θ' (``params``) on T_D, plus the restrict term on unrelated tasks when there are any."""
     task = problem.task
-    theta.eval()
+    theta.model.eval()
     with torch.no_grad():  # reference losses before learning D (change objectives, restrict term)
-        before = _nll(theta, start, task) if objective != "obj" else None
-        unrelated_before = _nll(theta, start, problem.unrelated) if problem.unrelated is not None else None
-    after = _nll(theta, params, task)
+        before = theta.nll(start, task) if objective != "obj" else None
+        unrelated_before = theta.nll(start, problem.unrelated) if problem.unrelated is not None else None
+    after = theta.nll(params, task)
     value = outer_objective(objective, after, before, task["label_mask"])
     restrict = torch.zeros((), dtype=value.dtype, device=value.device)
     if problem.unrelated is not None:
-        change = (_nll(theta, params, problem.unrelated) - unrelated_before).abs()
+        change = (theta.nll(params, problem.unrelated) - unrelated_before).abs()
         restrict = losses.masked_mean(change, problem.unrelated["loss_mask"]).mean()
     return Outer(value + restrict, restrict, after)
 
 
 def meta_gradient(theta: torch.nn.Module, phi: torch.nn.Module, start: Params, problem: InnerProblem, *,
                   dummy_steps: int = 1, inner_lr: float = 2e-4, inner_weight_decay: float = 0.01,
-                  objective: str = "obj", scale: float = 1.0) -> MetaStepResult:
-    """Meta-gradient of one inner problem, added (times ``scale``) to the ``.grad`` of φ's trainable parameters."""
+                  objective: str = "obj", scale: float = 1.0, stacked: bool = False) -> MetaStepResult:
+    """Meta-gradient of one inner problem, added (times ``scale``) to the ``.grad`` of φ's trainable parameters.
+
+    ``stacked``: every row of ``problem`` (one document and its task) is an inner problem of its own, all computed
+    in one batch; the gradient added is the sum of the rows' (each times ``scale``), as one call per row would add."""
     doc = problem.document
+    inner = InnerModel(theta, stacked)
+    rows = doc["input_ids"].size(0)
+    first = {n: p.expand(rows, *p.shape) for n, p in start.items()} if stacked else start
     weights = phi(doc["input_ids"], doc["attention_mask"])
-    params, state = warm_up(theta, start, doc, weights, dummy_steps, inner_lr, inner_weight_decay)
-    params = differentiable_step(theta, params, state, doc, weights, inner_lr, inner_weight_decay)
-    outer = evaluate_outer(theta, start, params, problem, objective)
+    params, state = warm_up(inner, first, doc, weights, dummy_steps, inner_lr, inner_weight_decay)
+    params = differentiable_step(inner, params, state, doc, weights, inner_lr, inner_weight_decay)
+    outer = evaluate_outer(inner, first, params, problem, objective)
+    total = outer.total * scale * (rows if stacked else 1)  # stacked: the rows' mean times their number
     phi_params = [p for p in phi.parameters() if p.requires_grad]
-    for p, g in zip(phi_params, torch.autograd.grad(outer.total * scale, phi_params, allow_unused=True)):
+    for p, g in zip(phi_params, torch.autograd.grad(total, phi_params, allow_unused=True)):
         if g is not None:
             p.grad = g if p.grad is None else p.grad + g
     stats = weight_statistics([w[m > 0] for w, m in zip(weights.detach(), doc["loss_mask"])])

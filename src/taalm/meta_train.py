@@ -209,19 +209,23 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
 def update_gradient(cfg: MetaTrainConfig, theta, phi: TrainAttention, start: dict, encoded: list[meta.EncodedPair],
                     indices: list[int], pad_id: int, procs: Processes) -> list[meta.MetaStepResult]:
     """φ's meta-gradient for one update, left in φ's ``.grad``: the mean over the meta-batch's inner problems
-    (``inner_batch`` pairs each, every one from θ's start). Each process takes its share of the problems and the
-    gradients are summed over processes; returns every problem's result, in order, on every process."""
-    problems = [indices[k:k + cfg.inner_batch] for k in range(0, len(indices), cfg.inner_batch)]
+    (``inner_batch`` pairs each, every one from θ's start; ``pair_batch`` one-pair problems are stacked into one
+    batch). Each process takes its share and the gradients are summed over processes; returns the results of every
+    group, in order, on every process."""
+    positions = list(range(len(indices)))
+    if cfg.pair_batch > 1:  # stacked: similar lengths together, less padding
+        positions.sort(key=lambda k: len(encoded[indices[k]].document.input_ids))
+    size = cfg.pair_batch if cfg.pair_batch > 1 else cfg.inner_batch
+    groups = [positions[k:k + size] for k in range(0, len(positions), size)]
     results = []
-    for k in procs.shard(list(range(len(problems)))):
-        first = k * cfg.inner_batch
+    for group in procs.shard(groups):
         # restrict: each pair's unrelated task is the next pair's task in this meta-batch
-        unrelated = [encoded[indices[(first + j + 1) % len(indices)]] for j in range(len(problems[k]))] \
-            if cfg.restrict else None
-        problem = meta.make_problem([encoded[i] for i in problems[k]], pad_id, unrelated).to(procs.device)
+        unrelated = [encoded[indices[(k + 1) % len(indices)]] for k in group] if cfg.restrict else None
+        problem = meta.make_problem([encoded[indices[k]] for k in group], pad_id, unrelated).to(procs.device)
         results.append(meta.meta_gradient(theta, phi, start, problem, dummy_steps=cfg.dummy_steps,
                                           inner_lr=cfg.inner_lr, inner_weight_decay=cfg.inner_weight_decay,
-                                          objective=cfg.objective, scale=cfg.inner_batch / cfg.meta_batch))
+                                          objective=cfg.objective, scale=cfg.inner_batch / cfg.meta_batch,
+                                          stacked=cfg.pair_batch > 1))
     procs.sum_gradients([p for p in phi.parameters() if p.requires_grad])
     return procs.gather_in_order(results)
 

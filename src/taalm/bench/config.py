@@ -40,6 +40,7 @@ class BenchOptions(LoopOptions, ModelOptions):
     meta_inner_lr: float = option(2e-4, "meta-training: inner AdamW learning rate (θ)")
     meta_outer_lr: float = option(2e-4, "meta-training: outer AdamW learning rate (φ)")
     inner_batch: int = option(1, "meta-training: pairs per inner problem")
+    meta_pair_batch: int = option(1, "meta-training: one-pair inner problems computed together, stacked (same gradient)")
     dummy_steps: int = option(1, "meta-training: non-differentiable inner steps before the differentiable one")
     objective: str = option("obj", "meta-training: outer objective (obj, change2, change3)")
     meta_max_length: int = option(512, "meta-training: documents are windowed around the answer to this many tokens")

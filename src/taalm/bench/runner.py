@@ -89,6 +89,7 @@ def meta_train_config(cfg: BenchOptions, pairs: str, out: Path, **overrides: Any
               "phi_model": cfg.phi_model, "phi_layers": cfg.phi_layers, "phi_lora_r": cfg.phi_lora_r,
               "updates": cfg.meta_updates, "epochs": cfg.meta_epochs, "meta_batch": cfg.meta_batch,
               "inner_lr": cfg.meta_inner_lr, "outer_lr": cfg.meta_outer_lr, "inner_batch": cfg.inner_batch,
+              "pair_batch": cfg.meta_pair_batch,
               "dummy_steps": cfg.dummy_steps, "objective": cfg.objective, "max_length": cfg.meta_max_length,
               "held_out": cfg.meta_held_out, "val_every": cfg.meta_val_every, "val_epochs": cfg.meta_val_epochs,
               "val_lr": cfg.lr, "val_batch_size": cfg.batch_size, "seed": cfg.seed}
