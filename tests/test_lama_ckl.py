@@ -498,3 +498,24 @@ def test_bench_takes_a_shipped_phi_by_alias(tiny_model, tailored, tmp_path, monk
     summary = lama_ckl.run_bench(bench_config(tiny_model, tailored, tmp_path / "run", methods="taalm", phi="tiny-phi"))
     assert summary["phi"]["source"] == "shipped" and summary["phi"]["dir"] == str(shipped / "tiny-phi")
     assert not (tmp_path / "run" / "phi").exists()
+
+
+@pytest.mark.skipif(not __import__("torch").distributed.is_available(), reason="torch.distributed is not available")
+def test_bench_on_two_processes_matches_one(tiny_model, tailored, tmp_path):
+    from test_distributed import launch
+
+    options = {"model": tiny_model, "lora_r": 4, "to_learn": 4, "not_to_forget": 4, "meta_pool": 8,
+               "epochs": EPOCHS, "tailor_dir": str(tailored), "device": "cpu", "methods": "finetune,rho1",
+               "lora_dropout": 0.0, "batch_size": 4, "micro_batch": 1}
+    one = lama_ckl.run_bench(LamaCklConfig(**options, out=str(tmp_path / "one")))
+    argv = ["-m", "taalm", "bench", "lama-ckl", "--out", str(tmp_path / "two")]
+    argv += [x for k, v in options.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    done = launch(argv, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert list(two["methods"]) == list(one["methods"]) and (tmp_path / "two" / "table.md").is_file()
+    for name in ("finetune", "rho1"):
+        a, b = (read_set(tmp_path / run / "methods" / name / "metrics.jsonl") for run in ("one", "two"))
+        assert [r["nll"] for r in b] == pytest.approx([r["nll"] for r in a], rel=1e-4)
+        assert [r["accuracy"] for r in b] == [r["accuracy"] for r in a]
+        assert a[-1]["nll"] != a[0]["nll"]  # the run learned

@@ -22,9 +22,19 @@ from taalm import models
 
 
 class Processes:
-    """Where this process stands in a data-parallel run (rank ``rank`` of ``world``)."""
+    """Where this process stands in a data-parallel run (rank ``rank`` of ``world``). ``Processes(device)`` is
+    built once per process (Accelerate's state is global); later calls return the same one."""
 
-    def __init__(self, device: str = "auto"):
+    _current: Processes | None = None
+
+    def __new__(cls, device: str = "auto"):
+        if cls._current is None or cls._current.requested != device:
+            cls._current = super().__new__(cls)
+            cls._current._setup(device)
+        return cls._current
+
+    def _setup(self, device: str) -> None:
+        self.requested = device
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.accelerator = None
         if self.world > 1:
@@ -38,8 +48,9 @@ class Processes:
     @classmethod
     def single(cls, device: str = "cpu") -> Processes:
         """One process, whatever launched us (e.g. meta-training's validation, which runs on the main process only)."""
-        procs = cls.__new__(cls)
+        procs = object.__new__(cls)
         procs.world, procs.rank, procs.accelerator, procs.device = 1, 0, None, models.pick_device(device)
+        procs.requested = device
         return procs
 
     @property

@@ -70,7 +70,7 @@ def windowed(tokenizer, pairs: list[Pair], max_length: int, report: dict) -> lis
 
 def validation_options(cfg: MetaTrainConfig) -> LoopOptions:
     return LoopOptions(epochs=cfg.val_epochs, lr=cfg.val_lr, batch_size=cfg.val_batch_size,
-                       micro_batch=min(cfg.val_batch_size, 8), max_length=cfg.max_length, seed=cfg.seed)
+                       micro_batch=min(cfg.val_batch_size, 4), max_length=cfg.max_length, seed=cfg.seed)
 
 
 def prepare(cfg: MetaTrainConfig, tokenizer) -> tuple[list[meta.EncodedPair], list[Pair], dict]:

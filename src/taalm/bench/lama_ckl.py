@@ -23,6 +23,7 @@ from taalm.bench import runner
 from taalm.bench.config import LamaCklConfig, TailorConfig
 from taalm.config import save_config
 from taalm.data import encode, load_pairs, pad_token_id
+from taalm.distributed import Processes
 from taalm.errors import TaalmError
 from taalm.io import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 from taalm.windowing import answer_window
@@ -217,9 +218,11 @@ def prepare_sets(cfg: LamaCklConfig, split_dir: Path, sets: Path) -> dict[str, A
         tokenizer = models.load_tokenizer(cfg.model)
         for name in ("to_learn", "not_to_forget"):  # what θ learns (and Mix-Review replays); φ's pool is windowed by
             chosen[name], windowed[name] = _windowed(chosen[name], tokenizer, cfg.max_length)  # meta-train itself
-    sets.mkdir(parents=True, exist_ok=True)
-    for name, records in chosen.items():
-        write_jsonl(sets / f"{name}.jsonl", records)
+    procs = Processes(cfg.device)
+    if procs.is_main:
+        for name, records in chosen.items():
+            write_jsonl(sets / f"{name}.jsonl", records)
+    procs.barrier()
     return {"counts": {k: len(v) for k, v in chosen.items()}, "windowed": windowed}
 
 
@@ -236,17 +239,18 @@ def run_bench(cfg: LamaCklConfig, command: str = "") -> dict[str, Any]:
     from taalm.viz import plot_method_curves
 
     started = time.time()
+    procs = Processes(cfg.device)  # under accelerate launch: every process runs this; the main one writes
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
     previous = runner.previous_summary(out)
     split_dir = Path(cfg.tailor_dir) if cfg.tailor_dir else out / "split"
     if not (split_dir / "tailor.json").is_file():
         if cfg.tailor_dir:
             raise TaalmError(f"option --tailor-dir: {split_dir} has no tailor.json")
-        tailor(TailorConfig(model=cfg.model, out=str(split_dir), split=cfg.split, device=cfg.device,
-                            to_learn=cfg.to_learn, not_to_forget=cfg.not_to_forget, seed=cfg.seed,
-                            eval_batch=cfg.eval_batch))
+        if procs.is_main:
+            tailor(TailorConfig(model=cfg.model, out=str(split_dir), split=cfg.split, device=cfg.device,
+                                to_learn=cfg.to_learn, not_to_forget=cfg.not_to_forget, seed=cfg.seed,
+                                eval_batch=cfg.eval_batch))
+        procs.barrier()
     data = prepare_sets(cfg, split_dir, out / "sets")
     sets = {name: out / "sets" / f"{name}.jsonl" for name in ("to_learn", "not_to_forget", "meta_pool")}
 
@@ -259,6 +263,8 @@ def run_bench(cfg: LamaCklConfig, command: str = "") -> dict[str, Any]:
         lr_selection = runner.select_lr(cfg, [{"text": r["document"], "answer": r["answer"]} for r in held],
                                         [{"task": r["task"], "answer": r["answer"]} for r in held], out / "lr_selection")
         cfg = runner.with_lr(cfg, lr_selection)
+    if procs.is_main:
+        save_config(cfg, out / "config.yaml")
     phi = runner.obtain_phi(cfg, sets["meta_pool"], out / "phi", task_format=cfg.task_format) \
         if cfg.needs_phi() else None
 
@@ -283,10 +289,11 @@ def run_bench(cfg: LamaCklConfig, command: str = "") -> dict[str, Any]:
                      "lora_r": cfg.lora_r, "lora_dropout": cfg.lora_dropout, "seed": cfg.seed},
         "lr_selection": lr_selection, "phi": phi, "methods": results,
     }
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "table.md", _table(summary))
-    plot_method_curves({n: [tuple(p) for p in m["curve"]] for n, m in results.items()}, out / "curves.png",
-                       title=f"LAMA-ckl, {cfg.model} ({data['counts']['to_learn']} to learn, "
-                             f"{data['counts']['not_to_forget']} NF)")
-    print(_table(summary))
+    if procs.is_main:
+        atomic_write_json(out / "summary.json", summary)
+        atomic_write_text(out / "table.md", _table(summary))
+        plot_method_curves({n: [tuple(p) for p in m["curve"]] for n, m in results.items()}, out / "curves.png",
+                           title=f"LAMA-ckl, {cfg.model} ({data['counts']['to_learn']} to learn, "
+                                 f"{data['counts']['not_to_forget']} NF)")
+        print(_table(summary))
     return summary

@@ -21,6 +21,7 @@ from taalm import models
 from taalm.bench.config import BenchOptions
 from taalm.config import LearnConfig, MetaTrainConfig, ModelOptions, held_out_count, loop_options
 from taalm.data import Pair
+from taalm.distributed import Processes
 from taalm.errors import TaalmError
 from taalm.io import atomic_write_json, read_jsonl, write_jsonl
 
@@ -39,6 +40,15 @@ def resumable(directory: Path) -> bool:
     if directory.is_dir():
         shutil.rmtree(directory)
     return False
+
+
+def resume_part(directory: Path, procs: Processes) -> bool:
+    """``resumable`` for every process of a data-parallel run: the main one clears a part killed before its first
+    checkpoint, then all agree on whether it resumes."""
+    if procs.is_main:
+        resumable(directory)
+    procs.barrier()
+    return (directory / "checkpoint").exists()
 
 
 def model_options(cfg: ModelOptions) -> dict[str, Any]:
@@ -71,7 +81,7 @@ def learn_run(cfg: LearnConfig) -> tuple[list[dict], float | None]:
     seconds = None
     if not finished(out):
         started = time.time()
-        ckl.learn(dataclasses.replace(cfg, resume=resumable(out)))
+        ckl.learn(dataclasses.replace(cfg, resume=resume_part(out, Processes(cfg.device))))
         seconds = time.time() - started
     return [r for _, r in read_jsonl(out / "metrics.jsonl")], seconds
 
@@ -125,7 +135,8 @@ def obtain_phi(cfg: BenchOptions, pairs: Path | None, directory: Path, shipped_s
     seconds = None
     if not finished(directory):
         started = time.time()
-        meta_train(meta_train_config(cfg, str(pairs), directory, resume=resumable(directory), **meta_overrides))
+        meta_train(meta_train_config(cfg, str(pairs), directory, resume=resume_part(directory, Processes(cfg.device)),
+                                     **meta_overrides))
         seconds = round(time.time() - started, 1)
     return {"source": "meta-trained", "phi": str(directory), "dir": str(directory), "meta_train_seconds": seconds,
             "selection": json.loads((directory / "selection.json").read_text())}
@@ -139,9 +150,11 @@ def select_lr(cfg: BenchOptions, docs: list[dict], tasks: list[dict], directory:
     candidates = cfg.lr_candidate_list()
     if not candidates:
         return None
-    directory.mkdir(parents=True, exist_ok=True)
-    write_jsonl(directory / "docs.jsonl", docs)
-    write_jsonl(directory / "tasks.jsonl", tasks)
+    procs = Processes(cfg.device)
+    if procs.is_main:
+        write_jsonl(directory / "docs.jsonl", docs)
+        write_jsonl(directory / "tasks.jsonl", tasks)
+    procs.barrier()
     sign = 1.0 if metric == "accuracy" else -1.0
     scores = {}
     for lr in sorted(candidates):
@@ -156,7 +169,8 @@ def select_lr(cfg: BenchOptions, docs: list[dict], tasks: list[dict], directory:
                       "the smaller lr and the earlier epoch on ties",
               "metric": metric, "held_out": len(docs), "candidates": scores, "chosen": float(chosen),
               "epoch": scores[chosen]["epoch"]}
-    atomic_write_json(directory / "selection.json", record)
+    if procs.is_main:
+        atomic_write_json(directory / "selection.json", record)
     return record
 
 

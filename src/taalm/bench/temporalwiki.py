@@ -25,6 +25,7 @@ from taalm.bench import twiki_data as data
 from taalm.bench.config import TemporalWikiConfig
 from taalm.config import save_config
 from taalm.data import load_pairs
+from taalm.distributed import Processes
 from taalm.io import atomic_write_json, atomic_write_text, write_jsonl
 
 KINDS = ("changed", "unchanged")
@@ -68,8 +69,11 @@ def prepare_data(cfg: TemporalWikiConfig, sets: Path) -> dict[str, Any]:
         files["phi_pairs.jsonl"] = data.meta_pairs(built)
         provenance["phi_pairs"] = {**data.provenance(meta_facts, built, _period_seed(cfg.seed, data.PHI_PERIOD)),
                                    "period": data.PHI_PERIOD, "pairs": len(meta_facts)}
-    for name, records in files.items():
-        write_jsonl(sets / name, records)
+    procs = Processes(cfg.device)
+    if procs.is_main:
+        for name, records in files.items():
+            write_jsonl(sets / name, records)
+    procs.barrier()
     return provenance
 
 
@@ -86,8 +90,15 @@ def probe_specs(cfg: TemporalWikiConfig, sets: Path, period: str) -> list[str]:
 def evaluate_base(cfg: TemporalWikiConfig, sets: Path, out: Path) -> dict[str, Any]:
     """The base model (no adapter) on every learned period's probes, once (``base.json``)."""
     path = out / "base.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    procs = Processes(cfg.device)
+    if not path.is_file() and procs.is_main:
+        atomic_write_json(path, _score_base(cfg, sets))
+    procs.barrier()
+    return json.loads(path.read_text())
+
+
+def _score_base(cfg: TemporalWikiConfig, sets: Path) -> dict[str, Any]:
+    """The base model's scores of each period's own changed and unchanged probes."""
     from taalm.ckl import encode_probes, evaluate
     from taalm.config import probe_sets
     from taalm.data import load_probes, pad_token_id
@@ -100,7 +111,6 @@ def evaluate_base(cfg: TemporalWikiConfig, sets: Path, out: Path) -> dict[str, A
         files = probe_sets(probe_specs(cfg, sets, period)[:2])
         probes = encode_probes(tokenizer, {k: load_probes(v) for k, v in files.items()}, cfg.max_length)
         result[period] = evaluate(model, probes, pad_token_id(tokenizer), cfg.eval_batch, device, cfg.dtype)
-    atomic_write_json(path, result)
     return result
 
 
@@ -161,7 +171,9 @@ def run_bench(cfg: TemporalWikiConfig, command: str = "") -> dict[str, Any]:
         lr_selection = runner.select_lr(cfg, [{"text": d} for d in docs], [{"task": p.task, "answer": p.answer}
                                                                            for p in held], out / "lr_selection", "nll")
         cfg = dataclasses.replace(runner.with_lr(cfg, lr_selection), epochs=lr_selection["epoch"])
-    save_config(cfg, out / "config.yaml")
+    procs = Processes(cfg.device)
+    if procs.is_main:
+        save_config(cfg, out / "config.yaml")
     phi = runner.obtain_phi(cfg, pairs, out / "phi", SHIPPED_SUFFIX) if cfg.needs_phi() else None
     base = evaluate_base(cfg, sets, out)
     methods = {name: run_method(cfg, name, sets, out, phi, previous) for name in cfg.method_list()}
@@ -177,10 +189,11 @@ def run_bench(cfg: TemporalWikiConfig, command: str = "") -> dict[str, Any]:
                   "not exponentiated, lower is better",
         "lr_selection": lr_selection, "phi": phi, "base": base, "methods": methods,
     }
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "table.md", table(summary))
-    title = f"TemporalWiki, {cfg.model} ({provenance['documents']})"
-    plot_period_curves(summary, out / "curves.png", title=title)
-    plot_tradeoff(summary, out / "tradeoff.png", title=title)
-    print(table(summary))
+    if procs.is_main:
+        atomic_write_json(out / "summary.json", summary)
+        atomic_write_text(out / "table.md", table(summary))
+        title = f"TemporalWiki, {cfg.model} ({provenance['documents']})"
+        plot_period_curves(summary, out / "curves.png", title=title)
+        plot_tradeoff(summary, out / "tradeoff.png", title=title)
+        print(table(summary))
     return summary
