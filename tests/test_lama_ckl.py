@@ -519,3 +519,37 @@ def test_bench_on_two_processes_matches_one(tiny_model, tailored, tmp_path):
         assert [r["nll"] for r in b] == pytest.approx([r["nll"] for r in a], rel=1e-4)
         assert [r["accuracy"] for r in b] == [r["accuracy"] for r in a]
         assert a[-1]["nll"] != a[0]["nll"]  # the run learned
+
+
+def test_bench_meta_trains_phi_on_a_separate_backbone_sharing_the_tokenizer(tiny_model, tailored, tmp_path, capsys):
+    import shutil
+
+    from conftest import build_tiny_model
+
+    other = tmp_path / "other-backbone"  # same tokenizer, another network: 3 layers, other weights
+    shutil.copytree(tiny_model, other)
+    build_tiny_model(other, vocab_size=len(__import__("taalm.models").models.load_tokenizer(tiny_model)), seed=7,
+                     layers=3)
+    out = tmp_path / "run"
+    summary = lama_ckl.run_bench(bench_config(tiny_model, tailored, out, methods="taalm", phi_model=str(other)))
+    phi_config = json.loads((out / "phi" / "phi_config.json").read_text())
+    assert phi_config["backbone"] == str(other) and summary["methods"]["taalm"]["epoch"] >= 1
+
+    wrong = tmp_path / "other-tokenizer"  # a tokenizer with another vocabulary
+    wrong.mkdir()
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", "the", "is"])}
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>").save_pretrained(wrong)
+    build_tiny_model(wrong, vocab_size=len(vocab))
+    argv = ["bench", "lama-ckl", "--preset", "quick", "--model", tiny_model, "--out", str(tmp_path / "refused"),
+            "--tailor-dir", str(tailored), "--phi-model", str(wrong), "--device", "cpu"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("taalm: ")]
+    assert len(errors) == 1 and "option --phi-model:" in errors[0] and "tokenizer" in errors[0] and "Traceback" not in err
+    assert not (tmp_path / "refused").exists()

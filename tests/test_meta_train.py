@@ -285,3 +285,29 @@ def test_stacked_pairs_train_the_same_phi(tiny_model, tmp_path):
         torch.testing.assert_close(stacked[0][name], one[0][name], rtol=1e-6, atol=1e-9)
     for a, b in zip(one[1], stacked[1]):
         assert a["outer_loss"] == pytest.approx(b["outer_loss"], rel=1e-9)
+
+
+def test_non_finite_meta_gradient_stops_with_the_update_and_pairs(tiny_model, tmp_path, monkeypatch, capsys):
+    from taalm import cli, losses
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS)
+    calls = {"n": 0}
+    real = losses.masked_mean
+
+    def poisoned(values, mask):  # the outer loss of the 3rd update's first problem becomes NaN
+        calls["n"] += values.requires_grad
+        out = real(values, mask)
+        return out * float("nan") if calls["n"] == 5 else out
+
+    monkeypatch.setattr(losses, "masked_mean", poisoned)
+    out = tmp_path / "out"
+    argv = ["meta-train", "--theta", tiny_model, "--pairs", str(pairs), "--out", str(out), "--updates", "4",
+            "--meta-batch", "2", "--checkpoint-every", "1", "--held-out", "0", "--lora-r", "4", "--lora-alpha", "8",
+            "--max-length", "64", "--device", "cpu"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("taalm: ")]
+    assert len(errors) == 1 and "non-finite meta-gradient at φ update 3" in errors[0] and f"{pairs}:" in errors[0]
+    state = runtime.load_checkpoint(out / "checkpoint")
+    assert state["update"] == 2 and all(torch.isfinite(v).all() for v in state["phi"].values())
+    assert not (out / "DONE").exists()

@@ -239,6 +239,7 @@ def run_bench(cfg: LamaCklConfig, command: str = "") -> dict[str, Any]:
     from taalm.viz import plot_method_curves
 
     started = time.time()
+    runner.check_phi_model(cfg)
     procs = Processes(cfg.device)  # under accelerate launch: every process runs this; the main one writes
     out = Path(cfg.out)
     previous = runner.previous_summary(out)

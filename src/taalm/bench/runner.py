@@ -107,6 +107,14 @@ def meta_train_config(cfg: BenchOptions, pairs: str, out: Path, **overrides: Any
     return MetaTrainConfig(**{**values, **overrides})
 
 
+def check_phi_model(cfg: BenchOptions) -> None:
+    """A separate φ backbone must share θ's tokenizer (its weights are aligned to θ's tokens); checked up front."""
+    if cfg.phi_model and cfg.phi_model != cfg.model and cfg.needs_phi() and not models.same_tokenizer(
+            models.load_tokenizer(cfg.model), models.load_tokenizer(cfg.phi_model)):
+        raise TaalmError(f"option --phi-model: {cfg.phi_model!r} does not share the tokenizer of --model "
+                         f"{cfg.model!r}; φ's weights could not be aligned to θ's tokens")
+
+
 def phi_source(cfg: BenchOptions, shipped_suffix: str = "") -> str:
     """``--phi`` resolved: ``auto`` becomes the φ shipped as ``<model><suffix>`` if there is one, else ``train``."""
     from taalm.weighting import shipped_phis

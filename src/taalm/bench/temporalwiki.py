@@ -159,6 +159,7 @@ def run_bench(cfg: TemporalWikiConfig, command: str = "") -> dict[str, Any]:
     from taalm.viz import plot_period_curves, plot_tradeoff
 
     started = time.time()
+    runner.check_phi_model(cfg)
     out = Path(cfg.out)
     previous = runner.previous_summary(out)
     sets = out / "sets"
