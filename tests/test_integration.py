@@ -110,13 +110,14 @@ def test_learn_command_on_smollm2(learn_files, tmp_path, method):
 
 
 def test_demo_command_shrunk(tmp_path):
+    """The demo as `make demo` runs it (quick preset, the shipped φ), on two facts for one epoch."""
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--to-learn", "2", "--not-to-forget", "2", "--meta-pool", "4",
-            "--meta-updates", "1", "--meta-batch", "2", "--epochs", "1", "--max-length", "48",
-            "--meta-max-length", "32", "--phi-layers", "1"]
+    argv = ["demo", "--out", str(out), "--to-learn", "2", "--not-to-forget", "2", "--epochs", "1"]
     assert cli.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["model"] == ALIAS and summary["split"] == {"to_learn": 2, "not_to_forget": 2, "meta_pool": 4}
+    assert summary["model"] == ALIAS and summary["split"]["to_learn"] == 2 and summary["split"]["not_to_forget"] == 2
+    assert summary["phi"]["source"] == "shipped" and summary["phi"]["phi"] == ALIAS
+    assert not (out / "phi").exists()  # no meta-training
     assert list(summary["methods"]) == ["finetune", "oracle", "taalm"]
     assert all(len(m["curve"]) == 2 for m in summary["methods"].values())
     assert len((out / "table.md").read_text().splitlines()) == 2 + 3

@@ -1,7 +1,8 @@
-"""``taalm demo``: the whole pipeline on the embedded SmolLM2 with the quick preset, on a CPU.
+"""``taalm demo``: TAALM on the embedded SmolLM2 with the quick preset, on a CPU, in a few minutes.
 
-tailor LAMA-ckl → meta-train φ on the meta pool → learn with finetune, oracle and taalm → the paper's table,
-the curves, and a heatmap of φ's weights on To-Learn documents φ never saw.
+tailor a small LAMA-ckl split → learn it with finetune, oracle and taalm, the latter with the φ shipped for SmolLM2
+(``--phi train`` meta-trains a brief one on the meta pool instead) → the paper's table, the curves, and a heatmap of
+φ's weights on To-Learn documents φ never saw.
 """
 
 from __future__ import annotations
