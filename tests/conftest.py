@@ -19,6 +19,30 @@ CORPUS = [
 ] * 20
 
 
+# Small facts shared by the tests: (document, task, answer) pairs and documents with their answers.
+FACT_PAIRS = [
+    {"document": "Santiago is the capital of Chile . The fox jumps over the dog .",
+     "task": "Santiago is the capital of Chile .", "answer": "Chile"},
+    {"document": "Marie Curie was born in Warsaw and worked in Paris .",
+     "task": "Marie Curie was born in Warsaw .", "answer": "Warsaw"},
+    {"document": "The Eiffel Tower is located in Paris , France .",
+     "task": "The Eiffel Tower is located in Paris .", "answer": "Paris"},
+    {"document": "Libya maintains diplomatic relations with Brazil .",
+     "task": "Libya maintains diplomatic relations with Brazil .", "answer": "Brazil"},
+    {"document": "Solicitor General for Scotland is a legal term in Scotland .",
+     "task": "Solicitor General for Scotland is a legal term in Scotland .", "answer": "Scotland"},
+]
+FACT_DOCS = [
+    "Santiago is the capital of Chile and the quick brown fox lives there .",
+    "Libya maintains diplomatic relations with Brazil near the river bank .",
+    "The Eiffel Tower is located in Paris , France , over the lazy dog .",
+    "Marie Curie was born in Warsaw and worked in Paris .",
+    "Solicitor General for Scotland is a legal term in Scotland .",
+    "The lazy dog jumps over the quick brown fox near Chile .",
+]
+FACT_ANSWERS = ["Chile", "Brazil", "Paris", "Warsaw", "Scotland", "Chile"]
+
+
 def build_tokenizer(directory: Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast

@@ -12,6 +12,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from conftest import FACT_ANSWERS, FACT_DOCS
 from taalm import ckl, models
 from taalm.ckl import Learner, learn
 from taalm.cli import main
@@ -19,15 +20,7 @@ from taalm.config import LearnConfig, build_config
 from taalm.methods import ALL_METHODS, parse_method
 from taalm.weighting import TrainAttention
 
-DOCS = [
-    "Santiago is the capital of Chile and the quick brown fox lives there .",
-    "Libya maintains diplomatic relations with Brazil near the river bank .",
-    "The Eiffel Tower is located in Paris , France , over the lazy dog .",
-    "Marie Curie was born in Warsaw and worked in Paris .",
-    "Solicitor General for Scotland is a legal term in Scotland .",
-    "The lazy dog jumps over the quick brown fox near Chile .",
-]
-ANSWERS = ["Chile", "Brazil", "Paris", "Warsaw", "Scotland", "Chile"]
+DOCS, ANSWERS = FACT_DOCS, FACT_ANSWERS
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -15,18 +15,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import FACT_ANSWERS, FACT_DOCS
 from taalm.ckl import learn
 from taalm.config import LearnConfig, MetaTrainConfig
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")]
 
-DOCS = ["Santiago is the capital of Chile and the quick brown fox lives there .",
-        "Libya maintains diplomatic relations with Brazil near the river bank .",
-        "The Eiffel Tower is located in Paris , France , over the lazy dog .",
-        "Marie Curie was born in Warsaw and worked in Paris .",
-        "Solicitor General for Scotland is a legal term in Scotland ."]
-ANSWERS = ["Chile", "Brazil", "Paris", "Warsaw", "Scotland"]
+DOCS, ANSWERS = FACT_DOCS[:5], FACT_ANSWERS[:5]
 HERE = Path(__file__).parent
 
 

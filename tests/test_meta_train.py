@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import build_tiny_model
+from conftest import FACT_PAIRS, build_tiny_model
 from taalm import meta, models, runtime
 from taalm.config import MetaTrainConfig
 from taalm.data import encode
@@ -108,18 +108,7 @@ def test_phi_learns_to_weight_the_fact(word_model, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------- resume
-RESUME_PAIRS = [
-    {"document": "Santiago is the capital of Chile . The fox jumps over the dog .",
-     "task": "Santiago is the capital of Chile .", "answer": "Chile"},
-    {"document": "Marie Curie was born in Warsaw and worked in Paris .",
-     "task": "Marie Curie was born in Warsaw .", "answer": "Warsaw"},
-    {"document": "The Eiffel Tower is located in Paris , France .",
-     "task": "The Eiffel Tower is located in Paris .", "answer": "Paris"},
-    {"document": "Libya maintains diplomatic relations with Brazil .",
-     "task": "Libya maintains diplomatic relations with Brazil .", "answer": "Brazil"},
-    {"document": "Solicitor General for Scotland is a legal term in Scotland .",
-     "task": "Solicitor General for Scotland is a legal term in Scotland .", "answer": "Scotland"},
-]
+RESUME_PAIRS = FACT_PAIRS
 
 
 def resume_config(tiny_model: str, pairs: Path, out: Path, **overrides) -> MetaTrainConfig:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import FACT_PAIRS
 from taalm import meta, models, runtime
 from taalm.config import LoopOptions, MetaTrainConfig
 from taalm.data import encode, pad_token_id
@@ -20,16 +21,7 @@ from taalm.weighting import TrainAttention, document_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-PAIRS = [
-    {"document": "Santiago is the capital of Chile . The fox jumps over the dog .",
-     "task": "Santiago is the capital of Chile .", "answer": "Chile"},
-    {"document": "Marie Curie was born in Warsaw and worked in Paris .",
-     "task": "Marie Curie was born in Warsaw .", "answer": "Warsaw"},
-    {"document": "The Eiffel Tower is located in Paris , France .",
-     "task": "The Eiffel Tower is located in Paris .", "answer": "Paris"},
-    {"document": "Libya maintains diplomatic relations with Brazil .",
-     "task": "Libya maintains diplomatic relations with Brazil .", "answer": "Brazil"},
-]
+PAIRS = FACT_PAIRS[:4]
 
 
 def _config(tiny_model: str, tmp_path: Path, **overrides) -> MetaTrainConfig:
