@@ -71,3 +71,9 @@ def test_an_absent_answer_in_a_long_document_is_an_error(tokenizer):
     text = " ".join(SENTENCES * 3)
     with pytest.raises(TaalmError, match="pairs.jsonl:3: answer 'Lima' not found"):
         answer_window(tokenizer, text, "Lima", 24, where="pairs.jsonl:3")
+
+
+def test_the_answer_never_opens_the_window_when_text_precedes_it(tokenizer):
+    text = " ".join(SENTENCES * 2 + ["Chile is a country of South America ."] + SENTENCES)
+    window = answer_window(tokenizer, text, "Chile", 20)
+    assert "Chile" in window.text and not window.text.startswith("Chile") and n_tokens(tokenizer, window.text) <= 20

@@ -74,7 +74,8 @@ def _token_window(tokenizer, text: str, start: int, end: int, max_length: int) -
 
 def answer_window(tokenizer, text: str, answer: str, max_length: int, where: str = "") -> Window:
     """``text`` itself when it fits in ``max_length`` tokens, else the widest sentence window around the answer's last
-    occurrence that fits (a token-level window when its sentence alone is too long). The answer always survives."""
+    occurrence that fits (a token-level window when its sentence alone is too long, or when the answer would open
+    the window, leaving no text to predict it from). The answer always survives."""
     if n_tokens(tokenizer, text) <= max_length:
         return Window(text, False)
     start = text.rfind(answer)
@@ -86,6 +87,8 @@ def answer_window(tokenizer, text: str, answer: str, max_length: int, where: str
     first = next(i for i, (s, e) in enumerate(spans) if e > start)
     last = next(i for i in range(len(spans) - 1, -1, -1) if spans[i][0] < end)
     chosen = _grow_sentences(tokenizer, text, spans, first, last, max_length)
+    if chosen is not None and chosen[0] >= start > 0:  # the answer would open the window: nothing to predict it from
+        chosen = None
     try:
         char_start, char_end = chosen or _token_window(tokenizer, text, start, end, max_length)
     except TaalmError as e:
