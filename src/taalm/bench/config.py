@@ -182,8 +182,9 @@ class TemporalWikiConfig(BenchOptions):
                 "lr": 1e-3, "lr_candidates": "3e-4,1e-3,3e-3", "batch_size": 8, "micro_batch": 4, "max_length": 256,
                 "changed_subjects": 64, "unchanged": 128, "review_ratio": 1.0, "review_decay": 1.0, "recadam_t0": 8,
                 "phi": "auto",
-                "phi_layers": 4, "meta_subjects": 400, "meta_max_length": 256, "meta_batch": 8, "meta_updates": 80,
-                "meta_held_out": 32, "meta_val_every": 10, "meta_val_epochs": 2, "lora_dropout": 0.1},
+                "phi_layers": 4, "meta_subjects": 400, "meta_max_length": 256, "meta_batch": 8, "meta_outer_lr": 1e-3,
+                "meta_updates": 48, "meta_held_out": 32, "meta_val_every": 4, "meta_val_epochs": 2,
+                "lora_dropout": 0.1},
     }
 
     methods: str = option(PAPER_TWIKI_METHODS, "comma-separated methods (the paper's: no oracle)")

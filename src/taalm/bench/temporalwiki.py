@@ -175,7 +175,8 @@ def run_bench(cfg: TemporalWikiConfig, command: str = "") -> dict[str, Any]:
     procs = Processes(cfg.device)
     if procs.is_main:
         save_config(cfg, out / "config.yaml")
-    phi = runner.obtain_phi(cfg, pairs, out / "phi", SHIPPED_SUFFIX) if cfg.needs_phi() else None
+    # φ is selected by the benchmark's own metric, the answer NLL
+    phi = runner.obtain_phi(cfg, pairs, out / "phi", SHIPPED_SUFFIX, val_metric="nll") if cfg.needs_phi() else None
     base = evaluate_base(cfg, sets, out)
     methods = {name: run_method(cfg, name, sets, out, phi, previous) for name in cfg.method_list()}
     summary = {
