@@ -124,3 +124,34 @@ def test_demo_command_shrunk(tmp_path):
     for name in ("curves.png", "weights.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert "<html" in (out / "weights.html").read_text().lower()
+
+
+def test_the_shipped_phi_alias_loads_and_weighs_every_token_in_0_1():
+    from taalm.weighting import document_weights, resolve_phi, shipped_phis
+
+    assert ALIAS in shipped_phis()
+    directory = resolve_phi(ALIAS)
+    assert sum(p.stat().st_size for p in directory.iterdir()) <= 10 * 2**20  # the package budget: 10 MB
+    phi = TrainAttention.load(directory)
+    tokenizer = models.load_tokenizer(ALIAS)
+    text = ("John Herbert McCluskey (born 12 June 1929) is a Scottish lawyer, judge and politician, who served as "
+            "Solicitor General for Scotland from 1974 to 1979.")
+    ids = tokenizer(text)["input_ids"]
+    (weights,) = document_weights(phi, [ids])
+    assert len(weights) == len(ids) - 1 and all(0.0 < w < 1.0 for w in weights)
+    assert max(weights) > 5 * sorted(weights)[len(weights) // 2]  # trained: far from the untrained φ's flat ≈ 0.98
+    tokens = [tokenizer.decode([i]) for i in ids[1:]]
+    top = {tokens[i].strip() for i in sorted(range(len(weights)), key=weights.__getitem__)[-8:]}
+    assert top & {"Scottish", "Scotland", "Solicitor", "McCluskey", "Herbert", "1929", "1974", "1979", "John"}, top
+
+
+def test_learn_with_the_shipped_phi_out_of_the_box(learn_files, tmp_path):
+    docs, probes, _ = learn_files
+    out = tmp_path / "taalm"
+    argv = ["learn", "--model", ALIAS, "--docs", str(docs), "--method", "taalm", "--phi", ALIAS, "--out", str(out),
+            "--epochs", "1", "--max-length", "48", "--batch-size", "3", "--lora-r", "8", "--device", "cpu",
+            "--probes", f"to_learn={probes}"]
+    assert cli.main(argv) == 0
+    weights = torch.load(out / "token_weights.pt")
+    assert len(weights) == 3 and all(((w > 0) & (w < 1)).all() for w in weights)
+    assert float(torch.cat(weights).std()) > 0.01  # the shipped φ's weights, not a flat line
