@@ -77,8 +77,8 @@ def fake_scorer(monkeypatch, acc: dict[str, float]) -> list[str]:
     """Make RowScorer return ``acc[uuid]``; returns the list of rows scored (file:line), in order."""
     scored: list[str] = []
 
-    def call(self, rows):
-        scored.extend(r["_where"] for r in rows)
+    def call(self, rows, form="descriptive"):
+        scored.extend(r["_where"] for r in rows if form == "descriptive")
         return [acc[r["uuid"]] for r in rows]
 
     monkeypatch.setattr(lama_ckl.RowScorer, "__call__", call)
@@ -199,7 +199,6 @@ def test_tailor_limits_select_exactly_n_and_the_pool_avoids_every_nf_candidate(t
     # base_accuracy holds exactly the rows looked at: those scored, and unusable ones (None) met on the way
     accuracy = report["base_accuracy"]
     assert all(accuracy[w] is not None for w in scored) and set(accuracy) - set(scored) <= set(BAD.values())
-    assert len(accuracy) < 2 * N_ROWS + 2
     pool = {r["uuid"] for r in read_set(out / "meta_pool.jsonl")}
     candidates = {r["uuid"] for r in data["invariant_descriptive"] if acc[r["uuid"]] == 1.0}
     assert len(candidates) > 2 and not pool & candidates
@@ -214,7 +213,9 @@ def test_tailor_with_the_real_scorer(tiny_model, ckl_data, tmp_path):
     accuracy = report["base_accuracy"]
     scored_files = [f"variant.jsonl:{i}" for i in range(1, len(data["variant"]) + 1)]
     scored_files += [f"invariant_descriptive.jsonl:{i}" for i in range(1, len(data["invariant_descriptive"]) + 1)]
-    assert set(accuracy) == set(scored_files)
+    pool_rows = {f"invariant_schematic.jsonl:{i}" for i, r in enumerate(data["invariant_schematic"], start=1)
+                 if r["uuid"] not in {d["uuid"] for d in data["invariant_descriptive"]}}
+    assert set(scored_files) <= set(accuracy) <= set(scored_files) | pool_rows  # the pool's other facts: scored too
     for where, value in accuracy.items():
         if where in BAD.values():
             assert value is None
@@ -224,6 +225,29 @@ def test_tailor_with_the_real_scorer(tiny_model, ckl_data, tmp_path):
     to_learn = read_set(out / "to_learn.jsonl")
     assert report["counts"]["to_learn"] == len(to_learn)
     assert all(accuracy[line_of[r["uuid"]]] == 0.0 for r in to_learn)
+
+
+def test_the_meta_pool_keeps_facts_the_model_does_not_know_in_both_task_forms(tiny_model, ckl_data, tmp_path,
+                                                                              monkeypatch):
+    directory, data = ckl_data
+    acc = chosen_accuracy(data)
+    schematic_known = data["invariant_schematic"][5]["uuid"]  # unknown in the cloze form, known in the schematic one
+
+    def call(self, rows, form="descriptive"):
+        return [1.0 if form == "schematic" and r["uuid"] == schematic_known else acc[r["uuid"]] for r in rows]
+
+    monkeypatch.setattr(lama_ckl.RowScorer, "__call__", call)
+    strict = lama_ckl.tailor(TailorConfig(model=tiny_model, out=str(tmp_path / "strict"), data_dir=str(directory),
+                                          max_length=96, pool_max_accuracy=0.2))
+    loose = lama_ckl.tailor(TailorConfig(model=tiny_model, out=str(tmp_path / "loose"), data_dir=str(directory),
+                                         max_length=96, pool_max_accuracy=1.0))
+    strict_pool = {r["uuid"] for r in read_set(strict / "meta_pool.jsonl")}
+    loose_pool = {r["uuid"] for r in read_set(loose / "meta_pool.jsonl")}
+    assert loose_pool == expected_sets(data, acc)["meta_pool"]
+    assert strict_pool == {u for u in loose_pool if acc[u] < 0.2 and u != schematic_known}
+    assert len(strict_pool) < len(loose_pool) and strict_pool
+    report = json.loads((strict / "tailor.json").read_text())
+    assert report["counts"]["meta_pool"] == len(strict_pool) and "does not know" in report["rule"]["meta_pool"]
 
 
 # --- bad input -------------------------------------------------------------------------------------------------------

@@ -92,6 +92,9 @@ class TailorConfig:
     data_dir: str = option("", "directory with variant/invariant_*.jsonl (default: the copies shipped with taalm)")
     to_learn: int = option(0, "stop once this many To-Learn rows are found (rows scored in a seeded order; 0: all)")
     not_to_forget: int = option(0, "keep this many Not-To-Forget rows, in a seeded order (0: all)")
+    pool_max_accuracy: float = option(0.5, "meta pool: only facts the model does not know, base accuracy below this on "
+                                           "both the descriptive and the schematic task (the official φ pairs: < 0.5); "
+                                           "1.0 keeps every remaining fact")
     seed: int = option(0, "order in which rows are scored and picked when a limit is set")
     eval_batch: int = option(32, "rows per forward pass")
     max_length: int = option(512, "documents are truncated to this many tokens")
@@ -102,6 +105,7 @@ class TailorConfig:
         _check(self.to_learn >= 0 and self.not_to_forget >= 0, "to_learn", "limits must be >= 0")
         _check_choice(self.split, "split", ("tailored", "official"))
         _check(self.eval_batch > 0, "eval_batch", "must be positive")
+        _check(0.0 < self.pool_max_accuracy <= 1.0, "pool_max_accuracy", "must be in (0, 1]")
 
 
 ALL_LAMA_METHODS = ("finetune,oracle,taalm,rho1,recadam,mixreview,kadapter,taalm+kadapter,taalm+mixreview,"

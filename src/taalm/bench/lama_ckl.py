@@ -74,15 +74,17 @@ class RowScorer:
         self.eval_batch, self.max_length = eval_batch, max_length
         self.skipped: list[dict] = []
 
-    def _task(self, row: dict):
-        return encode(self.tokenizer, row["task_descriptive"], self.max_length, answer=row["object"], where=row["_where"])
+    def _task(self, row: dict, form: str = "descriptive"):
+        return encode(self.tokenizer, row[f"task_{form}"], self.max_length, answer=row["object"], where=row["_where"])
 
-    def usable(self, row: dict, document: bool = False) -> bool:
-        """Whether the answer survives tokenization of the cloze task (and, with ``document``, of the evidence θ
-        learns: a fact cut out of its document cannot be learned, and oracle weights need it); else listed in
-        ``skipped``."""
+    def usable(self, row: dict, document: bool = False, forms: tuple[str, ...] = ("descriptive",)) -> bool:
+        """Whether the answer survives tokenization of the task in every form (and, with ``document``, of the
+        evidence θ learns: a fact cut out of its document cannot be learned, and oracle weights need it); else
+        listed in ``skipped``."""
         try:
-            self._task(row)
+            for form in forms:
+                if form == "descriptive" or isinstance(row.get(f"task_{form}"), str):
+                    self._task(row, form)
             if document:
                 encode(self.tokenizer, row["evidence"], self.max_length, answer=row["object"],
                        where=f"{row['_where']} (evidence)")
@@ -91,11 +93,11 @@ class RowScorer:
             return False
         return True
 
-    def __call__(self, rows: list[dict]) -> list[float]:
-        """Accuracy per row; rows must be ``usable`` (``_select`` checks them first)."""
+    def __call__(self, rows: list[dict], form: str = "descriptive") -> list[float]:
+        """Accuracy per row on its task in ``form``; rows must be ``usable`` (``_select`` checks them first)."""
         from taalm.ckl import score_probes
 
-        encoded = [self._task(row) for row in rows]
+        encoded = [self._task(row, form) for row in rows]
         return score_probes(self.model, encoded, pad_token_id(self.tokenizer), self.eval_batch, self.device).accuracy
 
 
@@ -123,6 +125,29 @@ def _select(rows: list[dict], keep, limit: int, seed: int, scorer: RowScorer, sc
     return selected
 
 
+def meta_pool(rows: dict[str, list[dict]], taken: set[str], scorer: RowScorer, scores: dict[str, float | None],
+              max_accuracy: float) -> tuple[list[dict], dict[str, float]]:
+    """The invariant facts not ``taken`` (deduplicated by uuid, usable in both task forms); below 1.0, only those
+    the model does not know: base accuracy under ``max_accuracy`` on the descriptive and on the schematic task, as
+    the official φ pairs were chosen. Returns the pool and the schematic accuracies scored (by file:line)."""
+    remaining, seen = [], set()
+    unusable = {s["row"] for s in scorer.skipped}
+    for r in rows["invariant_descriptive"] + rows["invariant_schematic"]:
+        if r["uuid"] not in taken | seen and r["_where"] not in unusable and \
+                scorer.usable(r, forms=("descriptive", "schematic")):
+            remaining.append(r)
+            seen.add(r["uuid"])
+    if max_accuracy >= 1.0:
+        return remaining, {}
+    unscored = [r for r in remaining if r["_where"] not in scores]
+    scores.update(zip((r["_where"] for r in unscored), scorer(unscored) if unscored else []))
+    with_schematic = [r for r in remaining if isinstance(r.get("task_schematic"), str)]
+    schematic = dict(zip((r["_where"] for r in with_schematic), scorer(with_schematic, "schematic")
+                         if with_schematic else []))
+    unknown = lambda r: scores[r["_where"]] < max_accuracy and schematic.get(r["_where"], 0.0) < max_accuracy
+    return [r for r in remaining if unknown(r)], schematic
+
+
 def tailor(cfg: TailorConfig) -> Path:
     """Write to_learn / not_to_forget / meta_pool (JSONL) and tailor.json (model, hashes, counts, per-row accuracy)."""
     paths = {name: data_file(name, cfg.data_dir) for name in FILES}
@@ -141,12 +166,7 @@ def tailor(cfg: TailorConfig) -> Path:
         random.Random(cfg.seed).shuffle(order)
         nf = order[:cfg.not_to_forget]
     taken = {r["uuid"] for r in candidates} | {r["uuid"] for r in rows["variant"]}
-    unusable = {s["row"] for s in scorer.skipped}
-    pool, seen = [], set()
-    for r in rows["invariant_descriptive"] + rows["invariant_schematic"]:
-        if r["uuid"] not in taken and r["uuid"] not in seen and r["_where"] not in unusable and scorer.usable(r):
-            pool.append(r)
-            seen.add(r["uuid"])
+    pool, pool_scores = meta_pool(rows, taken, scorer, scores, 1.0 if official else cfg.pool_max_accuracy)
     if scorer.skipped:
         log.warning("%d rows skipped (answer not usable); listed in tailor.json", len(scorer.skipped))
     report = {
@@ -155,12 +175,16 @@ def tailor(cfg: TailorConfig) -> Path:
         "rule": {"to_learn": "all variant rows" if official else "variant rows with base accuracy 0",
                  "not_to_forget": f"all {NF_FILE} rows" if official else f"{NF_FILE} rows with base accuracy 1",
                  "meta_pool": f"every other invariant fact (descriptive + schematic, deduplicated by uuid): no variant "
-                              f"fact and no {NF_FILE} fact that is a Not-To-Forget candidate, whatever the limits",
+                              f"fact and no {NF_FILE} fact that is a Not-To-Forget candidate, whatever the limits"
+                              + ("" if official or cfg.pool_max_accuracy >= 1.0 else
+                                 f"; only facts the model does not know: base accuracy below {cfg.pool_max_accuracy}"
+                                 " on both the descriptive and the schematic task (the official φ pairs' rule)"),
                  "limits": {"to_learn": cfg.to_learn, "not_to_forget": cfg.not_to_forget, "seed": cfg.seed}},
         "counts": {"to_learn": len(to_learn), "not_to_forget": len(nf), "meta_pool": len(pool),
                    "scored": len(scores), "skipped": len(scorer.skipped)},
         "skipped": scorer.skipped,
         "base_accuracy": scores,
+        "meta_pool_schematic_accuracy": pool_scores,
     }
     with atomic_dir(cfg.out) as tmp:
         for name, selected in (("to_learn", to_learn), ("not_to_forget", nf), ("meta_pool", pool)):
