@@ -105,7 +105,7 @@ class MetaTrainConfig(ModelOptions):
     restrict: bool = option(False, "add the official restrict term: |NLL change| on an unrelated task")
     updates: int = option(0, "number of φ updates (0: --epochs passes over the pairs)")
     epochs: int = option(1, "passes over the pairs when --updates is 0")
-    held_out: int = option(-1, "pairs kept out of training for validation (-1: 16, or 10%% below 160 pairs; 0: none)")
+    held_out: int = option(-1, "pairs kept out of training for validation (-1: 16, or 10%% below 160 pairs, none for 1 pair; 0: none)")
     val_every: int = option(10, "φ updates between validations (also at update 0 and at the end)")
     val_epochs: int = option(4, "validation: epochs θ learns the held-out documents")
     val_lr: float = option(2e-4, "validation: θ's learning rate (use the learning phase's)")
@@ -151,10 +151,11 @@ class MetaTrainConfig(ModelOptions):
 
 
 def held_out_count(held_out: int, n_pairs: int) -> int:
-    """Pairs kept for validation: as asked, or 16 (10% of the pairs, at least 1, when there are fewer than 160)."""
+    """Pairs kept for validation: as asked, or 16 (10% of the pairs, at least 1, when there are fewer than 160).
+    Automatic never holds out the only training pair: with one pair there is no validation."""
     if held_out >= 0:
         return held_out
-    return 16 if n_pairs >= 160 else max(1, n_pairs // 10)
+    return 16 if n_pairs >= 160 else min(max(1, n_pairs // 10), n_pairs - 1)
 
 
 @dataclass
