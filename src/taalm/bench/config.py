@@ -187,7 +187,7 @@ class TemporalWikiConfig(BenchOptions):
                 "changed_subjects": 64, "unchanged": 128, "review_ratio": 1.0, "review_decay": 1.0, "recadam_t0": 8,
                 "phi": "auto",
                 "phi_layers": 4, "meta_subjects": 400, "meta_max_length": 256, "meta_batch": 8, "meta_outer_lr": 1e-3,
-                "meta_updates": 48, "meta_held_out": 32, "meta_val_every": 4, "meta_val_epochs": 2,
+                "meta_updates": 32, "meta_held_out": 32, "meta_val_every": 8, "meta_val_epochs": 2,
                 "lora_dropout": 0.1},
     }
 

@@ -300,8 +300,6 @@ def run_bench(cfg: LamaCklConfig, command: str = "") -> dict[str, Any]:
             cfg, method=name, docs=str(sets["to_learn"]), out=str(run_dir), phi=phi["dir"] if phi else "",
             probes=[f"to_learn={sets['to_learn']}", f"not_to_forget={sets['not_to_forget']}"],
             review_docs=str(sets["not_to_forget"]), checkpoint_every=1))
-        if seconds is None:
-            seconds = previous.get("methods", {}).get(name, {}).get("seconds", 0.0)
         results[name] = {**summarize_curve(curve_from_metrics(metrics)), "seconds": round(seconds, 1),
                          "seconds_per_epoch": round(seconds / cfg.epochs, 1)}
     summary = {

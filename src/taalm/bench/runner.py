@@ -72,18 +72,17 @@ def command_line(cfg: Any, command: str, benchmark: str) -> str:
     return f"taalm bench {benchmark} {options}"
 
 
-def learn_run(cfg: LearnConfig) -> tuple[list[dict], float | None]:
+def learn_run(cfg: LearnConfig) -> tuple[list[dict], float]:
     """``taalm learn`` as one part of a benchmark: skipped when finished, else resumed or restarted. Returns the
-    metrics and the seconds it took now (None when it had finished before)."""
+    metrics and the run's seconds: the per-epoch seconds (training and evaluation, not loading) summed, so a run
+    resumed in another invocation still counts all of its epochs."""
     from taalm import ckl
 
     out = Path(cfg.out)
-    seconds = None
     if not finished(out):
-        started = time.time()
         ckl.learn(dataclasses.replace(cfg, resume=resume_part(out, Processes(cfg.device))))
-        seconds = time.time() - started
-    return [r for _, r in read_jsonl(out / "metrics.jsonl")], seconds
+    metrics = [r for _, r in read_jsonl(out / "metrics.jsonl")]
+    return metrics, sum({r["epoch"]: r.get("seconds", 0.0) for r in metrics}.values())
 
 
 def held_out_pairs(pairs: list[Pair], cfg: BenchOptions) -> list[Pair]:

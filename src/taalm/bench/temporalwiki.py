@@ -118,8 +118,7 @@ def _scores(metrics: list[dict], epoch: int) -> dict[str, dict[str, float]]:
     return {r["probe"]: {k: r[k] for k in METRICS} for r in metrics if r["epoch"] == epoch}
 
 
-def run_method(cfg: TemporalWikiConfig, name: str, sets: Path, out: Path, phi: dict | None,
-               previous: dict[str, Any]) -> dict[str, Any]:
+def run_method(cfg: TemporalWikiConfig, name: str, sets: Path, out: Path, phi: dict | None) -> dict[str, Any]:
     """One method through the periods in order, each continuing the previous period's adapter."""
     result: dict[str, Any] = {}
     init_from = ""
@@ -129,8 +128,6 @@ def run_method(cfg: TemporalWikiConfig, name: str, sets: Path, out: Path, phi: d
             cfg, method=name, docs=str(sets / period / "docs.jsonl"), out=str(run_dir), init_from=init_from,
             phi=phi["dir"] if phi else "", probes=probe_specs(cfg, sets, period),
             review_docs=str(sets / "review.jsonl"), checkpoint_every=1))
-        if seconds is None:
-            seconds = previous.get("methods", {}).get(name, {}).get(period, {}).get("seconds", 0.0)
         last = max(r["epoch"] for r in metrics)
         result[period] = {"before": _scores(metrics, 0), "after": _scores(metrics, last), "seconds": round(seconds, 1)}
         init_from = str(run_dir)
@@ -178,7 +175,7 @@ def run_bench(cfg: TemporalWikiConfig, command: str = "") -> dict[str, Any]:
     # φ is selected by the benchmark's own metric, the answer NLL
     phi = runner.obtain_phi(cfg, pairs, out / "phi", SHIPPED_SUFFIX, val_metric="nll") if cfg.needs_phi() else None
     base = evaluate_base(cfg, sets, out)
-    methods = {name: run_method(cfg, name, sets, out, phi, previous) for name in cfg.method_list()}
+    methods = {name: run_method(cfg, name, sets, out, phi) for name in cfg.method_list()}
     summary = {
         "benchmark": "temporalwiki", "model": cfg.model, "device": runner.device_name(cfg.device),
         "command": runner.command_line(cfg, command, "temporalwiki"),
