@@ -1,14 +1,18 @@
-import json, sys
+"""The held-out split φ's meta-training uses (32 pairs, seed 0) of the tailored meta pool, documents windowed to 128
+tokens: where θ's learning rate for the LAMA-ckl cpu preset is chosen."""
+import json
+import sys
+
 from taalm import models
 from taalm.data import load_pairs
 from taalm.meta_train import split_held_out
 from taalm.windowing import answer_window
-pairs = load_pairs("runs/split-full/meta_pool.jsonl")
-train, held = split_held_out(pairs, 32, 0)
+
+pool, out = sys.argv[1], sys.argv[2]
+_, held = split_held_out(load_pairs(pool), 32, 0)
 tok = models.load_tokenizer("smollm2-135m")
-with open("runs/lr_sweep/docs.jsonl", "w") as d, open("runs/lr_sweep/tasks.jsonl", "w") as t:
+with open(f"{out}/docs.jsonl", "w") as d, open(f"{out}/tasks.jsonl", "w") as t:
     for p in held:
-        w = answer_window(tok, p.document, p.answer, 128)
-        d.write(json.dumps({"text": w.text, "answer": p.answer}) + "\n")
+        d.write(json.dumps({"text": answer_window(tok, p.document, p.answer, 128).text, "answer": p.answer}) + "\n")
         t.write(json.dumps({"task": p.task, "answer": p.answer}) + "\n")
 print(len(held))
