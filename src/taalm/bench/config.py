@@ -183,11 +183,11 @@ class TemporalWikiConfig(BenchOptions):
         # subjects and unchanged probes per period, the same for every method; lr and epochs (up to 3) chosen on
         # held-out 0801-0901 documents; φ shipped for the model ("<model>-temporalwiki") or meta-trained on 0801-0901.
         "cpu": {"methods": "finetune,taalm,rho1,recadam,mixreview,kadapter,taalm+kadapter", "epochs": 3,
-                "lr": 1e-3, "lr_candidates": "3e-4,1e-3,3e-3", "batch_size": 8, "micro_batch": 4, "max_length": 256,
-                "changed_subjects": 48, "unchanged": 96, "review_ratio": 1.0, "review_decay": 1.0, "recadam_t0": 8,
+                "lr": 1e-3, "lr_candidates": "1e-3,3e-3", "batch_size": 8, "micro_batch": 4, "max_length": 256,
+                "changed_subjects": 32, "unchanged": 64, "review_ratio": 1.0, "review_decay": 1.0, "recadam_t0": 6,
                 "phi": "auto",
-                "phi_layers": 4, "meta_subjects": 400, "meta_max_length": 256, "meta_batch": 8, "meta_outer_lr": 1e-3,
-                "meta_updates": 32, "meta_held_out": 32, "meta_val_every": 8, "meta_val_epochs": 2,
+                "phi_layers": 4, "meta_subjects": 400, "meta_max_length": 256, "meta_batch": 8, "meta_outer_lr": 2e-3,
+                "meta_updates": 24, "meta_held_out": 32, "meta_val_every": 6, "meta_val_epochs": 2,
                 "lora_dropout": 0.1},
     }
 
