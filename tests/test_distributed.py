@@ -78,6 +78,7 @@ def test_learn_on_two_processes_matches_one(method, tiny_model, tmp_path, phi_fo
     x = load_file(str(tmp_path / "one" / "adapter" / "adapter_model.safetensors"))
     y = load_file(str(tmp_path / "two" / "adapter" / "adapter_model.safetensors"))
     assert x.keys() == y.keys() and all(torch.allclose(x[k], y[k], atol=1e-5) for k in x)
+    print(f"\n{method}: adapter max |one - two| = {max(float((x[k] - y[k]).abs().max()) for k in x):.2e}")
     assert any(float(v.abs().max()) > 0 for k, v in x.items() if "lora_B" in k)  # the run did learn
     # only the main process wrote: one metrics line per epoch and probe set, one DONE
     assert (tmp_path / "two" / "DONE").is_file() and not list((tmp_path / "two").glob(".*.tmp"))
@@ -98,4 +99,6 @@ def test_one_meta_update_on_two_processes_gives_the_same_phi_gradient(tiny_model
     two = torch.load(tmp_path / "two.pt")
     assert single.keys() == two.keys() and len(single) > 2
     assert all(torch.allclose(single[k], two[k], rtol=1e-4, atol=1e-9) for k in single)
+    print("\nφ gradient max relative |one - two| =",
+          f"{max(float((single[k] - two[k]).norm() / single[k].norm().clamp_min(1e-30)) for k in single):.2e}")
     assert float(single["head.weight"].abs().max()) > 0
