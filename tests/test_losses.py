@@ -140,3 +140,4 @@ def test_perplexity():
     assert losses.perplexity(6.0, 3) == pytest.approx(math.exp(2.0))
     assert losses.perplexity(3 * math.log(5.0), 3) == pytest.approx(5.0)
     assert losses.perplexity(0.0, 0) == math.inf
+    assert losses.perplexity(800.0 * 4, 4) == math.inf  # a diverged model's mean NLL past exp's range: inf, no crash

@@ -52,5 +52,11 @@ def label_accuracy(logits: torch.Tensor, input_ids: torch.Tensor, label_mask: to
 
 
 def perplexity(total_nll: float, n_tokens: int) -> float:
-    """exp of the mean NLL over ``n_tokens`` tokens (inf when there are none)."""
-    return math.exp(total_nll / n_tokens) if n_tokens else math.inf
+    """exp of the mean NLL over ``n_tokens`` tokens (inf when there are none, or when a diverged model's mean NLL
+    is past exp's float range, ~709)."""
+    if not n_tokens:
+        return math.inf
+    try:
+        return math.exp(total_nll / n_tokens)
+    except OverflowError:
+        return math.inf
