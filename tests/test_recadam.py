@@ -136,3 +136,32 @@ def test_state_dict_resume_is_exact():
     assert not torch.equal(unloaded, straight)  # the check above is sensitive to the restored state
     assert fresh.state[resumed]["step"] == 10
     assert torch.equal(fresh.state[resumed]["pretrained"], start)
+
+
+def test_the_pull_overshoots_past_lr_times_coefficient_two_and_coefficient_zero_keeps_the_papers_product(caplog):
+    """The recall step θ ← θ − lr·γ·(θ − θ*) multiplies the drift by (1 − lr·γ): it grows once lr·γ > 2."""
+    from taalm.ckl import _make_optimizer
+    from taalm.config import LearnConfig
+    from taalm.methods import parse_method
+
+    def drift_after(lr: float, coefficient: float) -> float:
+        theta = torch.nn.Parameter(torch.ones(3))
+        opt = RecAdam([theta], lr=lr, pretrain_cof=coefficient, anneal_t0=10**6)  # λ ≈ 0: pure recall
+        with torch.no_grad():
+            theta.add_(0.1)  # drift from θ*
+        for _ in range(5):
+            opt.zero_grad()
+            (theta * 0).sum().backward()
+            opt.step()
+        return float((theta.detach() - 1).abs().max())
+
+    assert drift_after(1e-3, 5000) > 0.1 * 3.0**5 * 0.99  # |1 − 5| = 4 per step: diverges
+    assert drift_after(1e-3, 500) < 0.1 * 0.5**5 * 1.01  # lr·γ = 0.5: halves per step
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    base = {"model": "m", "docs": "d.jsonl", "out": "o", "method": "recadam"}
+    opt = _make_optimizer(LearnConfig(**base, lr=3e-3, recadam_coefficient=0.0), parse_method("recadam"), params)
+    assert opt.param_groups[0]["pretrain_cof"] * 3e-3 == pytest.approx(0.5)
+    assert "overshoots" not in caplog.text
+    _make_optimizer(LearnConfig(**base, lr=1e-3, recadam_coefficient=5000.0), parse_method("recadam"), params)
+    assert "lr × coefficient = 5 ≥ 2" in caplog.text

@@ -216,14 +216,20 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tiny_model, tmp_p
 
 def test_learning_rate_and_epochs_are_chosen_on_the_phi_period(tiny_model, tmp_path):
     out = tmp_path / "run"
-    summary = temporalwiki.run_bench(twiki_config(tiny_model, out, methods="finetune", lr_candidates="1e-3,3e-2",
-                                                  epochs=2, meta_subjects=6, meta_held_out=2,
-                                                  periods="0901-1001"))
+    summary = temporalwiki.run_bench(twiki_config(tiny_model, out, methods="finetune,kadapter",
+                                                  lr_candidates="1e-3,3e-2", kadapter_lr_candidates="1e-4,1e-3",
+                                                  epochs=2, meta_subjects=6, meta_held_out=2, periods="0901-1001"))
     selection = summary["lr_selection"]
-    assert selection["metric"] == "nll" and set(selection["candidates"]) == {"0.001", "0.03"}
-    best = min(selection["candidates"], key=lambda k: (selection["candidates"][k]["best"], float(k)))
-    assert selection["chosen"] == float(best) == summary["settings"]["lr"]
-    assert summary["settings"]["epochs"] == selection["epoch"] == selection["candidates"][best]["epoch"]
+    # LoRA methods take finetune's choice, K-Adapter methods the kadapter method's own choice on the same pairs
+    for family, method, lrs in ((selection, "finetune", {"0.001", "0.03"}),
+                                (selection["kadapter"], "kadapter", {"0.0001", "0.001"})):
+        assert family["metric"] == "nll" and set(family["candidates"]) == lrs
+        best = min(family["candidates"], key=lambda k: (family["candidates"][k]["best"], float(k)))
+        assert family["chosen"] == float(best) and family["rule"].startswith(method)
+        learned = yaml.safe_load((out / "methods" / method / "0901-1001" / "config.yaml").read_text())
+        assert (learned["lr"], learned["epochs"]) == (family["chosen"], family["epoch"])
+    assert selection["chosen"] == summary["settings"]["lr"]
+    assert summary["settings"]["epochs"] == selection["epoch"]
     # chosen on held-out 0801-0901 pairs only: no evaluated probe among the selection's tasks
     tasks = {json.loads(line)["task"] for line in (out / "lr_selection" / "tasks.jsonl").read_text().splitlines()}
     evaluated = {json.loads(line)["task"] for kind in ("changed", "unchanged")

@@ -15,6 +15,11 @@ from taalm.config import OBJECTIVES, TASK_FORMATS, LoopOptions, ModelOptions, _c
 PHI_SOURCES = ("train", "auto")
 
 
+
+def _numbers(text: str) -> list[float]:
+    """A comma-separated list of numbers ("1e-3,3e-3"); empty text gives []."""
+    return [float(x) for x in text.split(",") if x.strip()]
+
 @dataclass
 class BenchOptions(LoopOptions, ModelOptions):
     """What every benchmark shares: θ, the learning loop, the methods, and φ."""
@@ -26,7 +31,10 @@ class BenchOptions(LoopOptions, ModelOptions):
     preset: str = option("", "fills every option not given explicitly (see the benchmark's presets)")
     methods: str = option("finetune", "comma-separated methods")
     lr_candidates: str = option("", "comma-separated learning rates: θ's --lr is chosen among them by finetune's "
-                                    "accuracy on φ's held-out pairs (never on an evaluated set); empty: use --lr")
+                                    "score on φ's held-out pairs (never on an evaluated set), and K-Adapter "
+                                    "methods' by kadapter's own; empty: use --lr")
+    kadapter_lr_candidates: str = option("", "K-Adapter methods' learning rates to choose among (freshly initialised "
+                                             "adapter blocks need smaller ones); empty: --lr-candidates")
     review_in_batch: bool = option(True, "Mix-Review: review documents take their share of --batch-size (official: 32 "
                                          "new + 32 review per 64-document step); false: they come on top")
     phi: str = option("train", "φ: train (meta-train on the benchmark's meta pairs), auto (the φ shipped for --model, "
@@ -63,18 +71,22 @@ class BenchOptions(LoopOptions, ModelOptions):
         for name in ("meta_epochs", "meta_batch", "inner_batch", "meta_val_every", "meta_val_epochs"):
             _check(getattr(self, name) > 0, name, "must be positive")
         _check(self.meta_held_out >= -1, "meta_held_out", "must be >= 0 (or -1: automatic)")
-        try:
-            candidates = self.lr_candidate_list()
-        except ValueError:
-            candidates = [0.0]
-        _check(all(lr > 0 for lr in candidates), "lr_candidates", f"{self.lr_candidates!r} is not a list of "
-                                                                  "positive numbers")
+        for name in ("lr_candidates", "kadapter_lr_candidates"):
+            try:
+                candidates = _numbers(getattr(self, name))
+            except ValueError:
+                candidates = [0.0]
+            _check(all(lr > 0 for lr in candidates), name, f"{getattr(self, name)!r} is not a list of positive "
+                                                           "numbers")
 
     def method_list(self) -> list[str]:
         return [m.strip() for m in self.methods.split(",") if m.strip()]
 
     def lr_candidate_list(self) -> list[float]:
-        return [float(x) for x in self.lr_candidates.split(",") if x.strip()]
+        return _numbers(self.lr_candidates)
+
+    def kadapter_lr_candidate_list(self) -> list[float]:
+        return _numbers(self.kadapter_lr_candidates) or self.lr_candidate_list()
 
     def needs_phi(self) -> bool:
         from taalm.methods import parse_method
@@ -181,11 +193,12 @@ class TemporalWikiConfig(BenchOptions):
                   "meta_val_every": 10, "meta_val_epochs": 4, "qlora": "auto"},
         # A real experiment on 2 CPU cores (results/temporalwiki/smollm2-135m-cpu): a seeded subset of changed
         # subjects and unchanged probes per period, the same for every method; lr and epochs (up to 3) chosen on
-        # held-out 0801-0901 documents; φ shipped for the model ("<model>-temporalwiki") or meta-trained on 0801-0901.
+        # held-out 0801-0901 documents (K-Adapter methods' lr among smaller ones: their new blocks diverge at 1e-3);
+        # RecAdam's γ at the paper's lr·γ; φ shipped for the model ("<model>-temporalwiki") or meta-trained on 0801-0901.
         "cpu": {"methods": "finetune,taalm,rho1,recadam,mixreview,kadapter,taalm+kadapter", "epochs": 3,
-                "lr": 1e-3, "lr_candidates": "1e-3,3e-3", "batch_size": 8, "micro_batch": 4, "max_length": 256,
-                "changed_subjects": 32, "unchanged": 64, "review_ratio": 1.0, "review_decay": 1.0, "recadam_t0": 6,
-                "phi": "auto",
+                "lr": 1e-3, "lr_candidates": "1e-3,3e-3", "kadapter_lr_candidates": "1e-4,3e-4,1e-3",
+                "batch_size": 8, "micro_batch": 4, "max_length": 256, "changed_subjects": 32, "unchanged": 64,
+                "review_ratio": 1.0, "review_decay": 1.0, "recadam_t0": 6, "recadam_coefficient": 0.0, "phi": "auto",
                 "phi_layers": 4, "meta_subjects": 400, "meta_max_length": 256, "meta_batch": 8, "meta_outer_lr": 2e-3,
                 "meta_updates": 24, "meta_held_out": 32, "meta_val_every": 6, "meta_val_epochs": 2,
                 "lora_dropout": 0.1},

@@ -285,8 +285,9 @@ def run_bench(cfg: LamaCklConfig, command: str = "") -> dict[str, Any]:
                 for p in runner.held_out_pairs(load_pairs(sets["meta_pool"], cfg.task_format), cfg)]
         if cfg.window:
             held, _ = _windowed(held, models.load_tokenizer(cfg.model), cfg.max_length)
-        lr_selection = runner.select_lr(cfg, [{"text": r["document"], "answer": r["answer"]} for r in held],
-                                        [{"task": r["task"], "answer": r["answer"]} for r in held], out / "lr_selection")
+        lr_selection = runner.select_lrs(cfg, [{"text": r["document"], "answer": r["answer"]} for r in held],
+                                         [{"task": r["task"], "answer": r["answer"]} for r in held],
+                                         out / "lr_selection")
         cfg = runner.with_lr(cfg, lr_selection)
     if procs.is_main:
         save_config(cfg, out / "config.yaml")
@@ -297,7 +298,7 @@ def run_bench(cfg: LamaCklConfig, command: str = "") -> dict[str, Any]:
     for name in cfg.method_list():
         run_dir = out / "methods" / name
         metrics, seconds = runner.learn_run(runner.learn_config(
-            cfg, method=name, docs=str(sets["to_learn"]), out=str(run_dir), phi=phi["dir"] if phi else "",
+            runner.with_lr(cfg, lr_selection, name), method=name, docs=str(sets["to_learn"]), out=str(run_dir), phi=phi["dir"] if phi else "",
             probes=[f"to_learn={sets['to_learn']}", f"not_to_forget={sets['not_to_forget']}"],
             review_docs=str(sets["not_to_forget"]), checkpoint_every=1))
         results[name] = {**summarize_curve(curve_from_metrics(metrics)), "seconds": round(seconds, 1),

@@ -150,11 +150,12 @@ def obtain_phi(cfg: BenchOptions, pairs: Path | None, directory: Path, shipped_s
 
 
 def select_lr(cfg: BenchOptions, docs: list[dict], tasks: list[dict], directory: Path,
-              metric: str = "accuracy") -> dict[str, Any] | None:
-    """Choose θ's lr among ``--lr-candidates``: finetune learns the held-out ``docs`` with each, and is scored on their
-    ``tasks`` after every epoch; the (lr, epoch) with the best ``metric`` wins (accuracy: highest; nll: lowest; the
-    smaller lr and the earlier epoch on ties). None without candidates."""
-    candidates = cfg.lr_candidate_list()
+              metric: str = "accuracy", method: str = "finetune",
+              candidates: list[float] | None = None) -> dict[str, Any] | None:
+    """Choose θ's lr among ``candidates`` (default ``--lr-candidates``): ``method`` learns the held-out ``docs`` with each, and is scored on
+    their ``tasks`` after every epoch; the (lr, epoch) with the best ``metric`` wins (accuracy: highest; nll: lowest;
+    the smaller lr and the earlier epoch on ties). None without candidates."""
+    candidates = cfg.lr_candidate_list() if candidates is None else candidates
     if not candidates:
         return None
     procs = Processes(cfg.device)
@@ -165,14 +166,14 @@ def select_lr(cfg: BenchOptions, docs: list[dict], tasks: list[dict], directory:
     sign = 1.0 if metric == "accuracy" else -1.0
     scores = {}
     for lr in sorted(candidates):
-        metrics, _ = learn_run(learn_config(cfg, lr=lr, method="finetune", docs=str(directory / "docs.jsonl"),
+        metrics, _ = learn_run(learn_config(cfg, lr=lr, method=method, docs=str(directory / "docs.jsonl"),
                                             probes=[f"held_out={directory / 'tasks.jsonl'}"],
                                             out=str(directory / f"lr-{lr:g}")))
         curve = [r[metric] for r in sorted(metrics, key=lambda r: r["epoch"])]
         best = max(range(1, len(curve)), key=lambda e: (sign * curve[e], -e))
         scores[f"{lr:g}"] = {"best": curve[best], "epoch": best, "curve": curve}
     chosen = max(scores, key=lambda k: (sign * scores[k]["best"], -float(k)))
-    record = {"rule": f"finetune's best-epoch {metric} on φ's held-out pairs ({'highest' if sign > 0 else 'lowest'}); "
+    record = {"rule": f"{method}'s best-epoch {metric} on φ's held-out pairs ({'highest' if sign > 0 else 'lowest'}); "
                       "the smaller lr and the earlier epoch on ties",
               "metric": metric, "held_out": len(docs), "candidates": scores, "chosen": float(chosen),
               "epoch": scores[chosen]["epoch"]}
@@ -181,8 +182,32 @@ def select_lr(cfg: BenchOptions, docs: list[dict], tasks: list[dict], directory:
     return record
 
 
-def with_lr(cfg: Any, selection: dict[str, Any] | None) -> Any:
-    return cfg if selection is None else dataclasses.replace(cfg, lr=selection["chosen"])
+def select_lrs(cfg: BenchOptions, docs: list[dict], tasks: list[dict], directory: Path,
+               metric: str = "accuracy") -> dict[str, Any] | None:
+    """``select_lr`` per adapter family: LoRA methods take finetune's choice; when the run has K-Adapter methods they
+    take the kadapter method's own choice among ``--kadapter-lr-candidates`` on the same pairs (recorded under
+    ``"kadapter"``), because freshly initialised adapter blocks diverge at learning rates a LoRA adapter takes."""
+    from taalm.methods import parse_method
+
+    selection = select_lr(cfg, docs, tasks, directory, metric)
+    if selection is not None and any(parse_method(name).kadapter for name in cfg.method_list()):
+        selection["kadapter"] = select_lr(cfg, docs, tasks, directory / "kadapter", metric, method="kadapter",
+                                          candidates=cfg.kadapter_lr_candidate_list())
+        if Processes(cfg.device).is_main:
+            atomic_write_json(directory / "selection.json", selection)
+    return selection
+
+
+def with_lr(cfg: Any, selection: dict[str, Any] | None, method: str = "finetune", epochs: bool = False) -> Any:
+    """``cfg`` with the lr (and, with ``epochs``, the epoch count) chosen for ``method``'s adapter family."""
+    from taalm.methods import parse_method
+
+    if selection is None:
+        return cfg
+    if parse_method(method).kadapter and selection.get("kadapter"):
+        selection = selection["kadapter"]
+    values = {"lr": selection["chosen"], **({"epochs": selection["epoch"]} if epochs else {})}
+    return dataclasses.replace(cfg, **values)
 
 
 def learn_config(cfg: BenchOptions, **values: Any) -> LearnConfig:

@@ -12,7 +12,6 @@ every period once. φ is meta-trained on period 0801-0901 only (or given). Witho
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import time
@@ -118,8 +117,11 @@ def _scores(metrics: list[dict], epoch: int) -> dict[str, dict[str, float]]:
     return {r["probe"]: {k: r[k] for k in METRICS} for r in metrics if r["epoch"] == epoch}
 
 
-def run_method(cfg: TemporalWikiConfig, name: str, sets: Path, out: Path, phi: dict | None) -> dict[str, Any]:
-    """One method through the periods in order, each continuing the previous period's adapter."""
+def run_method(cfg: TemporalWikiConfig, name: str, sets: Path, out: Path, phi: dict | None,
+               lr_selection: dict | None = None) -> dict[str, Any]:
+    """One method through the periods in order, each continuing the previous period's adapter, at the lr and epochs
+    chosen for its adapter family."""
+    cfg = runner.with_lr(cfg, lr_selection, name, epochs=True)
     result: dict[str, Any] = {}
     init_from = ""
     for period in cfg.period_list():
@@ -166,16 +168,16 @@ def run_bench(cfg: TemporalWikiConfig, command: str = "") -> dict[str, Any]:
     if pairs is not None and cfg.lr_candidate_list():  # lr and epochs are chosen on 0801-0901 held-out pairs
         held = runner.held_out_pairs(load_pairs(pairs), cfg)
         docs = list(dict.fromkeys(p.document for p in held))
-        lr_selection = runner.select_lr(cfg, [{"text": d} for d in docs], [{"task": p.task, "answer": p.answer}
-                                                                           for p in held], out / "lr_selection", "nll")
-        cfg = dataclasses.replace(runner.with_lr(cfg, lr_selection), epochs=lr_selection["epoch"])
+        lr_selection = runner.select_lrs(cfg, [{"text": d} for d in docs], [{"task": p.task, "answer": p.answer}
+                                                                            for p in held], out / "lr_selection", "nll")
+        cfg = runner.with_lr(cfg, lr_selection, epochs=True)
     procs = Processes(cfg.device)
     if procs.is_main:
         save_config(cfg, out / "config.yaml")
     # φ is selected by the benchmark's own metric, the answer NLL
     phi = runner.obtain_phi(cfg, pairs, out / "phi", SHIPPED_SUFFIX, val_metric="nll") if cfg.needs_phi() else None
     base = evaluate_base(cfg, sets, out)
-    methods = {name: run_method(cfg, name, sets, out, phi) for name in cfg.method_list()}
+    methods = {name: run_method(cfg, name, sets, out, phi, lr_selection) for name in cfg.method_list()}
     summary = {
         "benchmark": "temporalwiki", "model": cfg.model, "device": runner.device_name(cfg.device),
         "command": runner.command_line(cfg, command, "temporalwiki"),
