@@ -126,11 +126,12 @@ def test_demo_command_shrunk(tmp_path):
     assert "<html" in (out / "weights.html").read_text().lower()
 
 
-def test_the_shipped_phi_alias_loads_and_weighs_every_token_in_0_1():
+@pytest.mark.parametrize("alias", [ALIAS, ALIAS + "-temporalwiki"])
+def test_the_shipped_phi_alias_loads_and_weighs_every_token_in_0_1(alias):
     from taalm.weighting import document_weights, resolve_phi, shipped_phis
 
-    assert ALIAS in shipped_phis()
-    directory = resolve_phi(ALIAS)
+    assert alias in shipped_phis()
+    directory = resolve_phi(alias)
     assert sum(p.stat().st_size for p in directory.iterdir()) <= 10 * 2**20  # the package budget: 10 MB
     phi = TrainAttention.load(directory)
     tokenizer = models.load_tokenizer(ALIAS)

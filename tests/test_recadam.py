@@ -138,7 +138,7 @@ def test_state_dict_resume_is_exact():
     assert torch.equal(fresh.state[resumed]["pretrained"], start)
 
 
-def test_the_pull_overshoots_past_lr_times_coefficient_two_and_coefficient_zero_keeps_the_papers_product(caplog):
+def test_the_pull_overshoots_past_lr_times_coefficient_two_and_coefficient_minus_one_keeps_the_papers_product(caplog):
     """The recall step θ ← θ − lr·γ·(θ − θ*) multiplies the drift by (1 − lr·γ): it grows once lr·γ > 2."""
     from taalm.ckl import _make_optimizer
     from taalm.config import LearnConfig
@@ -160,7 +160,7 @@ def test_the_pull_overshoots_past_lr_times_coefficient_two_and_coefficient_zero_
 
     params = [torch.nn.Parameter(torch.zeros(2))]
     base = {"model": "m", "docs": "d.jsonl", "out": "o", "method": "recadam"}
-    opt = _make_optimizer(LearnConfig(**base, lr=3e-3, recadam_coefficient=0.0), parse_method("recadam"), params)
+    opt = _make_optimizer(LearnConfig(**base, lr=3e-3, recadam_coefficient=-1.0), parse_method("recadam"), params)
     assert opt.param_groups[0]["pretrain_cof"] * 3e-3 == pytest.approx(0.5)
     assert "overshoots" not in caplog.text
     _make_optimizer(LearnConfig(**base, lr=1e-3, recadam_coefficient=5000.0), parse_method("recadam"), params)

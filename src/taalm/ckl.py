@@ -41,7 +41,7 @@ from taalm.methods import Method, parse_method, rho1_weights
 from taalm.tracking import make_tracker
 
 log = logging.getLogger("taalm")
-PAPER_RECADAM_LR_PULL = 1e-4 * 5000  # lr·γ of the official RecAdam runs; --recadam-coefficient 0 keeps it at any lr
+PAPER_RECADAM_LR_PULL = 1e-4 * 5000  # lr·γ of the official RecAdam runs; --recadam-coefficient -1 keeps it at any lr
 CHECKPOINT = "checkpoint"
 WEIGHTS_CACHE = "token_weights.pt"
 
@@ -322,10 +322,10 @@ def _make_optimizer(cfg: LearnConfig, method: Method, params: list[torch.nn.Para
     if method.recadam:
         from taalm.recadam import RecAdam
 
-        stiffness = cfg.recadam_coefficient or PAPER_RECADAM_LR_PULL / cfg.lr
+        stiffness = PAPER_RECADAM_LR_PULL / cfg.lr if cfg.recadam_coefficient < 0 else cfg.recadam_coefficient
         if cfg.lr * stiffness >= 2:
             log.warning("RecAdam: lr × coefficient = %g ≥ 2: the pull towards the initial weights overshoots and "
-                        "diverges; lower --recadam-coefficient (0: 0.5 / lr)", cfg.lr * stiffness)
+                        "diverges; lower --recadam-coefficient (-1: 0.5 / lr)", cfg.lr * stiffness)
         return RecAdam(params, lr=cfg.lr, anneal_k=cfg.recadam_k, anneal_t0=cfg.recadam_t0, pretrain_cof=stiffness)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 

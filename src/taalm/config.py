@@ -283,7 +283,7 @@ class LoopOptions:
     rho1_ratio: float = option(0.6, "RHO-1: fraction of tokens kept per sequence")
     recadam_k: float = option(0.5, "RecAdam: sigmoid anneal rate k")
     recadam_t0: int = option(250, "RecAdam: anneal midpoint t0 (optimizer steps)")
-    recadam_coefficient: float = option(5000.0, "RecAdam: pretrain (quadratic pull) coefficient γ; 0: 0.5 / --lr, the "
+    recadam_coefficient: float = option(5000.0, "RecAdam: pretrain (quadratic pull) coefficient γ; -1: 0.5 / --lr, the "
                                                 "paper's lr·γ (1e-4 · 5000): at lr·γ ≥ 2 the pull overshoots θ*")
     review_ratio: float = option(1.0, "Mix-Review: review documents per training document at epoch 0")
     review_decay: float = option(1.0, "Mix-Review: the review share at epoch e is ratio * decay**e (official TAALM "
@@ -302,7 +302,8 @@ class LoopOptions:
         _check(self.max_length >= 2, "max_length", "must be >= 2")
         _check(self.eval_batch > 0, "eval_batch", "must be positive")
         _check(0.0 < self.rho1_ratio <= 1.0, "rho1_ratio", "must be in (0, 1]")
-        _check(self.recadam_coefficient >= 0, "recadam_coefficient", "must be >= 0 (0: 0.5 / lr)")
+        _check(self.recadam_coefficient >= 0 or self.recadam_coefficient == -1, "recadam_coefficient",
+               "must be >= 0, or -1: 0.5 / lr")
         _check(self.review_ratio >= 0, "review_ratio", "must be >= 0")
         _check(0.0 < self.review_decay <= 1.0, "review_decay", "must be in (0, 1]")
 

@@ -198,7 +198,7 @@ class TemporalWikiConfig(BenchOptions):
         "cpu": {"methods": "finetune,taalm,rho1,recadam,mixreview,kadapter,taalm+kadapter", "epochs": 3,
                 "lr": 1e-3, "lr_candidates": "1e-3,3e-3", "kadapter_lr_candidates": "1e-4,3e-4,1e-3",
                 "batch_size": 8, "micro_batch": 4, "max_length": 256, "changed_subjects": 32, "unchanged": 64,
-                "review_ratio": 1.0, "review_decay": 1.0, "recadam_t0": 6, "recadam_coefficient": 0.0, "phi": "auto",
+                "review_ratio": 1.0, "review_decay": 1.0, "recadam_t0": 6, "recadam_coefficient": -1.0, "phi": "auto",
                 "phi_layers": 4, "meta_subjects": 400, "meta_max_length": 256, "meta_batch": 8, "meta_outer_lr": 2e-3,
                 "meta_updates": 24, "meta_held_out": 32, "meta_val_every": 6, "meta_val_epochs": 2,
                 "lora_dropout": 0.1},
