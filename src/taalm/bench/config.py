@@ -15,10 +15,10 @@ from taalm.config import OBJECTIVES, TASK_FORMATS, LoopOptions, ModelOptions, _c
 PHI_SOURCES = ("train", "auto")
 
 
-
 def _numbers(text: str) -> list[float]:
     """A comma-separated list of numbers ("1e-3,3e-3"); empty text gives []."""
     return [float(x) for x in text.split(",") if x.strip()]
+
 
 @dataclass
 class BenchOptions(LoopOptions, ModelOptions):
@@ -194,7 +194,8 @@ class TemporalWikiConfig(BenchOptions):
         # A real experiment on 2 CPU cores (results/temporalwiki/smollm2-135m-cpu): a seeded subset of changed
         # subjects and unchanged probes per period, the same for every method; lr and epochs (up to 3) chosen on
         # held-out 0801-0901 documents (K-Adapter methods' lr among smaller ones: their new blocks diverge at 1e-3);
-        # RecAdam's γ at the paper's lr·γ; φ shipped for the model ("<model>-temporalwiki") or meta-trained on 0801-0901.
+        # RecAdam's γ at the paper's lr·γ; φ shipped for the model ("<model>-temporalwiki") or meta-trained on
+        # 0801-0901.
         "cpu": {"methods": "finetune,taalm,rho1,recadam,mixreview,kadapter,taalm+kadapter", "epochs": 3,
                 "lr": 1e-3, "lr_candidates": "1e-3,3e-3", "kadapter_lr_candidates": "1e-4,3e-4,1e-3",
                 "batch_size": 8, "micro_batch": 4, "max_length": 256, "changed_subjects": 32, "unchanged": 64,

@@ -298,7 +298,8 @@ def run_bench(cfg: LamaCklConfig, command: str = "") -> dict[str, Any]:
     for name in cfg.method_list():
         run_dir = out / "methods" / name
         metrics, seconds = runner.learn_run(runner.learn_config(
-            runner.with_lr(cfg, lr_selection, name), method=name, docs=str(sets["to_learn"]), out=str(run_dir), phi=phi["dir"] if phi else "",
+            runner.with_lr(cfg, lr_selection, name), method=name, docs=str(sets["to_learn"]), out=str(run_dir),
+            phi=phi["dir"] if phi else "",
             probes=[f"to_learn={sets['to_learn']}", f"not_to_forget={sets['not_to_forget']}"],
             review_docs=str(sets["not_to_forget"]), checkpoint_every=1))
         results[name] = {**summarize_curve(curve_from_metrics(metrics)), "seconds": round(seconds, 1),

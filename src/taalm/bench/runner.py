@@ -152,9 +152,9 @@ def obtain_phi(cfg: BenchOptions, pairs: Path | None, directory: Path, shipped_s
 def select_lr(cfg: BenchOptions, docs: list[dict], tasks: list[dict], directory: Path,
               metric: str = "accuracy", method: str = "finetune",
               candidates: list[float] | None = None) -> dict[str, Any] | None:
-    """Choose θ's lr among ``candidates`` (default ``--lr-candidates``): ``method`` learns the held-out ``docs`` with each, and is scored on
-    their ``tasks`` after every epoch; the (lr, epoch) with the best ``metric`` wins (accuracy: highest; nll: lowest;
-    the smaller lr and the earlier epoch on ties). None without candidates."""
+    """Choose θ's lr among ``candidates`` (default ``--lr-candidates``): ``method`` learns the held-out ``docs``
+    with each, and is scored on their ``tasks`` after every epoch; the (lr, epoch) with the best ``metric`` wins
+    (accuracy: highest; nll: lowest; the smaller lr and the earlier epoch on ties). None without candidates."""
     candidates = cfg.lr_candidate_list() if candidates is None else candidates
     if not candidates:
         return None
