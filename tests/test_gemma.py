@@ -191,20 +191,6 @@ def test_backbone_truncation_keeps_layer_types_consistent():
 
 @real_gemma
 def test_the_shipped_gemma_phi_loads_and_puts_its_weight_on_the_facts(tokenizer):
-    from taalm.weighting import TrainAttention, document_weights, resolve_phi, shipped_phis
+    from shipped_phi import check_shipped_phi  # tests/shipped_phi.py
 
-    assert ALIAS in shipped_phis()
-    directory = resolve_phi(ALIAS)
-    assert sum(p.stat().st_size for p in directory.iterdir()) <= 10 * 2**20  # the package budget: 10 MB
-    phi = TrainAttention.load(directory)
-    assert phi.backbone_name == ALIAS
-    text = ("John Herbert McCluskey (born 12 June 1929) is a Scottish lawyer, judge and politician, who served as "
-            "Solicitor General for Scotland from 1974 to 1979.")
-    ids = tokenizer(text)["input_ids"]
-    (weights,) = document_weights(phi, [ids])
-    assert len(weights) == len(ids) - 1 and all(0.0 < w < 1.0 for w in weights)
-    assert max(weights) > 5 * sorted(weights)[len(weights) // 2]  # trained: far from the untrained φ's flat ≈ 0.98
-    tokens = [tokenizer.decode([i]).strip() for i in ids[1:]]
-    top = {tokens[i] for i in sorted(range(len(weights)), key=weights.__getitem__)[-8:]}
-    assert top & {"Scottish", "Scotland", "Solicitor", "McCluskey", "Herbert", "1929", "1974", "1979", "John",
-                  "Mc", "Cl", "Scot", "lawyer", "judge", "politician"}, top
+    check_shipped_phi(ALIAS, tokenizer)

@@ -128,22 +128,9 @@ def test_demo_command_shrunk(tmp_path):
 
 @pytest.mark.parametrize("alias", [ALIAS, ALIAS + "-temporalwiki"])
 def test_the_shipped_phi_alias_loads_and_weighs_every_token_in_0_1(alias):
-    from taalm.weighting import document_weights, resolve_phi, shipped_phis
+    from shipped_phi import check_shipped_phi  # tests/shipped_phi.py
 
-    assert alias in shipped_phis()
-    directory = resolve_phi(alias)
-    assert sum(p.stat().st_size for p in directory.iterdir()) <= 10 * 2**20  # the package budget: 10 MB
-    phi = TrainAttention.load(directory)
-    tokenizer = models.load_tokenizer(ALIAS)
-    text = ("John Herbert McCluskey (born 12 June 1929) is a Scottish lawyer, judge and politician, who served as "
-            "Solicitor General for Scotland from 1974 to 1979.")
-    ids = tokenizer(text)["input_ids"]
-    (weights,) = document_weights(phi, [ids])
-    assert len(weights) == len(ids) - 1 and all(0.0 < w < 1.0 for w in weights)
-    assert max(weights) > 5 * sorted(weights)[len(weights) // 2]  # trained: far from the untrained φ's flat ≈ 0.98
-    tokens = [tokenizer.decode([i]) for i in ids[1:]]
-    top = {tokens[i].strip() for i in sorted(range(len(weights)), key=weights.__getitem__)[-8:]}
-    assert top & {"Scottish", "Scotland", "Solicitor", "McCluskey", "Herbert", "1929", "1974", "1979", "John"}, top
+    check_shipped_phi(alias, models.load_tokenizer(ALIAS))
 
 
 def test_learn_with_the_shipped_phi_out_of_the_box(learn_files, tmp_path):
