@@ -5,17 +5,17 @@ from __future__ import annotations
 
 FACT_SENTENCE = ("John Herbert McCluskey (born 12 June 1929) is a Scottish lawyer, judge and politician, who served as "
                  "Solicitor General for Scotland from 1974 to 1979.")
-FACT_WORDS = {"Scottish", "Scotland", "Solicitor", "McCluskey", "Herbert", "1929", "1974", "1979", "John", "Mc",
-              "Scot", "lawyer", "judge", "politician"}
+FACT_WORDS = {"Scottish", "Scotland", "Solicitor", "McCluskey", "Herbert", "1929", "1974", "1979", "John"}
 
 
-def check_shipped_phi(alias: str, tokenizer) -> None:
+def check_shipped_phi(alias: str, backbone: str, tokenizer) -> None:
     from taalm.weighting import TrainAttention, document_weights, resolve_phi, shipped_phis
 
     assert alias in shipped_phis()
     directory = resolve_phi(alias)
     assert sum(p.stat().st_size for p in directory.iterdir()) <= 10 * 2**20  # the package budget: 10 MB
     phi = TrainAttention.load(directory)
+    assert phi.backbone_name == backbone
     ids = tokenizer(FACT_SENTENCE)["input_ids"]
     (weights,) = document_weights(phi, [ids])
     assert len(weights) == len(ids) - 1 and all(0.0 < w < 1.0 for w in weights)

@@ -193,4 +193,4 @@ def test_backbone_truncation_keeps_layer_types_consistent():
 def test_the_shipped_gemma_phi_loads_and_puts_its_weight_on_the_facts(tokenizer):
     from shipped_phi import check_shipped_phi  # tests/shipped_phi.py
 
-    check_shipped_phi(ALIAS, tokenizer)
+    check_shipped_phi(ALIAS, ALIAS, tokenizer)

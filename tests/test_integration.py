@@ -130,7 +130,7 @@ def test_demo_command_shrunk(tmp_path):
 def test_the_shipped_phi_alias_loads_and_weighs_every_token_in_0_1(alias):
     from shipped_phi import check_shipped_phi  # tests/shipped_phi.py
 
-    check_shipped_phi(alias, models.load_tokenizer(ALIAS))
+    check_shipped_phi(alias, ALIAS, models.load_tokenizer(ALIAS))
 
 
 def test_learn_with_the_shipped_phi_out_of_the_box(learn_files, tmp_path):
