@@ -26,8 +26,8 @@ test-fast: setup
 	$(PYTHON) -m pytest -q -m "not integration and not gpu"
 
 bench: setup
-	$(PYTHON) bench/step_cost.py --out bench-results.json
-	$(PYTHON) bench/ckl_step.py
+	$(PYTHON) speed/step_cost.py --out bench-results.json
+	$(PYTHON) speed/ckl_step.py
 
 lint: setup
-	$(PYTHON) -m ruff check src tests bench
+	$(PYTHON) -m ruff check src tests speed

@@ -112,7 +112,7 @@ def test_meta_train_writes_the_best_checkpoint_and_its_record(tiny_model, tmp_pa
     best = max(validated, key=lambda h: (h["gain_accuracy"], h["gain_nll"], -h["update"]))
     assert selection["update"] == best["update"]
     checkpoint = out / "checkpoints" / f"update-{best['update']:05d}"
-    for name in ("phi_adapter.safetensors", "phi_head.safetensors", "phi_config.json"):
+    for name in ("adapter_model.safetensors", "adapter_config.json", "head.safetensors", "config.json"):
         assert (out / name).read_bytes() == (checkpoint / name).read_bytes()
     assert len(list((out / "checkpoints").iterdir())) == 4
     assert (out / "meta_curve.png").read_bytes()[:4] == b"\x89PNG"
@@ -120,5 +120,5 @@ def test_meta_train_writes_the_best_checkpoint_and_its_record(tiny_model, tmp_pa
 
     last = meta_train(_config(tiny_model, tmp_path, out=str(tmp_path / "last"), select="last"))
     assert json.loads((last / "selection.json").read_text())["update"] == 6
-    assert (last / "phi_head.safetensors").read_bytes() == \
-        (last / "checkpoints" / "update-00006" / "phi_head.safetensors").read_bytes()
+    assert (last / "head.safetensors").read_bytes() == \
+        (last / "checkpoints" / "update-00006" / "head.safetensors").read_bytes()

