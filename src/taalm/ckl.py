@@ -18,6 +18,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -36,6 +37,7 @@ from taalm.data import (
 )
 from taalm.distributed import Processes
 from taalm.errors import TaalmError
+from taalm.exact_match import exact_match
 from taalm.io import atomic_dir, atomic_write_bytes, atomic_write_text, write_jsonl
 from taalm.methods import Method, parse_method, rho1_weights
 from taalm.tracking import make_tracker
@@ -201,18 +203,33 @@ def score_probes(model: torch.nn.Module, items: list[Encoded], pad_id: int, batc
 
 
 def evaluate(model: torch.nn.Module, probes: dict[str, list[Encoded]], pad_id: int, batch_size: int,
-             device: torch.device, dtype: str, procs: Processes | None = None) -> dict[str, dict[str, float]]:
+             device: torch.device, dtype: str, procs: Processes | None = None,
+             answers: dict[str, list[str]] | None = None, tokenizer=None) -> dict[str, dict[str, Any]]:
     """Per probe set: label-token accuracy and label NLL (each the mean over probes of the probe's mean over its
-    answer tokens), and the perplexity over all answer tokens. Each process scores its share of the probes."""
+    answer tokens), the perplexity over all answer tokens, whole-answer exact match (``taalm.exact_match``, decoded
+    with ``tokenizer``; None without ``answers``), and ``per_probe`` lists of accuracy, NLL and exact match in the
+    probes' order (for bootstraps over facts). Each process scores its share of the probes."""
     procs = procs or Processes.single()
     results = {}
     for name, items in probes.items():
         scores = score_probes(model, procs.shard(items), pad_id, batch_size, device, dtype)
         accuracy, nll = procs.gather_in_order(scores.accuracy), procs.gather_in_order(scores.nll)
         totals = procs.sum(torch.tensor([scores.total_nll, scores.n_tokens], dtype=torch.float64, device=device))
+        matches = None
+        if answers is not None:
+            matches = procs.gather_in_order(exact_match(model, procs.shard(items), procs.shard(answers[name]), tokenizer,
+                                                        pad_id, batch_size, device, dtype))
         results[name] = {"accuracy": sum(accuracy) / len(items), "nll": sum(nll) / len(items),
-                         "perplexity": losses.perplexity(float(totals[0]), int(totals[1]))}
+                         "perplexity": losses.perplexity(float(totals[0]), int(totals[1])),
+                         "exact_match": sum(matches) / len(items) if matches is not None else None,
+                         "per_probe": {"accuracy": accuracy, "nll": nll, "exact_match": matches}}
     return results
+
+
+def scalars(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """``{"SET/metric": value}`` of an evaluation's numbers, for the experiment tracker: no lists, no None."""
+    return {f"{name}/{key}": value for name, values in results.items() for key, value in values.items()
+            if isinstance(value, (int, float))}
 
 
 def review_count(n_docs: int, epoch: int, ratio: float, decay: float) -> int:
@@ -334,19 +351,35 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_adapter(model: torch.nn.Module, method: Method, out: Path) -> Path:
-    """LoRA as a peft adapter directory (``PeftModel.from_pretrained`` loads it), or the K-Adapter's safetensors."""
+def save_adapter(model: torch.nn.Module, method: Method, out: Path, tokenizer=None) -> Path:
+    """LoRA as a peft adapter directory that loads on any machine (``PeftModel.from_pretrained``): its config and
+    card name θ's Hub id (an alias's source model, not its local cache); or the K-Adapter's safetensors. θ's
+    tokenizer (default: loaded from θ's directory) is saved beside either."""
+    from taalm.model_card import adapter_card
+
     target = out / ("kadapter" if method.kadapter else "adapter")
+    base = model.base if method.kadapter else model.get_base_model()
+    local = base.name_or_path
     with atomic_dir(target) as tmp:
         if method.kadapter:
             model.save_adapter(tmp)
         else:
-            model.save_pretrained(str(tmp))
+            config = model.peft_config[model.active_adapter]
+            named = config.base_model_name_or_path
+            config.base_model_name_or_path = models.hub_id(local) or local
+            try:  # LoRA never touches the embeddings: peft need not look the base model up on the Hub
+                model.save_pretrained(str(tmp), save_embedding_layers=False)
+            finally:
+                config.base_model_name_or_path = named
+            atomic_write_text(tmp / "README.md", adapter_card(local, method.name))
+        (tokenizer or models.load_tokenizer(local)).save_pretrained(str(tmp))
     return target
 
 
-def _records(epoch: int, results: dict[str, dict[str, float]], train_loss: float | None, seconds: float) -> list[dict]:
-    return [{"epoch": epoch, "probe": name, **values, "train_loss": train_loss, "seconds": round(seconds, 2)}
+def _records(epoch: int, results: dict[str, dict[str, Any]], train_loss: float | None, seconds: float) -> list[dict]:
+    """metrics.jsonl lines, one per probe set: the scalars first, the per-probe lists last (long lines stay readable)."""
+    return [{"epoch": epoch, "probe": name, **{k: v for k, v in values.items() if k != "per_probe"},
+             "train_loss": train_loss, "seconds": round(seconds, 2), "per_probe": values["per_probe"]}
             for name, values in results.items()]
 
 
@@ -414,7 +447,8 @@ def learn(cfg: LearnConfig) -> LearnResult:
     learner = Learner(cfg, method, procs.wrap(model), optimizer, docs, review_enc, weights, reference, pad_id, device,
                       cfg.dtype, names={"doc": [d.source for d in documents], "review": [d.source for d in review]},
                       procs=procs)
-    metrics = train(cfg, learner, model, probe_enc, out, state)
+    answers = {name: [p.answer for p in items] for name, items in probes.items()} if cfg.exact_match else None
+    metrics = train(cfg, learner, model, probe_enc, out, state, answers, tokenizer)
     if procs.is_main:
         save_adapter(model, method, out)
         write_jsonl(out / "metrics.jsonl", metrics)
@@ -428,11 +462,13 @@ def learn(cfg: LearnConfig) -> LearnResult:
 
 
 def train(cfg: LearnConfig, learner: Learner, model: torch.nn.Module, probes: dict[str, list[Encoded]], out: Path,
-          state: dict | None) -> list[dict]:
+          state: dict | None, answers: dict[str, list[str]] | None = None, tokenizer=None) -> list[dict]:
     """The epochs: steps, evaluation after each epoch, checkpoints (the main process writes them); returns the
-    metrics. ``model`` is the unwrapped model (evaluation and checkpoints); the learner trains its wrapped one."""
+    metrics. ``model`` is the unwrapped model (evaluation and checkpoints); the learner trains its wrapped one.
+    ``answers`` (per probe set) and ``tokenizer`` turn on exact match."""
     procs, optimizer = learner.procs, learner.optimizer
-    evaluate_now = lambda: evaluate(model, probes, learner.pad_id, cfg.eval_batch, learner.device, cfg.dtype, procs)
+    evaluate_now = lambda: evaluate(model, probes, learner.pad_id, cfg.eval_batch, learner.device, cfg.dtype, procs,
+                                    answers, tokenizer)
     if state is not None:
         metrics, epoch0, step0, epoch_losses = state["metrics"], state["epoch"], state["step"], state["losses"]
     else:
@@ -464,8 +500,7 @@ def train(cfg: LearnConfig, learner: Learner, model: torch.nn.Module, probes: di
             train_loss = sum(epoch_losses) / len(epoch_losses)
             results = evaluate_now()
             metrics += _records(epoch + 1, results, train_loss, time.time() - started)
-            tracker.log({"train_loss": train_loss, **{f"{n}/{k}": v for n, r in results.items() for k, v in r.items()}},
-                        epoch + 1)
+            tracker.log({"train_loss": train_loss, **scalars(results)}, epoch + 1)
             epoch_losses = []
             checkpoint(epoch + 1, 0)
             if procs.is_main:

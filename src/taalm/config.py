@@ -160,22 +160,39 @@ def held_out_count(held_out: int, n_pairs: int) -> int:
 
 @dataclass
 class WeightsConfig:
-    """``taalm weights``: show where a trained φ puts its weight."""
+    """``taalm weights``: show where a trained φ puts its weight; with ``--position-check``, whether it weighs the
+    fact tokens of TemporalWiki's built documents or their place (``taalm.position_check``)."""
 
     phi: str = option("", "trained φ directory (output of meta-train)")
     text: str = option("", "a document to weigh")
     file: str = option("", "JSONL of documents ({text} or {document} or LAMA-ckl rows)")
-    out: str = option("weights.html", "HTML heatmap to write (a PNG is written next to it)")
+    out: str = option("", "HTML heatmap to write, a PNG next to it (default: weights.html); with --position-check a "
+                          "JSON of the lifts (default: none, the table is printed)")
     limit: int = option(20, "at most this many documents from --file")
-    max_length: int = option(512, "documents are truncated to this many tokens")
+    max_length: int = option(512, "documents are truncated to this many tokens (--position-check: longer ones are "
+                                  "skipped)")
     color: bool = option(True, "colour the terminal output")
     relative: bool = option(True, "show weights divided by each document's largest (the loss ignores their scale)")
     device: str = option("auto", "auto, cpu, cuda")
+    position_check: bool = option(False, "instead of a heatmap: φ's fact-weight lift on TemporalWiki documents built "
+                                         "from --period's probes, with the facts in place, moved first and moved last")
+    period: str = option("0901-1001", "--position-check: the TemporalWiki period whose changed facts are built")
+    subjects: int = option(32, "--position-check: this many seeded subjects, one document each (0: all)")
+    seed: int = option(0, "--position-check: the seed of the subjects and the builder (as the benchmark's --seed)")
 
     def __post_init__(self) -> None:
         _check(bool(self.phi), "phi", "is required")
-        _check(bool(self.text) != bool(self.file), "text", "give exactly one of --text and --file")
         _check(self.limit > 0, "limit", "must be positive")
+        _check(self.max_length >= 2, "max_length", "must be >= 2")
+        if self.position_check:
+            from taalm.bench.twiki_data import PERIODS
+
+            _check(not self.text and not self.file, "position_check", "builds its own documents: give neither "
+                                                                      "--text nor --file")
+            _check_choice(self.period, "period", PERIODS)
+            _check(self.subjects >= 0, "subjects", "must be >= 0")
+            return
+        _check(bool(self.text) != bool(self.file), "text", "give exactly one of --text and --file")
 
 
 def _field_type(cls: type, f: dataclasses.Field) -> Any:
@@ -258,12 +275,17 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def save_config(config: Any, path: str | Path) -> None:
-    """The resolved config, next to every output, as YAML (readable back with ``--config``)."""
+    """The resolved config, next to every output, as YAML (readable back with ``--config``). A comment above it
+    says what each model alias in it is (the dequantized GGUF, and the Hub model it was quantized from)."""
     import yaml
 
     from taalm.io import atomic_write_text
+    from taalm.models import provenance
 
-    atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True))
+    values = to_dict(config)
+    notes = {provenance(v) for v in values.values() if isinstance(v, str) and v} - {None}
+    header = "".join(f"# {note}\n" for note in sorted(notes))
+    atomic_write_text(path, header + yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
 
 
 def config_json(config: Any) -> str:
@@ -280,6 +302,9 @@ class LoopOptions:
     micro_batch: int = option(8, "documents per forward pass (gradients are accumulated up to --batch-size)")
     max_length: int = option(512, "documents longer than this are truncated to it, with a warning")
     eval_batch: int = option(32, "probes per evaluation forward pass")
+    exact_match: bool = option(True, "also score whole-answer exact match after each epoch: greedy decoding from each "
+                                     "probe's prefix must start with the answer (false: no decoding; the metrics hold "
+                                     "null)")
     rho1_ratio: float = option(0.6, "RHO-1: fraction of tokens kept per sequence")
     recadam_k: float = option(0.5, "RecAdam: sigmoid anneal rate k")
     recadam_t0: int = option(250, "RecAdam: anneal midpoint t0 (optimizer steps)")
@@ -364,3 +389,33 @@ def apply_preset(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     if preset and preset not in presets:
         raise TaalmError(f"option --preset: {preset!r} is not one of {', '.join(presets)}")
     return {**presets.get(preset, {}), **values}
+
+
+@dataclass
+class ExportConfig:
+    """``taalm export``: a `taalm learn` run's LoRA merged into θ, saved as a plain transformers model."""
+
+    run: str = option("", "a finished `taalm learn` run directory (its adapter/ and config.yaml)")
+    out: str = option("", "new directory for the merged model, θ's tokenizer and a model card")
+    dtype: str = option("float32", "dtype of the merged weights: float32 or bfloat16")
+
+    def __post_init__(self) -> None:
+        _check(bool(self.run), "run", "is required")
+        _check(bool(self.out), "out", "is required")
+        _check_choice(self.dtype, "dtype", ("float32", "bfloat16"))
+
+
+@dataclass
+class ExportPhiConfig:
+    """``taalm export-phi``: a trained φ re-saved in the Hub format with a model card (how the shipped φs are made)."""
+
+    phi: str = option("", "the trained φ: a meta-train output directory, a φ directory of either format, an alias")
+    out: str = option("", "directory to write (replaced), e.g. src/taalm/resources/phi/NAME to ship it as --phi NAME")
+    records: str = option("", "directory of the meta-training records for the card: config.yaml, data.json, "
+                              "selection.json, history.jsonl (default: the φ's own directory)")
+    storage_dtype: str = option("bfloat16", "dtype the tensors are stored in: bfloat16 or float32")
+
+    def __post_init__(self) -> None:
+        _check(bool(self.phi), "phi", "is required")
+        _check(bool(self.out), "out", "is required")
+        _check_choice(self.storage_dtype, "storage_dtype", ("bfloat16", "float32"))
