@@ -202,7 +202,8 @@ def test_every_subject_and_object_is_stated_in_its_document(built):
     for docs in built.values():
         for doc in docs:
             assert doc.text.startswith(doc.subject + "\n\n")
-            statement = doc.text.split("\n\n")[1]  # the fact sentences, not the context after them
+            statement = doc.text[slice(*doc.fact_span)]  # the fact sentences, not the context around them
+            assert statement == doc.statement and statement in doc.text.split("\n\n")
             assert all(f.subject == doc.subject and f.object in statement for f in doc.facts)
 
 
@@ -216,11 +217,50 @@ def test_facts_are_a_minority_of_every_document(built, pool):
     docs = [doc for docs in built.values() for doc in docs]
     for doc in docs:
         assert doc.fact_share <= tw.MAX_FACT_SHARE
-        paragraphs = doc.text.split("\n\n")[2:]
-        assert paragraphs and doc.context_chars == sum(map(len, paragraphs))
+        paragraphs = [p for p in doc.text.split("\n\n")[1:] if p != doc.statement]
+        assert paragraphs == list(doc.context) and doc.context_chars == sum(map(len, paragraphs))
         assert all(any(p == q or q.startswith(p) for q in pool) for p in paragraphs)  # only pool text (or its head)
     lengths = sorted(len(doc.text) for doc in docs)
     assert lengths[int(0.99 * len(lengths))] <= tw.MAX_DOCUMENT
+
+
+def test_fact_sentences_take_every_slot_with_no_place_dominant(built):
+    """Builder v2: the fact sentences' place carries no information about them."""
+    docs = [doc for docs in built.values() for doc in docs]
+    places = collections.Counter(doc.fact_place for doc in docs)
+    assert set(places) == {"first", "middle", "last"}  # every kind of place occurs
+    assert max(places["first"], places["last"]) < 0.6 * len(docs)  # no place dominates (v1: all "first")
+    relative = [doc.fact_slot / len(doc.context) for doc in docs]
+    assert abs(sum(relative) / len(relative) - 0.5) < 0.05  # centred: as often early as late
+    for n_context in {len(doc.context) for doc in docs}:  # per context size, each slot drawn about equally often
+        slots = collections.Counter(doc.fact_slot for doc in docs if len(doc.context) == n_context)
+        if sum(slots.values()) >= 200:
+            expected = sum(slots.values()) / (n_context + 1)
+            assert len(slots) == n_context + 1 and all(abs(c - expected) < 0.15 * expected for c in slots.values())
+
+
+def test_fact_spans_match_the_text_and_moving_keeps_everything_else(built):
+    for doc in built["1001-1101"][:200]:
+        start, end = doc.fact_span
+        assert doc.text[start:end] == doc.statement
+        assert doc.text[:start].endswith("\n\n") and (end == len(doc.text) or doc.text[end:].startswith("\n\n"))
+        for slot in range(doc.slots):
+            moved = doc.placed(slot)
+            assert moved.fact_slot == slot and moved.text[slice(*moved.fact_span)] == doc.statement
+            assert sorted(moved.text.split("\n\n")) == sorted(doc.text.split("\n\n"))  # the same paragraphs
+            assert moved.context == doc.context and len(moved.text) == len(doc.text)
+        assert doc.placed(-1).fact_place == "last" and doc.placed(0).fact_place == "first"
+        assert doc.placed(doc.fact_slot) == doc
+    with pytest.raises(ValueError):
+        doc.placed(doc.slots)
+
+
+def test_document_records_locate_the_facts(built):
+    for doc in built["0901-1001"][:50]:
+        record = tw.document_record(doc)
+        assert record["text"][slice(*record["fact_span"])] == doc.statement
+        assert (record["fact_slot"], record["slots"], record["subject"]) == (doc.fact_slot, doc.slots, doc.subject)
+        assert json.loads(json.dumps(record)) == record
 
 
 def test_builder_is_deterministic_and_seed_sensitive(changed, pool):
@@ -230,8 +270,10 @@ def test_builder_is_deterministic_and_seed_sensitive(changed, pool):
     assert [d.text for d in first] == [d.text for d in again]
     changed_docs = sum(a.text != b.text for a, b in zip(first, other, strict=True))
     assert changed_docs > 50
-    statements = [[d.text.split("\n\n")[1] for d in docs] for docs in (first, other)]
+    statements = [[d.statement for d in docs] for docs in (first, other)]
     assert statements[0] != statements[1]  # the phrasings change too, not only the context
+    assert [d.fact_slot for d in first] == [d.fact_slot for d in again]
+    assert [d.fact_slot for d in first] != [d.fact_slot for d in other]  # and the places
     assert tw.provenance(facts, first, 5)["sha256"] == tw.provenance(facts, again, 5)["sha256"]
     assert tw.provenance(facts, first, 5)["sha256"] != tw.provenance(facts, other, 6)["sha256"]
 
@@ -289,6 +331,9 @@ def test_provenance_counts_the_build(changed, built):
     assert record["facts"] == 1108 and record["documents"] == record["subjects"] == len(docs) < 1108
     assert record["characters"] == sum(len(d.text) for d in docs)
     assert 0.05 < record["mean_fact_share"] < record["max_fact_share"] <= tw.MAX_FACT_SHARE
+    assert record["builder_version"] == "2"
+    assert record["fact_places"] == dict(collections.Counter(d.fact_place for d in docs))
+    assert sum(record["fact_places"].values()) == len(docs) and 0.4 < record["mean_relative_slot"] < 0.6
     json.dumps(record)  # goes into run records as is
 
 
@@ -328,3 +373,31 @@ def test_a_missing_diffset_names_the_expected_path(tmp_path):
     assert str(tmp_path / "1001-1101.jsonl") in error_of(tw.load_diffsets, tmp_path, "1001-1101")
     write_lines(tmp_path / "1001-1101.jsonl", [json.dumps({"text": "short"})])
     assert "no diff document passes" in error_of(tw.load_diffsets, tmp_path, "1001-1101")
+
+
+def test_diff_meta_pairs_take_the_first_diff_document_with_subject_and_object():
+    oblak = Fact("Jan Oblak", "member of sports team", "Atlético Madrid", "x:1")
+    paris = Fact("Paris", "country", "France", "x:2")
+    capital = Fact("Paris", "capital of", "Île-de-France", "x:3")
+    nowhere = Fact("Qzxvwq", "country", "Plorb", "x:4")
+    texts = ["Jan Oblak kept a clean sheet again; the club was not named in this report.",  # subject only
+             "JAN OBLAK signed a new contract with Atlético Madrid, the club said on Monday.",  # both: the pair
+             "Jan Oblak and Atlético Madrid appear together here as well, but later in the file.",
+             "Parisian fashion is famous across France, a sentence without the city's own name.",  # not a whole word
+             "Paris is the capital and largest city of France, on the river Seine."]
+    pairs, record = tw.diff_meta_pairs([oblak, paris, capital, nowhere], texts)
+    assert [(p["document"], p["answer"]) for p in pairs] == [(texts[1], "Atlético Madrid"), (texts[4], "France")]
+    assert pairs[0]["task"] == tw.probe_record(oblak)["task"]
+    assert record["facts"] == 4 and record["pairs"] == 2 and record["unmatched"] == 2
+    assert record["diff_documents_used"] == 2 and record["diff_documents"] == 5
+    lower = Fact("Jan Oblak", "member of sports team", "atlético madrid")  # found only case-insensitively: no pair
+    assert tw.diff_meta_pairs([lower], texts[1:2])[0] == []
+
+
+def test_period_documents_are_the_benchmark_build(changed):
+    docs = tw.period_documents("0901-1001", 6, seed=3)
+    facts = tw.load_all_facts()
+    _, context = tw.review_and_context(facts, 3, 512)
+    again = tw.build_documents(tw.select_subjects(changed["0901-1001"], 6, 3), context, tw.period_seed(3, "0901-1001"))
+    assert len(docs) == 6 and docs == again
+    assert docs != tw.period_documents("0901-1001", 6, seed=4)

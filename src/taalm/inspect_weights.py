@@ -1,6 +1,9 @@
 """``taalm weights``: where does a trained φ tell θ to learn?
 
     taalm weights --phi runs/phi --text "Santiago is the capital of Chile ." --out weights.html
+    taalm weights --phi smollm2-135m-temporalwiki --position-check --out check.json
+
+The second form measures whether φ weighs fact tokens or the place a builder puts them (``taalm.position_check``).
 """
 
 from __future__ import annotations
@@ -38,8 +41,13 @@ def token_texts(tokenizer, ids: list[int]) -> list[str]:
     return [tokenizer.decode([i]) for i in ids]
 
 
-def show_weights(cfg: WeightsConfig) -> list[tuple[str, list[str], list[float]]]:
-    """Print φ's weights per token and write the HTML heatmap and a PNG next to it; returns what was drawn."""
+def show_weights(cfg: WeightsConfig) -> list[tuple[str, list[str], list[float]]] | dict:
+    """Print φ's weights per token and write the HTML heatmap and a PNG next to it; returns what was drawn. With
+    ``--position-check`` runs that check instead and returns its result."""
+    if cfg.position_check:
+        from taalm.position_check import run_position_check
+
+        return run_position_check(cfg)
     phi_dir = resolve_phi(cfg.phi)
     documents = _documents(cfg)
     phi = TrainAttention.load(phi_dir)
@@ -56,7 +64,7 @@ def show_weights(cfg: WeightsConfig) -> list[tuple[str, list[str], list[float]]]
         print(f"== {name}  (raw weights: mean {sum(raw) / len(raw):.4f}, max {max(raw):.4f}"
               f"{'; shown relative to the max' if cfg.relative else ''})")
         print(viz.format_weights_terminal(tokens, w, color=cfg.color))
-    out = Path(cfg.out)
+    out = Path(cfg.out or "weights.html")
     viz.write_weights_html(out, drawn, title=f"Train-Attention weights ({cfg.phi})")
     viz.write_weights_png(out.with_suffix(".png"), drawn)
     print(f"wrote {out} and {out.with_suffix('.png')}")

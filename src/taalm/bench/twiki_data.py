@@ -2,9 +2,13 @@
 
 The model learns what changed in Wikipedia period after period. The official diff documents (``TWiki_Diffsets``,
 about 1 GB) are not shipped, so each period's documents are BUILT from its changed facts: one document per subject
-that states every fact of that subject in natural sentences (never in the probe's wording), surrounded by Wikipedia
+that states every fact of that subject in natural sentences (never in the probe's wording), among Wikipedia
 paragraphs that mention nothing the benchmark evaluates, so that the facts are a minority of the text as in a real
 diff. Users who have the official diffsets load them with ``load_diffsets``.
+
+Builder v2: the fact sentences are one paragraph at a seeded, uniformly drawn slot among the context paragraphs
+(first, between any two, or last), so their place carries no information; v1 always put them first, and a φ
+meta-trained on v1 documents learned to weight "the sentences after the title" (``taalm.position_check``).
 
 Period 0801-0901 is only for meta-training φ (its facts are never learned or evaluated); the other three are learned
 in sequence.
@@ -38,7 +42,7 @@ KINDS = ("changed", "unchanged")
 FIELDS = ("subject", "relation", "object")
 # The official probe: the metric is the mean NLL of the object's tokens at the end of this text.
 PROBE_TEMPLATE = "Guess the object. \n  subject is {subject} , relation is {relation} , object is {object}"
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: the fact sentences at a random slot among the context
 
 MIN_CHARS, MIN_LETTERS = 50, 0.3  # the official diffset filter: drop rows under 50 characters or under 30% letters
 MAX_PARAGRAPH = 600  # context paragraphs are cut to whole sentences within this many characters
@@ -59,12 +63,50 @@ class Fact:
 
 @dataclass(frozen=True)
 class BuiltDocument:
-    """One subject's document; ``context_chars`` counts the pool paragraphs' characters (the rest states facts)."""
+    """One subject's document: the title (the subject), then the ``context`` paragraphs with the fact sentences
+    (``statement``) as one more paragraph at slot ``fact_slot`` (0: right after the title; ``len(context)``: last),
+    paragraphs separated by a blank line. Build it with ``assemble``; ``placed`` moves the fact sentences."""
 
     subject: str
     text: str
     facts: tuple[Fact, ...]
-    context_chars: int
+    statement: str
+    context: tuple[str, ...]
+    fact_slot: int
+
+    @classmethod
+    def assemble(cls, subject: str, facts: tuple[Fact, ...], statement: str, context: tuple[str, ...],
+                 slot: int) -> BuiltDocument:
+        if not 0 <= slot <= len(context):
+            raise ValueError(f"slot {slot} is outside 0..{len(context)}")
+        text = "\n\n".join([subject, *context[:slot], statement, *context[slot:]])
+        return cls(subject, text, tuple(facts), statement, tuple(context), slot)
+
+    def placed(self, slot: int) -> BuiltDocument:
+        """The same title, fact sentences and context, with the fact sentences at ``slot`` (-1: last)."""
+        return self.assemble(self.subject, self.facts, self.statement, self.context,
+                             slot if slot >= 0 else len(self.context) + 1 + slot)
+
+    @property
+    def slots(self) -> int:
+        """How many places the fact sentences could take: before, between and after the context paragraphs."""
+        return len(self.context) + 1
+
+    @property
+    def fact_span(self) -> tuple[int, int]:
+        """Character span of the fact sentences in ``text`` (what diagnostics treat as the fact tokens)."""
+        start = len(self.subject) + 2 + sum(len(p) + 2 for p in self.context[:self.fact_slot])
+        return start, start + len(self.statement)
+
+    @property
+    def fact_place(self) -> str:
+        """first, middle or last (a document with one context paragraph has only first and last)."""
+        return "first" if self.fact_slot == 0 else "last" if self.fact_slot == len(self.context) else "middle"
+
+    @property
+    def context_chars(self) -> int:
+        """The pool paragraphs' characters (the rest of the text states facts: title, fact sentences, separators)."""
+        return sum(map(len, self.context))
 
     @property
     def fact_share(self) -> float:
@@ -407,14 +449,13 @@ def _by_subject(facts: list[Fact]) -> dict[str, list[Fact]]:
 
 
 def _fact_block(subject: str, facts: list[Fact], rng: random.Random) -> str:
-    """The title line and one sentence per relation (objects of the same relation stated together)."""
+    """The fact sentences: one per relation (objects of the same relation stated together)."""
     objects: dict[str, list[str]] = {}
     for fact in facts:
         listed = objects.setdefault(fact.relation, [])
         if fact.object not in listed:
             listed.append(fact.object)
-    sentences = [fact_sentence(subject, relation, listed, rng) for relation, listed in objects.items()]
-    return subject + "\n\n" + " ".join(sentences)
+    return " ".join(fact_sentence(subject, relation, listed, rng) for relation, listed in objects.items())
 
 
 def _fit(paragraph: str, need: int, room: int) -> str:
@@ -427,23 +468,25 @@ def _fit(paragraph: str, need: int, room: int) -> str:
 
 
 def build_document(subject: str, facts: list[Fact], paragraphs: _Paragraphs, rng: random.Random) -> BuiltDocument:
-    """Title, fact sentences, then pool paragraphs until the fact part is at most ``MAX_FACT_SHARE`` of the text."""
-    head = _fact_block(subject, facts, rng)
+    """Title, then pool paragraphs (added until the fact part is at most ``MAX_FACT_SHARE`` of the text) with the
+    fact sentences at a slot drawn uniformly from first, between any two, or last."""
+    statement = _fact_block(subject, facts, rng)
     chosen: list[str] = []
-    text = head
-    while not chosen or 1 - sum(map(len, chosen)) / len(text) > MAX_FACT_SHARE:
-        fixed = len(text) + 2  # with the next separator; separators count as the fact part
+    length = len(subject) + 2 + len(statement)  # the text's length; where the statement goes does not change it
+    while not chosen or 1 - sum(map(len, chosen)) / length > MAX_FACT_SHARE:
+        fixed = length + 2  # with the next separator; separators count as the fact part
         need = math.ceil((fixed - sum(map(len, chosen))) / MAX_FACT_SHARE - fixed)  # the next paragraph's length
         chosen.append(_fit(paragraphs.take(chosen), need, MAX_DOCUMENT - fixed))
-        text = "\n\n".join([head, *chosen])
-    if has_probe_wording(text):
+        length = fixed + len(chosen[-1])
+    doc = BuiltDocument.assemble(subject, tuple(facts), statement, tuple(chosen), rng.randint(0, len(chosen)))
+    if has_probe_wording(doc.text):
         raise TaalmError(f"{facts[0].source}: the document built for {subject!r} contains the probe's wording")
-    return BuiltDocument(subject, text, tuple(facts), sum(map(len, chosen)))
+    return doc
 
 
 def build_documents(facts: list[Fact], context: list[str], seed: int) -> list[BuiltDocument]:
-    """One document per subject (first-appearance order) stating all its facts, padded with ``context`` paragraphs
-    (use ``context_pool``: nothing evaluated). Deterministic for a seed."""
+    """One document per subject (first-appearance order) stating all its facts among ``context`` paragraphs (use
+    ``context_pool``: nothing evaluated), the fact sentences at a seeded random slot. Deterministic for a seed."""
     rng = random.Random(seed)
     paragraphs = _Paragraphs(context, rng)
     return [build_document(subject, group, paragraphs, rng) for subject, group in _by_subject(facts).items()]
@@ -455,13 +498,55 @@ def meta_pairs(docs: list[BuiltDocument]) -> list[dict[str, str]]:
 
 
 def provenance(facts: list[Fact], docs: list[BuiltDocument], seed: int) -> dict[str, Any]:
-    """Counts, fact shares, the builder version, the seed and a hash of the built texts (for run records)."""
+    """Counts, fact shares, where the fact sentences went (first / middle / last, and the mean of slot / (slots - 1):
+    0 first, 1 last), the builder version, the seed and a hash of the built texts (for run records)."""
     shares = [doc.fact_share for doc in docs]
     digest = hashlib.sha256(json.dumps([doc.text for doc in docs]).encode("utf-8")).hexdigest()
+    places = {place: sum(doc.fact_place == place for doc in docs) for place in ("first", "middle", "last")}
+    relative = [doc.fact_slot / len(doc.context) for doc in docs]
     return {"builder_version": BUILDER_VERSION, "seed": seed, "subjects": len({f.subject for f in facts}),
             "documents": len(docs), "facts": len(facts), "characters": sum(len(doc.text) for doc in docs),
             "mean_fact_share": sum(shares) / len(shares) if shares else 0.0, "max_fact_share": max(shares, default=0.0),
+            "fact_places": places, "mean_relative_slot": sum(relative) / len(relative) if relative else 0.0,
             "sha256": digest}
+
+
+def document_record(doc: BuiltDocument) -> dict[str, Any]:
+    """A built document as a ``docs.jsonl`` row: its text, and where its fact sentences are (slot of ``slots``,
+    character span) so that diagnostics can find the fact tokens."""
+    return {"text": doc.text, "subject": doc.subject, "fact_slot": doc.fact_slot, "slots": doc.slots,
+            "fact_span": list(doc.fact_span)}
+
+
+def period_seed(seed: int, period: str) -> int:
+    """The builder's seed for ``period``'s documents in a run with ``seed``."""
+    return seed * 1000 + PERIODS.index(period)
+
+
+def load_all_facts(data_dir: str = "") -> dict[str, dict[str, list[Fact]]]:
+    """Every period's changed and unchanged probes as facts: ``{period: {kind: facts}}``."""
+    return {p: {k: load_facts(probe_file(p, k, data_dir)) for k in KINDS} for p in PERIODS}
+
+
+def review_and_context(facts: dict[str, dict[str, list[Fact]]], seed: int,
+                       review_paragraphs: int) -> tuple[list[str], list[str]]:
+    """The context pool without any paragraph that could state an evaluated fact, shuffled by ``seed``, split into
+    Mix-Review's paragraphs (the first ``review_paragraphs``) and the builder's context (the rest; all if none)."""
+    everything = [f for period in facts.values() for kind in period.values() for f in kind]
+    pool = context_pool(exclude_facts=everything)
+    random.Random(seed).shuffle(pool)
+    return pool[:review_paragraphs], pool[review_paragraphs:] or pool
+
+
+def period_documents(period: str, subjects: int, seed: int, data_dir: str = "",
+                     review_paragraphs: int = 512) -> list[BuiltDocument]:
+    """The documents ``taalm bench temporalwiki`` builds for ``period`` with these options (--changed-subjects, or
+    --meta-subjects for 0801-0901; --seed; --data-dir; --review-paragraphs): for diagnostics such as
+    ``taalm.position_check``."""
+    facts = load_all_facts(data_dir)
+    _, context = review_and_context(facts, seed, review_paragraphs)
+    chosen = select_subjects(facts[period]["changed"], subjects, seed)
+    return build_documents(chosen, context, period_seed(seed, period))
 
 
 # ---------------------------------------------------------------------------------------------------- diffsets
@@ -501,3 +586,30 @@ def load_diffsets(directory: str | Path, period: str) -> list[str]:
     if not texts:
         raise TaalmError(f"{path}: no diff document passes the filter (>= 50 characters, >= 30% letters)")
     return texts
+
+
+def diff_meta_pairs(facts: list[Fact], texts: list[str]) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """φ's meta-training pairs from a period's official diff documents (the official φ data are rows of diff text,
+    subject, relation, object): each fact with the first diff document, in file order, that contains its subject and
+    its object as whole words, case-insensitively, and the object verbatim (where answer windows look for it). Facts
+    without such a document are left out and counted. Returns the pairs and a record of the pairing."""
+    by_subject: dict[tuple[str, ...], list[int]] = {}
+    for i, fact in enumerate(facts):
+        by_subject.setdefault(_words(fact.subject), []).append(i)
+    by_subject.pop((), None)  # a subject without a word cannot be found
+    objects = [_words(f.object) for f in facts]
+    matcher = _Matcher([*by_subject, *objects])
+    document: dict[int, int] = {}
+    for j, text in enumerate(texts):
+        if len(document) == len(facts):
+            break
+        hits = matcher.found(text)
+        for key in hits.intersection(by_subject):
+            for i in by_subject[key]:
+                if i not in document and objects[i] in hits and facts[i].object in text:
+                    document[i] = j
+    pairs = [{"document": texts[document[i]], **probe_record(f)} for i, f in enumerate(facts) if i in document]
+    record = {"rule": "each fact with the first diff document (file order) that contains its subject and object",
+              "facts": len(facts), "pairs": len(pairs), "unmatched": len(facts) - len(pairs),
+              "diff_documents_used": len(set(document.values())), "diff_documents": len(texts)}
+    return pairs, record
