@@ -239,6 +239,18 @@ def test_bench_paper_presets_carry_the_official_values():
     assert (lama.meta_batch, lama.meta_held_out, lama.meta_val_every, lama.meta_val_epochs, lama.task_format) == \
         (16, 16, 10, 4, "schematic")
     assert lama.qlora == "auto" and lama.review_in_batch  # QLoRA where available; 32 new + 32 review per step
+    assert lama.split == "official"  # all 500 variant rows To-Learn, all 500 invariant_descriptive rows NF
+    # φ's validation as ta_eval.py ran it: 16 held-out pairs learned for 4 epochs at lr 2e-4, 8 per step
+    from taalm.bench.runner import meta_train_config
+    from taalm.config import apply_preset
+
+    meta = meta_train_config(lama, "pairs.jsonl", Path("phi"))
+    assert (meta.held_out, meta.val_epochs, meta.val_lr, meta.val_batch_size) == (16, 4, 2e-4, 8)
+    assert (meta.meta_batch, meta.val_every, meta.inner_lr, meta.outer_lr) == (16, 10, 2e-4, 2e-4)
+    cpu = LamaCklConfig(**apply_preset(LamaCklConfig, {"out": "o", "preset": "cpu"}))  # 0: the benchmark's own
+    assert (cpu.split, cpu.meta_val_lr, cpu.meta_val_batch) == ("tailored", 0.0, 0)
+    cpu_meta = meta_train_config(cpu, "pairs.jsonl", Path("phi"))
+    assert (cpu_meta.val_lr, cpu_meta.val_batch_size) == (cpu.lr, cpu.batch_size) != (2e-4, 8)
     twiki = TemporalWikiConfig(out="o", preset="paper", **TemporalWikiConfig.PRESETS["paper"])
     assert (twiki.epochs, twiki.lr, twiki.batch_size, twiki.max_length) == (1, 1e-4, 64, 512)
     assert "oracle" not in twiki.method_list() and len(twiki.method_list()) == 10

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from taalm import ckl, cli
-from taalm.bench import lama_ckl
+from taalm import ckl, cli, stats
+from taalm.bench import lama_ckl, lama_split
 from taalm.bench.config import LamaCklConfig, TailorConfig
 from taalm.config import apply_preset
 from taalm.errors import TaalmError
@@ -109,14 +109,27 @@ def tailored(tiny_model, ckl_data, tmp_path_factory) -> Path:
     return out
 
 
-def expected_sets(data: dict[str, list[dict]], acc: dict[str, float]) -> dict[str, set[str]]:
+def expected_sets(data: dict[str, list[dict]], acc: dict[str, float], max_accuracy: float | None = 0.5,
+                  official: bool = False) -> dict[str, set[str]]:
+    """The sets the rules give, worked out here: To-Learn from the fixed split's evaluation part (official: every
+    variant row), the pool its φ part and the other invariant facts, less any that shares a paragraph or a (swapped)
+    subject and object with an evaluated row, and those the model knows (accuracy not below ``max_accuracy``)."""
     ok = lambda r: r["uuid"] not in BAD
-    to_learn = {r["uuid"] for r in data["variant"] if ok(r) and acc[r["uuid"]] == 0.0}
-    nf = {r["uuid"] for r in data["invariant_descriptive"] if ok(r) and acc[r["uuid"]] == 1.0}
-    variant = {r["uuid"] for r in data["variant"]}
-    pool = {r["uuid"] for r in data["invariant_descriptive"] + data["invariant_schematic"]
-            if ok(r) and r["uuid"] not in nf and r["uuid"] not in variant}
-    return {"to_learn": to_learn, "not_to_forget": nf, "meta_pool": pool}
+    norm = lama_split.normalise
+    evaluation = [r for r in data["variant"] if official or lama_split.side(r) == lama_split.EVALUATION]
+    to_learn = {r["uuid"] for r in evaluation if ok(r) and (official or acc[r["uuid"]] == 0.0)}
+    nf_rows = [r for r in data["invariant_descriptive"] if ok(r) and (official or acc[r["uuid"]] == 1.0)]
+    evaluated = evaluation + nf_rows
+    paragraphs = {norm(r["evidence"]) for r in evaluated}
+    facts = {(norm(r["subject"]), norm(r["object"])) for r in evaluated}
+    leaks = lambda r: norm(r["evidence"]) in paragraphs or (norm(r["subject"]), norm(r["object"])) in facts \
+        or (norm(r["object"]), norm(r["subject"])) in facts
+    taken = {r["uuid"] for r in evaluated + data["variant"]}
+    candidates = [r for r in data["variant"] if r not in evaluation] + \
+        [r for r in data["invariant_descriptive"] + data["invariant_schematic"] if r["uuid"] not in taken]
+    unknown = lambda r: max_accuracy is None or acc[r["uuid"]] < max_accuracy
+    pool = {r["uuid"] for r in candidates if ok(r) and not leaks(r) and unknown(r)}
+    return {"to_learn": to_learn, "not_to_forget": {r["uuid"] for r in nf_rows}, "meta_pool": pool}
 
 
 # --- tailoring -------------------------------------------------------------------------------------------------------
@@ -150,6 +163,13 @@ def test_tailor_selects_by_base_accuracy(tailored, ckl_data):
     assert report["files"]["variant"]["rows"] == N_ROWS + 2
     assert report["base_accuracy"]["variant.jsonl:1"] == acc[data["variant"][0]["uuid"]]
     assert (tailored / "config.yaml").is_file()
+    # the variant rows' fixed split: To-Learn from its evaluation part, its φ part in the pool (facts not known)
+    evaluation, phi = lama_split.split_variant(data["variant"])
+    assert report["variant_split"]["evaluation"] == len(evaluation) and report["variant_split"]["phi"] == len(phi)
+    assert set(uuids["to_learn"]) <= {r["uuid"] for r in evaluation}
+    assert set(uuids["meta_pool"]) & {r["uuid"] for r in phi}
+    assert report["meta_pool_filters"]["meta_pool"]["variant_phi_part"] == len(set(uuids["meta_pool"]) &
+                                                                              {r["uuid"] for r in phi})
 
 
 def test_tailor_reports_unusable_rows_with_file_and_line(tailored):
@@ -174,8 +194,12 @@ def test_official_split_keeps_every_usable_row(tiny_model, ckl_data, tmp_path, m
     assert to_learn == [r["uuid"] for r in data["variant"] if r["uuid"] not in BAD]
     assert nf == [r["uuid"] for r in data["invariant_descriptive"]]
     pool = {r["uuid"] for r in read_set(out / "meta_pool.jsonl")}
-    assert pool == {r["uuid"] for r in data["invariant_schematic"] if r["uuid"] not in BAD} - set(nf)
-    assert json.loads((out / "tailor.json").read_text())["split"] == "official"
+    unfiltered = {r["uuid"] for r in data["invariant_schematic"] if r["uuid"] not in BAD} - set(nf)
+    assert pool == expected_sets(data, chosen_accuracy(data), None, official=True)["meta_pool"]
+    assert pool and pool <= unfiltered  # no variant fact, no NF fact
+    report = json.loads((out / "tailor.json").read_text())
+    assert report["split"] == "official" and report["variant_split"]["phi"] == 0
+    assert report["meta_pool_filters"]["left_out"]["rows"] == len(unfiltered - pool)
 
 
 def test_tailor_limits_select_exactly_n_and_the_pool_avoids_every_nf_candidate(tiny_model, ckl_data, tmp_path,
@@ -189,9 +213,12 @@ def test_tailor_limits_select_exactly_n_and_the_pool_avoids_every_nf_candidate(t
     to_learn, nf = read_set(out / "to_learn.jsonl"), read_set(out / "not_to_forget.jsonl")
     assert len(to_learn) == 3 and all(acc[r["uuid"]] == 0.0 for r in to_learn)
     assert len(nf) == 2 and all(acc[r["uuid"]] == 1.0 for r in nf)
-    n_variant = sum(w.startswith("variant") for w in scored)
+    line = {r["uuid"]: f"variant.jsonl:{i}" for i, r in enumerate(data["variant"], start=1)}
+    evaluation = {line[r["uuid"]] for r in lama_split.split_variant(data["variant"])[0]}
+    n_evaluation = sum(w in evaluation for w in scored)
     n_descriptive = sum(w.startswith("invariant_descriptive") for w in scored)
-    assert 3 <= n_variant < N_ROWS  # To-Learn scoring stopped once enough were found
+    assert 3 <= n_evaluation < len(evaluation) - 1  # To-Learn scoring stopped once enough were found
+    assert all(line[r["uuid"]] in evaluation for r in to_learn)  # To-Learn comes from the evaluation part only
     assert n_descriptive == N_ROWS  # every NF candidate is scored, so the pool can leave all of them out
     report = json.loads((out / "tailor.json").read_text())
     assert report["counts"]["to_learn"] == 3 and report["counts"]["not_to_forget"] == 2
@@ -243,7 +270,7 @@ def test_the_meta_pool_keeps_facts_the_model_does_not_know_in_both_task_forms(ti
                                          max_length=96, pool_max_accuracy=1.0))
     strict_pool = {r["uuid"] for r in read_set(strict / "meta_pool.jsonl")}
     loose_pool = {r["uuid"] for r in read_set(loose / "meta_pool.jsonl")}
-    assert loose_pool == expected_sets(data, acc)["meta_pool"]
+    assert loose_pool == expected_sets(data, acc, None)["meta_pool"]
     assert strict_pool == {u for u in loose_pool if acc[u] < 0.2 and u != schematic_known}
     assert len(strict_pool) < len(loose_pool) and strict_pool
     report = json.loads((strict / "tailor.json").read_text())
@@ -338,12 +365,12 @@ def check_bench_output(out: Path, methods: list[str]) -> dict:
         assert m["top_acc"] == m["curve"][m["epoch"]][0] and m["nf_acc"] == m["curve"][m["epoch"]][1]
         assert m["total"] == pytest.approx(m["top_acc"] + m["nf_acc"])
         assert all(0.0 <= a <= 1.0 for point in m["curve"] for a in point)
-        assert (out / "methods" / name / "DONE").is_file()
+        assert (out / "seed-0" / "methods" / name / "DONE").is_file()
     table = (out / "table.md").read_text().splitlines()
     assert len(table) == 2 + len(methods)
     assert [row.split("|")[1].strip() for row in table[2:]] == methods
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(read_set(out / "sets" / "to_learn.jsonl")) == 4
+    assert len(read_set(out / "seed-0" / "sets" / "to_learn.jsonl")) == 4
     return summary
 
 
@@ -358,8 +385,8 @@ def test_quick_bench_end_to_end(bench_run):
     summary = check_bench_output(out, QUICK_METHODS)
     assert summary == returned
     assert summary["device"].startswith("CPU")
-    assert (out / "phi" / "phi_config.json").is_file() and summary["phi"]["dir"] == str(out / "phi")
-    assert (out / "methods" / "taalm" / ckl.WEIGHTS_CACHE).is_file()  # φ weighed the To-Learn documents
+    assert (out / "phi" / "config.json").is_file() and summary["phi"]["dir"] == str(out / "phi")
+    assert (out / "seed-0" / "methods" / "taalm" / ckl.WEIGHTS_CACHE).is_file()  # φ weighed the To-Learn documents
     history = read_set(out / "phi" / "history.jsonl")
     assert [h["update"] for h in history] == [0, 1]  # validated at update 0 and after --meta-updates 1
     assert summary["phi"]["source"] == "meta-trained" and summary["phi"]["selection"]["update"] in (0, 1)
@@ -417,7 +444,7 @@ def test_bench_resumes_after_a_kill_between_methods(tiny_model, tailored, tmp_pa
         with pytest.raises(Killed):
             lama_ckl.run_bench(cfg)
     assert calls == QUICK_METHODS[:2]
-    first = tmp_path / "run" / "methods" / QUICK_METHODS[0] / "metrics.jsonl"
+    first = tmp_path / "run" / "seed-0" / "methods" / QUICK_METHODS[0] / "metrics.jsonl"
     stamp = first.stat().st_mtime_ns
     meta_calls = []
     monkeypatch.setattr("taalm.meta_train.meta_train", lambda c: meta_calls.append(c))
@@ -436,7 +463,7 @@ def test_bench_resumes_a_method_from_its_checkpoint(tiny_model, tailored, tmp_pa
         count_steps(mp, fail_on=(killed_in, 2))  # one step per epoch: killed in epoch 2, after epoch 1's checkpoint
         with pytest.raises(Killed):
             lama_ckl.run_bench(cfg)
-    run_dir = tmp_path / "run" / "methods" / killed_in
+    run_dir = tmp_path / "run" / "seed-0" / "methods" / killed_in
     assert (run_dir / "checkpoint").is_dir() and not (run_dir / "DONE").exists()
     steps = count_steps(monkeypatch)
     summary = lama_ckl.run_bench(cfg)
@@ -455,7 +482,7 @@ def test_bench_restarts_a_method_killed_before_its_first_checkpoint(tiny_model, 
         count_steps(mp, fail_on=("oracle", 1))
         with pytest.raises(Killed):
             lama_ckl.run_bench(cfg)
-    run_dir = tmp_path / "run" / "methods" / "oracle"
+    run_dir = tmp_path / "run" / "seed-0" / "methods" / "oracle"
     assert run_dir.is_dir() and not (run_dir / "checkpoint").exists()  # a partial run with nothing to resume
     steps = count_steps(monkeypatch)
     summary = lama_ckl.run_bench(cfg)
@@ -476,12 +503,13 @@ def test_bench_chooses_the_lr_on_held_out_pool_pairs_only(tiny_model, tailored, 
     assert set(scores) == {"0.0001", "0.03"}
     best = max(scores, key=lambda k: (scores[k]["best"], -float(k)))
     assert selection["chosen"] == float(best) == summary["settings"]["lr"]
-    learned = yaml_lr(out / "methods" / "finetune" / "config.yaml")
+    learned = yaml_lr(out / "seed-0" / "methods" / "finetune" / "config.yaml")
     assert learned == selection["chosen"]
     # the lr is chosen on φ's held-out meta-pool pairs: never on To-Learn or Not-To-Forget facts
     held_tasks = {r["task"] for r in read_set(out / "lr_selection" / "tasks.jsonl")}
     pool_tasks = {r["task"] for r in read_set(out / "sets" / "meta_pool.jsonl")}
-    evaluated = {r["task"] for name in ("to_learn", "not_to_forget") for r in read_set(out / "sets" / f"{name}.jsonl")}
+    evaluated = {r["task"] for name in ("to_learn", "not_to_forget")
+                 for r in read_set(out / "seed-0" / "sets" / f"{name}.jsonl")}
     assert len(held_tasks) == 2 and held_tasks <= pool_tasks and not held_tasks & evaluated
 
 
@@ -507,7 +535,7 @@ def test_bench_windows_documents_around_their_answer(tiny_model, tailored, tmp_p
     summary = lama_ckl.run_bench(bench_config(tiny_model, split, out, methods="oracle", window=True, max_length=40))
     tokenizer = models.load_tokenizer(tiny_model)
     for name in ("to_learn", "not_to_forget"):
-        for record in read_set(out / "sets" / f"{name}.jsonl"):
+        for record in read_set(out / "seed-0" / "sets" / f"{name}.jsonl"):
             assert n_tokens(tokenizer, record["text"]) <= 40 and record["answer"] in record["text"]
     assert summary["windowed"]["to_learn"] > 0 and summary["settings"]["window"] is True
 
@@ -539,7 +567,7 @@ def test_bench_on_two_processes_matches_one(tiny_model, tailored, tmp_path):
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert list(two["methods"]) == list(one["methods"]) and (tmp_path / "two" / "table.md").is_file()
     for name in ("finetune", "rho1"):
-        a, b = (read_set(tmp_path / run / "methods" / name / "metrics.jsonl") for run in ("one", "two"))
+        a, b = (read_set(tmp_path / run / "seed-0" / "methods" / name / "metrics.jsonl") for run in ("one", "two"))
         assert [r["nll"] for r in b] == pytest.approx([r["nll"] for r in a], rel=1e-4)
         assert [r["accuracy"] for r in b] == [r["accuracy"] for r in a]
         assert a[-1]["nll"] != a[0]["nll"]  # the run learned
@@ -556,7 +584,7 @@ def test_bench_meta_trains_phi_on_a_separate_backbone_sharing_the_tokenizer(tiny
                      layers=3)
     out = tmp_path / "run"
     summary = lama_ckl.run_bench(bench_config(tiny_model, tailored, out, methods="taalm", phi_model=str(other)))
-    phi_config = json.loads((out / "phi" / "phi_config.json").read_text())
+    phi_config = json.loads((out / "phi" / "config.json").read_text())
     assert phi_config["backbone"] == str(other) and summary["methods"]["taalm"]["epoch"] >= 1
 
     wrong = tmp_path / "other-tokenizer"  # a tokenizer with another vocabulary
@@ -577,3 +605,143 @@ def test_bench_meta_trains_phi_on_a_separate_backbone_sharing_the_tokenizer(tiny
     errors = [line for line in err.splitlines() if line.startswith("taalm: ")]
     assert len(errors) == 1 and "option --phi-model:" in errors[0] and "tokenizer" in errors[0] and "Traceback" not in err
     assert not (tmp_path / "refused").exists()
+
+
+# --- seeds and intervals ---------------------------------------------------------------------------------------------
+
+
+def metrics_records(learn: list[list[float]], keep: list[list[float]], match: list[list[float]]) -> list[dict]:
+    """metrics.jsonl records (the ckl contract): per epoch and probe set the means and the per-probe lists."""
+    records = []
+    for epoch, (a, k, m) in enumerate(zip(learn, keep, match, strict=True)):
+        for probe, accuracy, matches in (("to_learn", a, m), ("not_to_forget", k, [0.0] * len(k))):
+            records.append({"epoch": epoch, "probe": probe, "accuracy": sum(accuracy) / len(accuracy),
+                            "exact_match": sum(matches) / len(matches), "nll": 1.0,
+                            "per_probe": {"accuracy": accuracy, "nll": [1.0] * len(accuracy), "exact_match": matches}})
+    return records
+
+
+def test_the_bootstrap_statistic_is_the_papers_columns_on_per_fact_scores():
+    learn = [[0.0, 0.0, 0.0, 0.0], [0.5, 1.0, 0.0, 0.5], [1.0, 0.5, 0.5, 0.0], [1.0, 1.0, 0.0, 0.5]]
+    keep = [[1.0, 1.0, 1.0], [1.0, 0.5, 1.0], [0.5, 0.5, 1.0], [0.0, 0.5, 0.5]]
+    match = [[0.0] * 4, [0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]]
+    records = metrics_records(learn, keep, match)
+    expected = lama_ckl.summarize_curve(lama_ckl.curve_from_metrics(records))
+    assert (expected["top_acc"], expected["epoch"]) == (0.625, 3)
+    scores = lama_ckl.fact_scores(records)
+    assert scores["to_learn"]["accuracy"].shape == (4, 4) and scores["not_to_forget"]["accuracy"].shape == (4, 3)
+    result = stats.bootstrap([{"finetune": scores}], lama_ckl.statistic)["finetune"]["stats"]
+    assert result["top_acc"]["mean"] == pytest.approx(0.625) and result["nf_acc"]["mean"] == pytest.approx(1 / 3)
+    assert result["total"]["mean"] == pytest.approx(0.625 + 1 / 3)
+    assert result["exact_match"]["mean"] == pytest.approx(0.5) == lama_ckl.exact_match_at(records, 3)
+    assert result["curve_to_learn"]["mean"] == pytest.approx([p[0] for p in expected["curve"]])
+    lo, hi = result["top_acc"]["ci95"]
+    assert lo < 0.625 < hi <= 1.0  # resampled facts; the max over epochs of each replicate's curve
+    # ties: epochs 1 and 2 both reach 0.5; the earliest counts, in the statistic as in the summary
+    tied = metrics_records(learn[:3], keep[:3], match[:3])
+    assert lama_ckl.summarize_curve(lama_ckl.curve_from_metrics(tied))["epoch"] == 1
+    point = stats.bootstrap([{"finetune": lama_ckl.fact_scores(tied)}], lama_ckl.statistic)["finetune"]["stats"]
+    assert point["nf_acc"]["per_seed"] == [pytest.approx(2.5 / 3)]  # NF at epoch 1, not epoch 2's 2/3
+    # a run from before per-probe lists: no per-fact scores
+    assert lama_ckl.fact_scores([{k: v for k, v in r.items() if k != "per_probe"} for r in records]) is None
+
+
+def table_summary(seeds: list[int]) -> dict:
+    ci = {"top_acc": [0.4, 0.6], "nf_acc": [0.2, 0.3], "total": [0.65, 0.85], "exact_match": [0.0, 0.25]}
+    row = {"top_acc": 0.5, "nf_acc": 0.25, "total": 0.75, "exact_match": 0.125, "seconds": 12.3,
+           "epochs": seeds and [2 + s for s in seeds], "ci95": ci}
+    return {"intervals": {"seeds": seeds, "baseline": "finetune"},
+            "methods": {"finetune": row, "taalm": {**row, "exact_match": None, "vs_finetune": {
+                "top_acc": {"mean": 0.0125, "ci95": [-0.05, 0.075]}, "nf_acc": {"mean": -0.1, "ci95": [-0.2, -0.05]}}}}}
+
+
+def test_the_table_prints_mean_plus_minus_half_width_and_the_difference_to_finetune():
+    lines = lama_ckl._table(table_summary([0, 1, 2])).splitlines()
+    assert lines[0].startswith("| Method (3 seeds) | Top Acc | Epoch | NF Acc | Total Knowledge | Exact Match | "
+                               "Δ Top Acc vs finetune [95%] | Δ NF Acc vs finetune [95%] |")
+    cells = lambda line: [c.strip() for c in line.split("|")[1:-1]]
+    assert cells(lines[2]) == ["finetune", "0.500 ± 0.100", "2,3,4", "0.250 ± 0.050", "0.750 ± 0.100",
+                               "0.125 ± 0.125", "—", "—", "12"]
+    assert cells(lines[3])[5:8] == ["—", "+0.013 [-0.050, +0.075]", "-0.100 [-0.200, -0.050]"]
+    one = lama_ckl._table(table_summary([0]))
+    assert one.startswith("| Method (1 seed: ± over facts only) |") and len(one.splitlines()) == 4
+    no_interval = table_summary([0])
+    del no_interval["methods"]["finetune"]["ci95"]
+    assert cells(lama_ckl._table(no_interval).splitlines()[2])[1] == "0.500"  # the mean alone without an interval
+
+
+def test_seeds_run_in_their_own_directories_resume_and_pool_into_intervals(tiny_model, tailored, tmp_path,
+                                                                         monkeypatch):
+    out = tmp_path / "run"
+    methods = ["finetune", "oracle"]
+    calls = count_learn(monkeypatch)
+    one = lama_ckl.run_bench(bench_config(tiny_model, tailored, out, methods="finetune,oracle", seeds="0"))
+    assert calls == methods
+    # one seed: valid, its interval covers the facts only and says so
+    assert one["intervals"]["seeds"] == [0] and not one["intervals"]["across_seeds"]
+    assert "1 seed" in one["intervals"]["note"] and "bootstrap" in one["intervals"]["method"]
+    oracle = one["methods"]["oracle"]
+    assert set(oracle["ci95"]) >= {"top_acc", "nf_acc", "total", "exact_match", "curve_to_learn"}
+    assert set(oracle["vs_finetune"]) == {"top_acc", "nf_acc", "total", "exact_match"}
+    assert "vs_finetune" not in one["methods"]["finetune"]
+    assert list(oracle["seeds"]) == ["0"] and oracle["top_acc"] == oracle["seeds"]["0"]["top_acc"]
+    assert "1 seed" in (out / "table.md").read_text().splitlines()[0]
+
+    stamp = (out / "seed-0" / "methods" / "finetune" / "metrics.jsonl").stat().st_mtime_ns
+    calls.clear()
+    two = lama_ckl.run_bench(bench_config(tiny_model, tailored, out, methods="finetune,oracle", seeds="0,1"))
+    assert calls == methods  # only seed 1's: seed 0's finished methods are skipped
+    assert (out / "seed-0" / "methods" / "finetune" / "metrics.jsonl").stat().st_mtime_ns == stamp
+    assert two["intervals"]["seeds"] == [0, 1] and two["intervals"]["across_seeds"] and "note" not in two["intervals"]
+    # a seed changes the split and the learning run's seed (data order, LoRA init); the meta pool is shared
+    nf = [{r["uuid"] for r in read_set(out / f"seed-{s}" / "sets" / "not_to_forget.jsonl")} for s in (0, 1)]
+    assert nf[0] != nf[1] and all(len(u) == 4 for u in nf)  # 4 of the tailored split's 10 NF rows
+    assert yaml_seed(out / "seed-1" / "methods" / "oracle" / "config.yaml") == 1
+    assert (out / "sets" / "meta_pool.jsonl").is_file() and not (out / "seed-1" / "sets" / "meta_pool.jsonl").exists()
+    for name in methods:
+        m = two["methods"][name]
+        per_seed = [m["seeds"][s] for s in ("0", "1")]
+        assert m["top_acc"] == pytest.approx(sum(p["top_acc"] for p in per_seed) / 2)
+        assert m["epochs"] == [p["epoch"] for p in per_seed]
+        for point, a, b in zip(m["curve"], per_seed[0]["curve"], per_seed[1]["curve"], strict=True):
+            assert point == pytest.approx([(a[i] + b[i]) / 2 for i in range(2)])
+        lo, hi = m["ci95"]["top_acc"]
+        assert lo <= m["top_acc"] <= hi
+    assert two["methods"]["oracle"]["vs_finetune"]["top_acc"]["per_seed"] == pytest.approx(
+        [two["methods"]["oracle"]["seeds"][s]["top_acc"] - two["methods"]["finetune"]["seeds"][s]["top_acc"]
+         for s in ("0", "1")])
+    assert json.loads((out / "summary.json").read_text()) == two
+    assert (out / "table.md").read_text().splitlines()[0].startswith("| Method (2 seeds) |")
+
+
+def yaml_seed(path: Path) -> int:
+    import yaml
+
+    return int(yaml.safe_load(path.read_text())["seed"])
+
+
+def test_the_seeds_option_is_validated(tiny_model, tmp_path):
+    assert LamaCklConfig(out=str(tmp_path), seeds="").seed_list() == [0]
+    assert LamaCklConfig(out=str(tmp_path), seeds="", seed=5).seed_list() == [5]
+    assert LamaCklConfig(out=str(tmp_path), seeds="2, 0,1").seed_list() == [2, 0, 1]
+    for bad in ("0,0", "a,1", "-1"):
+        with pytest.raises(TaalmError, match="option --seeds"):
+            LamaCklConfig(out=str(tmp_path), seeds=bad)
+
+
+def test_runs_without_per_fact_scores_get_means_but_no_interval():
+    from taalm.bench import runner
+
+    learn, keep = [[0.0, 0.0], [0.5, 1.0]], [[1.0, 1.0], [1.0, 0.5]]
+    old = [{k: v for k, v in r.items() if k != "per_probe"} for r in metrics_records(learn, keep, learn)]
+    runs = [runner.SeedRun(s, {"finetune": {**lama_ckl.summarize_curve(lama_ckl.curve_from_metrics(old)),
+                                            "exact_match": None, "seconds": 1.0}}, None) for s in (0, 1)]
+    bootstraps, record = runner.intervals(runs, lama_ckl.statistic)
+    assert bootstraps == {} and record["method"] is None and "no interval" in record["note"]
+    row = lama_ckl.method_summary("finetune", runs, None, epochs=1)
+    assert (row["top_acc"], row["epochs"], row["seconds"], row["exact_match"]) == (0.75, [1, 1], 2.0, None)
+    assert "ci95" not in row
+    line = lama_ckl._table({"intervals": record, "methods": {"finetune": row}}).splitlines()[2]
+    assert [c.strip() for c in line.split("|")[1:-1]][1:7] == ["0.750", "1,1", "0.750", "1.500", "—", "—"]
+    assert runner.mean_over_seeds([{"a": [1, 2.0], "b": None, "c": "x"}, {"a": [3, 4.0], "b": None, "c": "y"}]) == \
+        {"a": [2.0, 3.0], "b": None, "c": None}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,7 @@ def test_two_periods_end_to_end(twiki_run):
     assert "built-from-probes" in table.splitlines()[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "Method" not in line]
     assert [r.split("|")[1].strip() for r in rows] == ["base", "finetune", "kadapter"]
-    assert all(len(r.split("|")) == 2 * 2 + 2 + 3 for r in rows)
+    assert all(len(r.split("|")) == 2 * 2 + 2 + 5 for r in rows)  # periods, averages, two Δ vs finetune
     for name in ("curves.png", "tradeoff.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "summary.json").read_text()) == summary
@@ -103,14 +104,15 @@ def test_period_two_continues_period_one_with_a_fresh_optimizer(twiki_run):
     out, summary = twiki_run
     first, second = PERIODS.split(",")
     for name in ("finetune", "kadapter"):
-        config = yaml.safe_load((out / "methods" / name / second / "config.yaml").read_text())
-        assert config["init_from"] == str(out / "methods" / name / first)
-        assert yaml.safe_load((out / "methods" / name / first / "config.yaml").read_text())["init_from"] == ""
+        runs = out / "seed-0" / "methods" / name
+        config = yaml.safe_load((runs / second / "config.yaml").read_text())
+        assert config["init_from"] == str(runs / first)
+        assert yaml.safe_load((runs / first / "config.yaml").read_text())["init_from"] == ""
         # period 2 starts where period 1 ended: its scores of period 1's probes before learning are period 1's after
         result = summary["methods"][name]
         assert result[second]["before"][f"changed@{first}"] == result[first]["after"]["changed"]
         steps = {int(s["step"]) for s in
-                 runtime.load_checkpoint(out / "methods" / name / second / "checkpoint")["optimizer"]["state"].values()}
+                 runtime.load_checkpoint(runs / second / "checkpoint")["optimizer"]["state"].values()}
         assert steps == {1}  # 2 documents, batch 2, 1 epoch: only this period's step
 
 
@@ -120,7 +122,7 @@ def test_the_base_model_stays_unchanged_under_kadapter(twiki_run, tiny_model):
     out, _ = twiki_run
     base = models.load_causal_lm(tiny_model)
     carried = KAdapterForCausalLM.from_base_and_dir(models.load_causal_lm(tiny_model),
-                                                    out / "methods" / "kadapter" / PERIODS.split(",")[1] / "kadapter")
+                                                    out / "seed-0" / "methods" / "kadapter" / PERIODS.split(",")[1] / "kadapter")
     assert all(torch.equal(a, b) for a, b in zip(base.state_dict().values(), carried.base.state_dict().values()))
 
 
@@ -141,7 +143,7 @@ def test_resume_is_exact(kill, tiny_model, tmp_path, monkeypatch):
     cfg = twiki_config(tiny_model, tmp_path / "run", methods="finetune", changed_subjects=4, lora_dropout=0.1)
     reference = temporalwiki.run_bench(twiki_config(tiny_model, tmp_path / "ref", methods="finetune",
                                                     changed_subjects=4, lora_dropout=0.1))
-    second = str(tmp_path / "run" / "methods" / "finetune" / PERIODS.split(",")[1])
+    second = str(tmp_path / "run" / "seed-0" / "methods" / "finetune" / PERIODS.split(",")[1])
     real_learn, real_step = ckl.learn, ckl.Learner.step
     with monkeypatch.context() as patch:
         if kill == "between periods":
@@ -160,6 +162,70 @@ def test_resume_is_exact(kill, tiny_model, tmp_path, monkeypatch):
         assert runtime.load_checkpoint(Path(second) / "checkpoint")["step"] == 1
     resumed = temporalwiki.run_bench(cfg)
     assert _comparable(resumed) == _comparable(reference)
+
+
+# --- the data a run prepares ------------------------------------------------------------------------------------------
+
+
+def test_built_documents_record_where_their_facts_are(tiny_model, tmp_path):
+    from taalm.bench import twiki_data
+
+    cfg = twiki_config(tiny_model, tmp_path / "run", periods="0901-1001", changed_subjects=12, seed=2)
+    provenance = temporalwiki.prepare_data(cfg, tmp_path / "sets")
+    rows = [json.loads(line) for line in (tmp_path / "sets" / "0901-1001" / "docs.jsonl").read_text().splitlines()]
+    built = twiki_data.period_documents("0901-1001", 12, 2, review_paragraphs=cfg.review_paragraphs)
+    assert [r["text"] for r in rows] == [d.text for d in built]  # the diagnostics rebuild exactly these documents
+    for row, doc in zip(rows, built, strict=True):
+        assert row["text"][slice(*row["fact_span"])] == doc.statement and row["fact_slot"] == doc.fact_slot
+    record = provenance["periods"]["0901-1001"]
+    assert record["builder_version"] == provenance["builder_version"] == "2"
+    assert sum(record["fact_places"].values()) == len(rows) == 12
+    assert "LAMA-ckl" in provenance["review"] and "official: the Wikipedia 0801 snapshot" in provenance["review"]
+
+
+def _diffsets(directory: Path, texts: dict[str, list[str]]) -> Path:
+    directory.mkdir()
+    for period, lines in texts.items():
+        (directory / f"{period}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in lines))
+    return directory
+
+
+def test_with_diffsets_phi_pairs_come_from_the_0801_0901_diff_documents(tiny_model, tmp_path):
+    from taalm.bench import twiki_data
+
+    facts = twiki_data.load_facts(twiki_data.probe_file(twiki_data.PHI_PERIOD, "changed"))
+    chosen = list({f.subject: f for f in facts[:40] if f.object[0].isupper()}.values())[:3]
+    diffs = [f"The page on {f.subject} was edited this month and now names {f.object} in its infobox section."
+             for f in chosen]
+    filler = "An unrelated paragraph about rivers, bridges and the weather in a small mountain town nearby."
+    directory = _diffsets(tmp_path / "diffsets", {twiki_data.PHI_PERIOD: [filler, *diffs],
+                                                  "0901-1001": [filler, filler.upper()]})
+    cfg = twiki_config(tiny_model, tmp_path / "run", periods="0901-1001", methods="finetune,taalm", phi="train",
+                       diffsets=str(directory))
+    provenance = temporalwiki.prepare_data(cfg, tmp_path / "sets")
+    pairs = [json.loads(line) for line in (tmp_path / "sets" / "phi_pairs.jsonl").read_text().splitlines()]
+    assert {(p["document"], p["answer"]) for p in pairs} >= {(d, f.object) for d, f in zip(diffs, chosen)}
+    assert all(p["document"] in diffs for p in pairs)  # diff documents only, never a built one
+    assert all(p["answer"] in p["document"] and p["task"].endswith(p["answer"]) for p in pairs)
+    record = provenance["phi_pairs"]
+    assert record["documents"] == "diffsets" and record["source"].endswith(f"{twiki_data.PHI_PERIOD}.jsonl")
+    assert record["pairs"] == len(pairs) and record["unmatched"] == len(facts) - len(pairs)
+    (directory / f"{twiki_data.PHI_PERIOD}.jsonl").unlink()
+    with pytest.raises(TaalmError, match=f"{twiki_data.PHI_PERIOD}.jsonl: diffset file not found"):
+        temporalwiki.prepare_data(cfg, tmp_path / "sets2")
+    assert not (tmp_path / "sets2").exists()
+
+
+def test_paper_preset_meta_trains_phi_against_the_model_it_serves(tiny_model, tmp_path):
+    from taalm.bench import runner
+    from taalm.config import apply_preset
+
+    cfg = TemporalWikiConfig(**apply_preset(TemporalWikiConfig, {"out": str(tmp_path), "preset": "paper",
+                                                                  "model": tiny_model}))
+    assert runner.phi_source(cfg, temporalwiki.SHIPPED_SUFFIX) == "train"  # the paper meta-trains φ, never shipped
+    meta = runner.meta_train_config(cfg, str(tmp_path / "phi_pairs.jsonl"), tmp_path / "phi")
+    assert meta.theta == cfg.model == tiny_model  # θ in φ's inner loop is the θ the benchmark learns with
+    assert (meta.meta_batch, meta.held_out, meta.val_every, meta.val_epochs) == (16, 16, 10, 4)
 
 
 # --- bad input -------------------------------------------------------------------------------------------------------
@@ -226,14 +292,86 @@ def test_learning_rate_and_epochs_are_chosen_on_the_phi_period(tiny_model, tmp_p
         assert family["metric"] == "nll" and set(family["candidates"]) == lrs
         best = min(family["candidates"], key=lambda k: (family["candidates"][k]["best"], float(k)))
         assert family["chosen"] == float(best) and family["rule"].startswith(method)
-        learned = yaml.safe_load((out / "methods" / method / "0901-1001" / "config.yaml").read_text())
+        learned = yaml.safe_load((out / "seed-0" / "methods" / method / "0901-1001" / "config.yaml").read_text())
         assert (learned["lr"], learned["epochs"]) == (family["chosen"], family["epoch"])
     assert selection["chosen"] == summary["settings"]["lr"]
     assert summary["settings"]["epochs"] == selection["epoch"]
     # chosen on held-out 0801-0901 pairs only: no evaluated probe among the selection's tasks
     tasks = {json.loads(line)["task"] for line in (out / "lr_selection" / "tasks.jsonl").read_text().splitlines()}
     evaluated = {json.loads(line)["task"] for kind in ("changed", "unchanged")
-                 for line in (out / "sets" / "0901-1001" / f"{kind}.jsonl").read_text().splitlines()}
+                 for line in (out / "seed-0" / "sets" / "0901-1001" / f"{kind}.jsonl").read_text().splitlines()}
     assert len(tasks) >= 1 and not tasks & evaluated
     with pytest.raises(TaalmError, match="--periods"):
         twiki_config(tiny_model, out, periods="0901-1001,0901-1001")
+
+
+# --- seeds and intervals ---------------------------------------------------------------------------------------------
+
+
+def test_one_seed_has_intervals_over_probes_and_says_so(twiki_run):
+    out, summary = twiki_run
+    record = summary["intervals"]
+    assert record["seeds"] == [0] and not record["across_seeds"] and "1 seed" in record["note"]
+    periods = summary["periods"]
+    for name in ("finetune", "kadapter"):
+        m = summary["methods"][name]
+        for kind in ("changed", "unchanged"):
+            lo, hi = m["ci95"][kind]
+            assert lo <= m["average"][kind] <= hi and lo < hi  # probes differ: a real interval
+            assert len(m["ci95"][f"periods_{kind}"][0]) == len(periods)
+    diff = summary["methods"]["kadapter"]["vs_finetune"]["changed"]
+    expected = summary["methods"]["kadapter"]["average"]["changed"] - summary["methods"]["finetune"]["average"]["changed"]
+    assert diff["mean"] == pytest.approx(expected) and diff["ci95"][0] <= diff["mean"] <= diff["ci95"][1]
+    assert "vs_finetune" not in summary["methods"]["finetune"]
+    # the base row: the same probes, so its paired difference says how much finetune learned (base is worse)
+    assert summary["base_row"]["vs_finetune"]["changed"]["ci95"][0] > 0
+    lines = (out / "table.md").read_text().splitlines()
+    assert "1 seed" in lines[0]
+    cells = [c.strip() for c in lines[5].split("|")[1:-1]]  # finetune's row
+    assert cells[0] == "finetune" and all(re.fullmatch(r"\d+\.\d{3} ± \d+\.\d{3}", c) for c in cells[5:7])
+    assert cells[7:] == ["—", "—"] and re.fullmatch(r"[+-]\d+\.\d{3} \[[+-]\d+\.\d{3}, [+-]\d+\.\d{3}\]",
+                                                     [c.strip() for c in lines[6].split("|")[1:-1]][7])
+
+
+def test_a_second_invocation_adds_a_seed_and_skips_the_finished_one(tiny_model, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    one = temporalwiki.run_bench(twiki_config(tiny_model, out, methods="finetune", seeds="0"))
+    learned: list[str] = []
+    real = ckl.learn
+    monkeypatch.setattr(ckl, "learn", lambda c: learned.append(c.out) or real(c))
+    two = temporalwiki.run_bench(twiki_config(tiny_model, out, methods="finetune", seeds="0,1"))
+    assert learned == [str(out / "seed-1" / "methods" / "finetune" / p) for p in PERIODS.split(",")]
+    # each seed its own subjects and probes; seed 0's row is the one-seed run's
+    probes = [{json.loads(line)["task"] for line in (out / f"seed-{s}" / "sets" / "0901-1001" / "changed.jsonl")
+               .read_text().splitlines()} for s in (0, 1)]
+    assert probes[0] != probes[1]
+    assert not (out / "sets").exists()  # shared data only where φ's pairs are needed (here: none)
+    finetune = two["methods"]["finetune"]
+    assert _comparable(finetune["seeds"]["0"]) == _comparable(one["methods"]["finetune"]["seeds"]["0"])
+    per_seed = [finetune["seeds"][s]["average"]["changed"] for s in ("0", "1")]
+    assert finetune["average"]["changed"] == pytest.approx(sum(per_seed) / 2)
+    assert two["intervals"]["seeds"] == [0, 1] and two["intervals"]["across_seeds"]
+    assert set(two["seed_data"]) == {"0", "1"} and set(two["base_row"]["seeds"]) == {"0", "1"}
+    assert "2 seeds" in (out / "table.md").read_text().splitlines()[0]
+    assert json.loads((out / "summary.json").read_text()) == two
+
+
+def test_the_phi_it_uses_gets_a_position_check_in_summary_and_table(tiny_model, tmp_path):
+    """The benchmark measures φ's fact-weight lift with the facts in place and moved, once, and reports it."""
+    from taalm.weighting import TrainAttention
+
+    torch.manual_seed(0)
+    phi = TrainAttention.create(tiny_model, r=4, alpha=8, dropout=0.0, attn_implementation="eager")
+    with torch.no_grad():
+        phi.head.weight.normal_(0, 0.5)  # a φ whose weights vary over tokens
+    phi.save_pretrained(tmp_path / "phi")
+    out = tmp_path / "run"
+    summary = temporalwiki.run_bench(twiki_config(tiny_model, out, periods="0901-1001", methods="finetune,taalm",
+                                                  phi=str(tmp_path / "phi")))
+    check = summary["phi_position_check"]
+    assert check["period"] == "0901-1001" and check["documents"] == 2
+    lifts = [check["layouts"][k]["lift"] for k in ("in_place", "first", "last")]
+    assert all(math.isfinite(v) and v > 0 for v in lifts) and len(set(lifts)) > 1  # moving the facts changes it
+    assert check["kept"] == pytest.approx(min(lifts[1:]) / lifts[0])
+    assert json.loads((out / "position_check.json").read_text())["kept"] == check["kept"]
+    assert f"kept {check['kept']:.2f}" in (out / "table.md").read_text()

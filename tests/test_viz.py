@@ -266,3 +266,38 @@ def test_method_curves_png(tmp_path):
     with pytest.raises(ValueError, match="FT"):
         viz.plot_method_curves({"FT": [(0.1,)]}, tmp_path / "bad.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mc.png", "mc2.png"]
+
+
+def test_method_curves_draw_the_band_of_each_method(tmp_path):
+    curves = {"FT": [(0.1, 0.6), (0.3, 0.5), (0.5, 0.4)], "TAALM": [(0.1, 0.6), (0.4, 0.58), (0.6, 0.57)]}
+    band = ([(0.05, 0.55), (0.2, 0.45), (0.4, 0.3)], [(0.15, 0.65), (0.4, 0.55), (0.6, 0.5)])
+    plain, banded = tmp_path / "plain.png", tmp_path / "banded.png"
+    viz.plot_method_curves(curves, plain)
+    viz.plot_method_curves(curves, banded, bands={"FT": band})
+    assert banded.read_bytes()[:8] == PNG_MAGIC and banded.read_bytes() != plain.read_bytes()
+    with pytest.raises(ValueError, match="FT: the band"):
+        viz.plot_method_curves(curves, tmp_path / "short.png", bands={"FT": (band[0][:2], band[1][:2])})
+    with pytest.raises(ValueError, match="without a curve"):
+        viz.plot_method_curves(curves, tmp_path / "other.png", bands={"RHO-1": band})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["banded.png", "plain.png"]
+
+
+def _twiki_summary(band: bool) -> dict:
+    periods = ("0901-1001", "1001-1101")
+    scores = lambda c, u: {"changed": {"nll": c}, "unchanged": {"nll": u}}
+    method = {p: {"after": scores(2.0 + i, 3.0 - i)} for i, p in enumerate(periods)}
+    if band:
+        method["ci95"] = {"periods_changed": [[1.8, 2.7], [2.2, 3.3]], "periods_unchanged": [[2.9, 1.8], [3.1, 2.2]]}
+    return {"base": {p: scores(4.0, 2.5) for p in periods}, "methods": {"finetune": method}}
+
+
+def test_period_curves_draw_the_band_where_the_summary_has_one(tmp_path):
+    plain, banded = tmp_path / "plain.png", tmp_path / "banded.png"
+    viz.plot_period_curves(_twiki_summary(False), plain)
+    viz.plot_period_curves(_twiki_summary(True), banded)
+    assert banded.read_bytes()[:8] == PNG_MAGIC and banded.read_bytes() != plain.read_bytes()
+    bad = _twiki_summary(True)
+    bad["methods"]["finetune"]["ci95"]["periods_changed"] = [[1.8], [2.2]]
+    with pytest.raises(ValueError, match="finetune: the changed band"):
+        viz.plot_period_curves(bad, tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()

@@ -345,31 +345,51 @@ def plot_learning_curves(records: list[dict[str, Any]], path: str | Path, title:
     atomic_write_bytes(path, _png_bytes(fig))
 
 
+Band = tuple[Sequence[Sequence[float]], Sequence[Sequence[float]]]  # (lower, upper) curves shaped like the mean's
+
+
+def _check_band(name: str, band: Band, points: int, width: int) -> None:
+    if len(band) != 2 or any(len(side) != points or any(len(p) != width for p in side) for side in band):
+        raise ValueError(f"{name}: the band must be (lower, upper), each {points} points of {width} values like the "
+                         "curve")
+
+
 def plot_method_curves(
     curves: dict[str, list[tuple[float, float]]],
     path: str | Path,
     title: str = "",
     labels: tuple[str, str] = ("To-Learn accuracy", "Not-To-Forget accuracy"),
+    bands: dict[str, Band] | None = None,
 ) -> None:
     """Two panels like the TAALM paper's LAMA-ckl figures: To-Learn (left) and Not-To-Forget (right) accuracy.
 
-    ``curves[method][epoch] = (to_learn_acc, nf_acc)``, epoch 0 being before training; one line with markers per
-    method, the same colour and marker in both panels.
+    ``curves[method][epoch] = (to_learn_acc, nf_acc)``, epoch 0 being before training (over several seeds: their
+    mean); one line with markers per method, the same colour and marker in both panels. ``bands[method] = (lower,
+    upper)``, each shaped like the method's curve, shades its 95% interval per epoch.
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     if not curves:
         raise ValueError("plot_method_curves: no curves")
+    bands = bands or {}
     for method, pts in curves.items():
         if any(len(p) != 2 for p in pts):
             raise ValueError(f"plot_method_curves: {method}: every point must be (to_learn_acc, nf_acc)")
+        if method in bands:
+            _check_band(f"plot_method_curves: {method}", bands[method], len(pts), 2)
+    if set(bands) - set(curves):
+        raise ValueError(f"plot_method_curves: bands without a curve: {sorted(set(bands) - set(curves))}")
     fig = Figure(figsize=(10, 4), layout="constrained")
     axes = fig.subplots(1, 2)
     for k, (method, pts) in enumerate(curves.items()):
         color, marker = _palette(len(curves))[k], _MARKERS[k % len(_MARKERS)]
         for side, ax in enumerate(axes):
             ax.plot(range(len(pts)), [p[side] for p in pts], marker=marker, ms=5, color=color, label=method)
+            if method in bands:
+                lower, upper = bands[method]
+                ax.fill_between(range(len(pts)), [p[side] for p in lower], [p[side] for p in upper], color=color,
+                                alpha=0.15, lw=0)
     for ax, label in zip(axes, labels, strict=True):
         ax.set_title(label)
         ax.set_xlabel("epoch")
@@ -431,8 +451,10 @@ def plot_meta_curve(history: list[dict[str, Any]], path: str | Path, selected: i
 
 
 def plot_period_curves(summary: dict[str, Any], path: str | Path, title: str = "") -> None:
-    """TemporalWiki: changed (left) and unchanged (right) object NLL after each period, one line per method, the
-    base model dashed. ``summary`` is the benchmark's summary (``base`` and ``methods[name][period]["after"]``)."""
+    """TemporalWiki: changed (left) and unchanged (right) object NLL after each period, one line per method (over
+    several seeds: their mean), the base model dashed. ``summary`` is the benchmark's summary (``base`` and
+    ``methods[name][period]["after"]``); a method's ``ci95["periods_changed"]`` / ``["periods_unchanged"]`` (lower,
+    upper lists over the periods), where present, shade its 95% interval."""
     from matplotlib.figure import Figure
 
     periods = list(summary["base"])
@@ -442,8 +464,16 @@ def plot_period_curves(summary: dict[str, Any], path: str | Path, title: str = "
     for side, (ax, kind) in enumerate(zip(axes, ("changed", "unchanged"), strict=True)):
         ax.plot(periods, [summary["base"][p][kind]["nll"] for p in periods], ls="--", color="0.3", label="base")
         for k, (name, result) in enumerate(methods.items()):
+            color = _palette(len(methods))[k]
             ax.plot(periods, [result[p]["after"][kind]["nll"] for p in periods], marker=_MARKERS[k % len(_MARKERS)],
-                    ms=5, color=_palette(len(methods))[k], label=name)
+                    ms=5, color=color, label=name)
+            band = (result.get("ci95") or {}).get(f"periods_{kind}")
+            if band is not None:
+                lower, upper = band
+                if len(lower) != len(periods) or len(upper) != len(periods):
+                    raise ValueError(f"plot_period_curves: {name}: the {kind} band has {len(lower)} and "
+                                     f"{len(upper)} points for {len(periods)} periods")
+                ax.fill_between(range(len(periods)), lower, upper, color=color, alpha=0.15, lw=0)
         ax.set_title(f"{kind.upper()} (to {'learn' if side == 0 else 'keep'})")
         ax.set_xlabel("after learning period")
         ax.set_ylabel("object NLL (lower is better)")

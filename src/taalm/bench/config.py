@@ -30,6 +30,8 @@ class BenchOptions(LoopOptions, ModelOptions):
     out: str = option("", "output directory (resumable: finished parts are skipped)")
     preset: str = option("", "fills every option not given explicitly (see the benchmark's presets)")
     methods: str = option("finetune", "comma-separated methods")
+    seeds: str = option("", "comma-separated seeds, each a run in OUT/seed-<s> with its own split, data order and "
+                            "LoRA init (tailoring, lr selection and φ are shared); intervals pool them (empty: --seed)")
     lr_candidates: str = option("", "comma-separated learning rates: θ's --lr is chosen among them by finetune's "
                                     "score on φ's held-out pairs (never on an evaluated set), and K-Adapter "
                                     "methods' by kadapter's own; empty: use --lr")
@@ -54,7 +56,10 @@ class BenchOptions(LoopOptions, ModelOptions):
     meta_max_length: int = option(512, "meta-training: documents are windowed around the answer to this many tokens")
     meta_held_out: int = option(-1, "meta-training: pairs held out for validation and lr selection (-1: automatic)")
     meta_val_every: int = option(10, "meta-training: φ updates between validations")
-    meta_val_epochs: int = option(4, "meta-training: epochs of each validation run (at --lr and --batch-size)")
+    meta_val_epochs: int = option(4, "meta-training: epochs of each validation run (at --meta-val-lr and "
+                                     "--meta-val-batch)")
+    meta_val_lr: float = option(0.0, "meta-training: θ's learning rate in each validation run (0: --lr)")
+    meta_val_batch: int = option(0, "meta-training: documents per step in each validation run (0: --batch-size)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,11 +71,18 @@ class BenchOptions(LoopOptions, ModelOptions):
             parse_method(name)
         _check_choice(self.objective, "objective", OBJECTIVES)
         _check(bool(self.phi), "phi", f"give one of {', '.join(PHI_SOURCES)}, an alias or a directory")
-        for name in ("meta_updates", "phi_layers", "phi_lora_r"):
+        for name in ("meta_updates", "phi_layers", "phi_lora_r", "meta_val_batch"):
             _check(getattr(self, name) >= 0, name, "must be >= 0")
         for name in ("meta_epochs", "meta_batch", "inner_batch", "meta_val_every", "meta_val_epochs"):
             _check(getattr(self, name) > 0, name, "must be positive")
         _check(self.meta_held_out >= -1, "meta_held_out", "must be >= 0 (or -1: automatic)")
+        try:
+            seeds = self.seed_list()
+        except ValueError:
+            seeds = [-1]
+        _check(all(s >= 0 for s in seeds) and len(set(seeds)) == len(seeds), "seeds",
+               f"{self.seeds!r} is not a list of distinct non-negative integers")
+        _check(self.meta_val_lr >= 0, "meta_val_lr", "must be >= 0 (0: --lr)")
         for name in ("lr_candidates", "kadapter_lr_candidates"):
             try:
                 candidates = _numbers(getattr(self, name))
@@ -81,6 +93,10 @@ class BenchOptions(LoopOptions, ModelOptions):
 
     def method_list(self) -> list[str]:
         return [m.strip() for m in self.methods.split(",") if m.strip()]
+
+    def seed_list(self) -> list[int]:
+        """The seeds to run, in order: ``--seeds``, or ``--seed`` alone."""
+        return [int(x) for x in str(self.seeds).split(",") if x.strip()] or [self.seed]
 
     def lr_candidate_list(self) -> list[float]:
         return _numbers(self.lr_candidates)
@@ -100,9 +116,12 @@ class TailorConfig:
 
     model: str = option("smollm2-135m", "model to tailor the sets to: alias, local directory or Hugging Face id")
     out: str = option("", "output directory: to_learn.jsonl, not_to_forget.jsonl, meta_pool.jsonl, tailor.json")
-    split: str = option("tailored", "tailored (by the model's own accuracy) or official (the paper's sets as shipped)")
+    split: str = option("tailored", "tailored (To-Learn from the fixed split's evaluation part, by the model's own "
+                                    "accuracy) or official (the paper's sets: every variant row To-Learn, every "
+                                    "invariant_descriptive row Not-To-Forget)")
     data_dir: str = option("", "directory with variant/invariant_*.jsonl (default: the copies shipped with taalm)")
-    to_learn: int = option(0, "stop once this many To-Learn rows are found (rows scored in a seeded order; 0: all)")
+    to_learn: int = option(0, "stop once this many To-Learn rows are found (evaluation-part rows scored in a seeded "
+                              "order; 0: all)")
     not_to_forget: int = option(0, "keep this many Not-To-Forget rows, in a seeded order (0: all)")
     pool_max_accuracy: float = option(0.5, "meta pool: only facts the model does not know, base accuracy below this on "
                                            "both the descriptive and the schematic task (the official φ pairs: < 0.5); "
@@ -130,14 +149,15 @@ class LamaCklConfig(BenchOptions):
     """``taalm bench lama-ckl``: every method on LAMA-ckl, the paper's table, curves and a summary."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        # The paper's protocol: every row, 30 epochs at lr 1e-4 with 64 documents per step; φ meta-trained on the pool
-        # (schematic tasks, 16 pairs per update, 30 epochs, validated every 10 updates on 16 held-out pairs);
-        # Mix-Review at a constant ratio of 1 over invariant_descriptive.
-        "paper": {"methods": ALL_LAMA_METHODS, "epochs": 30, "lr": 1e-4, "batch_size": 64, "micro_batch": 8,
-                  "max_length": 512, "to_learn": 0, "not_to_forget": 0, "meta_pool": 0, "meta_batch": 16,
-                  "meta_epochs": 30, "meta_updates": 0, "meta_held_out": 16, "meta_val_every": 10,
-                  "meta_val_epochs": 4, "task_format": "schematic", "review_ratio": 1.0, "review_decay": 1.0,
-                  "phi": "train", "window": False, "qlora": "auto"},
+        # The paper's protocol: the official split (all 500 variant rows To-Learn, all 500 invariant_descriptive rows
+        # Not-To-Forget), 30 epochs at lr 1e-4 with 64 documents per step; φ meta-trained on the pool (schematic
+        # tasks, 16 pairs per update, 30 epochs, validated every 10 updates on 16 held-out pairs that θ learns for 4
+        # epochs at lr 2e-4, 8 per step: ta_eval.py); Mix-Review at a constant ratio of 1 over invariant_descriptive.
+        "paper": {"methods": ALL_LAMA_METHODS, "split": "official", "epochs": 30, "lr": 1e-4, "batch_size": 64,
+                  "micro_batch": 8, "max_length": 512, "to_learn": 0, "not_to_forget": 0, "meta_pool": 0,
+                  "meta_batch": 16, "meta_epochs": 30, "meta_updates": 0, "meta_held_out": 16, "meta_val_every": 10,
+                  "meta_val_epochs": 4, "meta_val_lr": 2e-4, "meta_val_batch": 8, "task_format": "schematic",
+                  "review_ratio": 1.0, "review_decay": 1.0, "phi": "train", "window": False, "qlora": "auto"},
         # A real experiment on 2 CPU cores (see results/lama_ckl/smollm2-135m-cpu): 64 + 64 tailored facts, documents
         # windowed to 128 tokens around the answer, one lr for every method (1e-3: finetune's best on 32 held-out
         # meta-pool pairs among 3e-4, 1e-3, 3e-3; the record is in that directory), RecAdam's anneal midpoint at half
@@ -155,7 +175,8 @@ class LamaCklConfig(BenchOptions):
     }
 
     methods: str = option(ALL_LAMA_METHODS, "comma-separated methods")
-    split: str = option("tailored", "tailored or official")
+    split: str = option("tailored", "tailored (To-Learn from the fixed split's evaluation part, by θ's own accuracy) "
+                                    "or official (the paper's 500 To-Learn + 500 Not-To-Forget rows)")
     tailor_dir: str = option("", "an existing `taalm tailor` output (default: tailor into OUT/split)")
     to_learn: int = option(0, "use at most this many To-Learn rows (0: all)")
     not_to_forget: int = option(0, "use at most this many Not-To-Forget rows (0: all)")
@@ -230,3 +251,55 @@ class TemporalWikiConfig(BenchOptions):
 
     def period_list(self) -> list[str]:
         return [p.strip() for p in self.periods.split(",") if p.strip()]
+
+
+@dataclass
+class FictionalConfig(BenchOptions):
+    """``taalm bench fictional``: facts about generated fictional entities (no pretrained model can know them) learned
+    with every method; Not-To-Forget = LAMA-ckl facts θ knows. Headline: To-Learn accuracy at the last epoch."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # GPU sizes in the paper's protocol: 500 facts and 500 NF, 30 epochs at lr 1e-4 with 64 documents per step;
+        # φ meta-trained on 2048 generated train-side pairs, validated as the paper's (16 held-out pairs, 4 epochs at
+        # lr 2e-4, 8 per step).
+        "paper": {"methods": ALL_LAMA_METHODS, "epochs": 30, "lr": 1e-4, "batch_size": 64, "micro_batch": 8,
+                  "max_length": 256, "to_learn": 500, "not_to_forget": 500, "filler": 6, "phi_pairs": 2048,
+                  "held_out": 32, "review_ratio": 1.0, "review_decay": 1.0, "phi": "train", "meta_batch": 16,
+                  "meta_epochs": 4, "meta_updates": 0, "meta_max_length": 256, "meta_held_out": 16,
+                  "meta_val_every": 32, "meta_val_epochs": 4, "meta_val_lr": 2e-4, "meta_val_batch": 8,
+                  "qlora": "auto"},
+        # 2 CPU cores, SmolLM2: 64 facts in documents of 4 filler sentences (55-105 tokens), 8 per step, 6 epochs;
+        # lr chosen by finetune among 1e-3 and 3e-3 on 16 held-out train-side pairs; φ shipped for the model. Measured
+        # on 2 threads: 92 s per epoch (8 steps of ~10 s, then scoring 128 probes), so finetune, oracle and taalm
+        # take about 30 minutes, the lr selection 4 and NF tailoring 1 (the first seed only).
+        "cpu": {"methods": "finetune,oracle,taalm", "epochs": 6, "lr": 1e-3, "lr_candidates": "1e-3,3e-3",
+                "batch_size": 8, "micro_batch": 8, "max_length": 128, "to_learn": 64, "not_to_forget": 64,
+                "filler": 4, "phi_pairs": 512, "held_out": 16, "phi": "auto", "phi_layers": 4,
+                "meta_max_length": 128, "meta_batch": 8, "meta_outer_lr": 1e-3, "meta_updates": 48,
+                "meta_held_out": 32, "meta_val_every": 4, "meta_val_epochs": 4, "lora_dropout": 0.1},
+        # The demo: about 6 minutes on 2 cores (2 per method, NF tailoring 1), and the oracle separates from finetune
+        # by epoch 2 (SmolLM2, seed 0: To-Learn accuracy after epochs 1-4, finetune 0.046 / 0.066 / 0.207 / 0.380,
+        # oracle 0.062 / 0.225 / 0.450 / 0.699).
+        "quick": {"methods": "finetune,oracle,taalm", "epochs": 4, "lr": 3e-3, "batch_size": 6, "micro_batch": 6,
+                  "max_length": 128, "to_learn": 24, "not_to_forget": 16, "filler": 2, "phi_pairs": 64,
+                  "held_out": 16, "phi": "auto", "phi_layers": 4, "meta_max_length": 128, "meta_batch": 4,
+                  "meta_updates": 16, "meta_held_out": 8, "meta_val_every": 8, "meta_val_epochs": 2},
+    }
+
+    methods: str = option("finetune,oracle,taalm", "comma-separated methods")
+    to_learn: int = option(64, "generated facts θ learns (the generator's test side), new for every seed")
+    not_to_forget: int = option(64, "Not-To-Forget: a seeded subset of the LAMA-ckl facts θ knows (tailored)")
+    phi_pairs: int = option(512, "generated train-side pairs φ meta-trains on (--phi train)")
+    held_out: int = option(32, "generated train-side pairs, not φ's, on which --lr-candidates are compared")
+    filler: int = option(4, "neutral filler sentences per document; the fact sentence goes first, between or last")
+    tailor_dir: str = option("", "an existing `taalm tailor` output whose not_to_forget.jsonl gives the NF facts "
+                                 "(default: tailor into OUT/split)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("to_learn", "not_to_forget", "phi_pairs"):
+            _check(getattr(self, name) > 0, name, "must be positive")
+        _check(self.held_out >= 0, "held_out", "must be >= 0")
+        _check(self.held_out > 0 or not self.lr_candidate_list(), "held_out", "--lr-candidates are compared on "
+                                                                              "these pairs: give at least one")
+        _check(self.filler >= 2, "filler", "must be >= 2 (the fact's place: first, between or last)")

@@ -3,10 +3,13 @@
     taalm tailor --model smollm2-135m --out runs/split
     taalm bench lama-ckl --model smollm2-135m --preset cpu --out runs/lama
 
-Tailoring keeps what makes the numbers meaningful for *this* model: To-Learn = variant facts it gets entirely wrong
-(accuracy 0), Not-To-Forget = invariant_descriptive facts it gets entirely right (accuracy 1, the official NF file),
-meta pool = every other invariant fact (both invariant files, deduplicated by uuid) that is neither a variant fact nor
-any Not-To-Forget candidate, so φ never trains on a fact the benchmark evaluates, whatever the limits.
+Tailoring keeps what makes the numbers meaningful for *this* model: To-Learn = variant facts of the fixed split's
+evaluation part it gets entirely wrong (accuracy 0), Not-To-Forget = invariant_descriptive facts it gets entirely right
+(accuracy 1, the official NF file), meta pool = the variant split's φ part and every invariant fact (both files,
+deduplicated by uuid) that is not a Not-To-Forget candidate, less every fact that leaks into what any seed evaluates
+(``lama_split``: shared evidence paragraph, same or swapped subject and object), so φ never trains on what the
+benchmark evaluates, whatever the limits or the seed. ``split=official`` takes the paper's sets instead: all 500
+variant rows To-Learn, all 500 invariant_descriptive rows Not-To-Forget.
 """
 
 from __future__ import annotations
@@ -15,17 +18,21 @@ import hashlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from taalm import models
-from taalm.bench import runner
-from taalm.bench.config import LamaCklConfig, TailorConfig
+import numpy as np
+
+from taalm import models, stats
+from taalm.bench import lama_split, runner
+from taalm.bench.config import BenchOptions, LamaCklConfig, TailorConfig
 from taalm.config import save_config
 from taalm.data import encode, load_pairs, pad_token_id
 from taalm.distributed import Processes
 from taalm.errors import TaalmError
 from taalm.io import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from taalm.stats import FactScores, Means
 from taalm.windowing import answer_window
 
 log = logging.getLogger("taalm")
@@ -56,11 +63,14 @@ def _sha256(path: Path) -> str:
 
 
 def pair_record(row: dict[str, Any]) -> dict[str, Any]:
-    """The row as taalm's generic record: document (evidence), task (cloze), answer (object)."""
+    """The row as taalm's generic record: document (evidence), task (cloze), answer (object); with its relation and
+    the file:line it came from, so a set's relations and sources can be counted."""
     record = {"document": row["evidence"], "task": row["task_descriptive"], "answer": row["object"],
               "text": row["evidence"], "uuid": row["uuid"], "subject": row["subject"]}
-    if isinstance(row.get("task_schematic"), str):
-        record["task_schematic"] = row["task_schematic"]
+    for name, value in (("task_schematic", row.get("task_schematic")), ("relation", row.get("relation_code")),
+                        ("row", row.get("_where"))):
+        if isinstance(value, str):
+            record[name] = value
     return record
 
 
@@ -125,37 +135,73 @@ def _select(rows: list[dict], keep, limit: int, seed: int, scorer: RowScorer, sc
     return selected
 
 
-def meta_pool(rows: dict[str, list[dict]], taken: set[str], scorer: RowScorer, scores: dict[str, float | None],
-              max_accuracy: float) -> tuple[list[dict], dict[str, float]]:
-    """The invariant facts not ``taken`` (deduplicated by uuid, usable in both task forms); below 1.0, only those
-    the model does not know: base accuracy under ``max_accuracy`` on the descriptive and on the schematic task, as
-    the official φ pairs were chosen. Returns the pool and the schematic accuracies scored (by file:line)."""
-    remaining, seen = [], set()
-    unusable = {s["row"] for s in scorer.skipped}
+def _by_source(rows: list[dict]) -> dict[str, int]:
+    variant = sum(r["_where"].startswith("variant") for r in rows)
+    return {"variant_phi_part": variant, "invariant": len(rows) - variant}
+
+
+def meta_pool(rows: dict[str, list[dict]], phi_part: list[dict], evaluated: list[dict], scorer: RowScorer,
+              scores: dict[str, float | None], max_accuracy: float) -> tuple[list[dict], dict[str, float], dict[str, Any]]:
+    """φ's pairs: the variant split's ``phi_part`` and the invariant facts (deduplicated by uuid) that are not
+    ``evaluated`` (every row any seed could evaluate: evaluation-part variant rows and Not-To-Forget candidates), less
+    those that leak into them (``lama_split.leak_filter``) and those unusable in either task form. Below 1.0, only
+    facts the model does not know: base accuracy under ``max_accuracy`` on the descriptive and on the schematic task,
+    as the official φ pairs were chosen. Returns the pool, the schematic accuracies scored (by file:line) and what was
+    left out, and why."""
+    taken = {r["uuid"] for r in evaluated + rows["variant"]}
+    candidates = list(phi_part)
     for r in rows["invariant_descriptive"] + rows["invariant_schematic"]:
-        if r["uuid"] not in taken | seen and r["_where"] not in unusable and \
-                scorer.usable(r, forms=("descriptive", "schematic")):
-            remaining.append(r)
-            seen.add(r["uuid"])
-    if max_accuracy >= 1.0:
-        return remaining, {}
-    unscored = [r for r in remaining if r["_where"] not in scores]
-    scores.update(zip((r["_where"] for r in unscored), scorer(unscored) if unscored else []))
-    with_schematic = [r for r in remaining if isinstance(r.get("task_schematic"), str)]
-    schematic = dict(zip((r["_where"] for r in with_schematic), scorer(with_schematic, "schematic")
-                         if with_schematic else []))
-    unknown = lambda r: scores[r["_where"]] < max_accuracy and schematic.get(r["_where"], 0.0) < max_accuracy
-    return [r for r in remaining if unknown(r)], schematic
+        if r["uuid"] not in taken:
+            candidates.append(r)
+            taken.add(r["uuid"])
+    kept, left_out = lama_split.leak_filter(candidates, evaluated)
+    unusable = {s["row"] for s in scorer.skipped}
+    remaining = [r for r in kept if r["_where"] not in unusable and scorer.usable(r, forms=("descriptive", "schematic"))]
+    pool, schematic = remaining, {}
+    if max_accuracy < 1.0:
+        unscored = [r for r in remaining if r["_where"] not in scores]
+        scores.update(zip((r["_where"] for r in unscored), scorer(unscored) if unscored else []))
+        with_schematic = [r for r in remaining if isinstance(r.get("task_schematic"), str)]
+        schematic = dict(zip((r["_where"] for r in with_schematic), scorer(with_schematic, "schematic")
+                             if with_schematic else []))
+        unknown = lambda r: scores[r["_where"]] < max_accuracy and schematic.get(r["_where"], 0.0) < max_accuracy
+        pool = [r for r in remaining if unknown(r)]
+    report = {"rule": lama_split.LEAK_RULE, "candidates": _by_source(candidates),
+              "left_out": {"rows": len(candidates) - len(kept),
+                           **{f"for_{reason}": len(where) for reason, where in left_out.items()}},
+              "after_leak_filters": _by_source(kept), "unusable": len(kept) - len(remaining),
+              "known": len(remaining) - len(pool), "meta_pool": _by_source(pool), "left_out_rows": left_out}
+    return pool, schematic, report
 
 
-def tailor(cfg: TailorConfig) -> Path:
-    """Write to_learn / not_to_forget / meta_pool (JSONL) and tailor.json (model, hashes, counts, per-row accuracy)."""
+def _rules(cfg: TailorConfig) -> dict[str, Any]:
+    """tailor.json's words for what went where."""
+    if cfg.split == "official":
+        rules = {"to_learn": "all variant rows", "not_to_forget": f"all {NF_FILE} rows",
+                 "meta_pool": "invariant facts (descriptive + schematic, deduplicated by uuid) that are no "
+                              "Not-To-Forget row, less every fact that leaks into an evaluated set (meta_pool_filters)"}
+    else:
+        known = "" if cfg.pool_max_accuracy >= 1.0 else (
+            f"; only facts the model does not know: base accuracy below {cfg.pool_max_accuracy} on both the "
+            "descriptive and the schematic task (the official φ pairs' rule)")
+        rules = {"to_learn": "variant rows of the split's evaluation part with base accuracy 0",
+                 "not_to_forget": f"{NF_FILE} rows with base accuracy 1",
+                 "meta_pool": "the variant split's φ part and every invariant fact (descriptive + schematic, "
+                              f"deduplicated by uuid) that is no {NF_FILE} Not-To-Forget candidate, whatever the "
+                              "limits, less every fact that leaks into an evaluated set (meta_pool_filters)" + known}
+    return {**rules, "limits": {"to_learn": cfg.to_learn, "not_to_forget": cfg.not_to_forget, "seed": cfg.seed}}
+
+
+def tailor(cfg: TailorConfig, scorer: RowScorer | None = None) -> Path:
+    """Write to_learn / not_to_forget / meta_pool (JSONL) and tailor.json (model, hashes, the variant split, counts,
+    what the pool left out and why, per-row accuracy). ``scorer`` stands in for the model's (default: ``cfg.model``)."""
     paths = {name: data_file(name, cfg.data_dir) for name in FILES}
     rows = {name: read_rows(path) for name, path in paths.items()}
-    scorer = RowScorer(cfg.model, cfg.eval_batch, cfg.max_length, cfg.device)
+    scorer = scorer or RowScorer(cfg.model, cfg.eval_batch, cfg.max_length, cfg.device)
     scores: dict[str, float | None] = {}
     official = cfg.split == "official"
-    to_learn = _select(rows["variant"], lambda a: official or a == 0.0, cfg.to_learn, cfg.seed, scorer, scores,
+    evaluation, phi_part = (rows["variant"], []) if official else lama_split.split_variant(rows["variant"])
+    to_learn = _select(evaluation, lambda a: official or a == 0.0, cfg.to_learn, cfg.seed, scorer, scores,
                        document=True)
     # Every NF candidate is scored, whatever the limit: the meta pool leaves out all of them, so a φ trained on one
     # tailoring's pool never saw a fact that another tailoring (other limits or seed) puts in Not-To-Forget.
@@ -165,27 +211,30 @@ def tailor(cfg: TailorConfig) -> Path:
         order = list(candidates)
         random.Random(cfg.seed).shuffle(order)
         nf = order[:cfg.not_to_forget]
-    taken = {r["uuid"] for r in candidates} | {r["uuid"] for r in rows["variant"]}
-    pool, pool_scores = meta_pool(rows, taken, scorer, scores, 1.0 if official else cfg.pool_max_accuracy)
+    pool, pool_scores, pool_report = meta_pool(rows, phi_part, evaluation + candidates, scorer, scores,
+                                               1.0 if official else cfg.pool_max_accuracy)
     if scorer.skipped:
         log.warning("%d rows skipped (answer not usable); listed in tailor.json", len(scorer.skipped))
     report = {
         "model": cfg.model, "split": cfg.split,
         "files": {name: {"path": str(p), "sha256": _sha256(p), "rows": len(rows[name])} for name, p in paths.items()},
-        "rule": {"to_learn": "all variant rows" if official else "variant rows with base accuracy 0",
-                 "not_to_forget": f"all {NF_FILE} rows" if official else f"{NF_FILE} rows with base accuracy 1",
-                 "meta_pool": f"every other invariant fact (descriptive + schematic, deduplicated by uuid): no variant "
-                              f"fact and no {NF_FILE} fact that is a Not-To-Forget candidate, whatever the limits"
-                              + ("" if official or cfg.pool_max_accuracy >= 1.0 else
-                                 f"; only facts the model does not know: base accuracy below {cfg.pool_max_accuracy}"
-                                 " on both the descriptive and the schematic task (the official φ pairs' rule)"),
-                 "limits": {"to_learn": cfg.to_learn, "not_to_forget": cfg.not_to_forget, "seed": cfg.seed}},
+        "rule": _rules(cfg),
+        "variant_split": {"rule": "official: every variant row is To-Learn" if official else lama_split.RULE,
+                          "version": None if official else lama_split.SPLIT_VERSION,
+                          "evaluation": len(evaluation), "phi": len(phi_part),
+                          "evaluation_sha256": lama_split.fingerprint(evaluation)},
         "counts": {"to_learn": len(to_learn), "not_to_forget": len(nf), "meta_pool": len(pool),
                    "scored": len(scores), "skipped": len(scorer.skipped)},
+        "meta_pool_filters": pool_report,
         "skipped": scorer.skipped,
         "base_accuracy": scores,
         "meta_pool_schematic_accuracy": pool_scores,
     }
+    if official:
+        others = [r for name in FILES if name != "variant" for r in rows[name]]
+        report["official_phi_rule"] = {"rule": lama_split.OFFICIAL_PHI_RULE,
+                                       "rows_meeting_it": sum(map(lama_split.meets_official_phi_rule, others)),
+                                       "differences": list(lama_split.OFFICIAL_POOL_DIFFERENCES)}
     with atomic_dir(cfg.out) as tmp:
         for name, selected in (("to_learn", to_learn), ("not_to_forget", nf), ("meta_pool", pool)):
             write_jsonl(tmp / f"{name}.jsonl", [pair_record(r) for r in selected])
@@ -197,10 +246,11 @@ def tailor(cfg: TailorConfig) -> Path:
 
 def summarize_curve(curve: list[tuple[float, float]]) -> dict[str, Any]:
     """The paper's columns from a curve indexed by epoch (0 = before training): Top Acc = max To-Learn over the
-    training epochs (earliest on ties), its epoch, NF Acc at that epoch, Total Knowledge = Top + NF."""
+    training epochs (earliest on ties, compared to 12 decimals like ``statistic``), its epoch, NF Acc at that epoch,
+    Total Knowledge = Top + NF."""
     if len(curve) < 2:
         raise ValueError("a curve needs epoch 0 and at least one training epoch")
-    best = max(range(1, len(curve)), key=lambda e: (curve[e][0], -e))
+    best = max(range(1, len(curve)), key=lambda e: (round(curve[e][0], 12), -e))
     top, nf = curve[best]
     return {"top_acc": top, "epoch": best, "nf_acc": nf, "total": top + nf, "curve": [list(p) for p in curve]}
 
@@ -209,6 +259,36 @@ def curve_from_metrics(records: list[dict]) -> list[tuple[float, float]]:
     acc = {(r["epoch"], r["probe"]): r["accuracy"] for r in records}
     epochs = sorted({r["epoch"] for r in records})
     return [(acc[(e, "to_learn")], acc[(e, "not_to_forget")]) for e in epochs]
+
+
+def exact_match_at(records: list[dict], epoch: int) -> float | None:
+    """To-Learn whole-answer exact match at ``epoch`` (None where it was not scored)."""
+    return next((r.get("exact_match") for r in records if r["epoch"] == epoch and r["probe"] == "to_learn"), None)
+
+
+def fact_scores(records: list[dict]) -> FactScores | None:
+    """Per-fact scores of a run's metrics for the bootstrap: To-Learn accuracy (and exact match) and NF accuracy,
+    each (epochs, facts); None when the records hold no per-probe lists."""
+    epochs = sorted({r["epoch"] for r in records})
+    learn, keep = (runner.per_probe(records, probe, epochs) for probe in ("to_learn", "not_to_forget"))
+    if learn is None or keep is None:
+        return None
+    return {"to_learn": {k: v for k, v in learn.items() if k in ("accuracy", "exact_match")},
+            "not_to_forget": {"accuracy": keep["accuracy"]}}
+
+
+def statistic(means: Means) -> dict[str, np.ndarray]:
+    """The bootstrap's statistic, per replicate (first axis) from mean per-fact scores over epochs: Top Acc = max of
+    the To-Learn curve over epochs >= 1 (earliest on ties), NF Acc and exact match at that epoch, Total = Top + NF,
+    and both curves (for the plot's band)."""
+    curve, keep = means["to_learn"]["accuracy"], means["not_to_forget"]["accuracy"]
+    best = 1 + np.argmax(np.round(curve[:, 1:], 12), axis=1)
+    at = lambda values: np.take_along_axis(values, best[:, None], axis=1)[:, 0]
+    columns = {"top_acc": at(curve), "nf_acc": at(keep)}
+    columns["total"] = columns["top_acc"] + columns["nf_acc"]
+    if "exact_match" in means["to_learn"]:
+        columns["exact_match"] = at(means["to_learn"]["exact_match"])
+    return {**columns, "curve_to_learn": curve, "curve_not_to_forget": keep}
 
 
 def _subsample(path: Path, limit: int, seed: int) -> list[dict[str, Any]]:
@@ -228,20 +308,23 @@ def _windowed(records: list[dict[str, Any]], tokenizer, max_length: int) -> tupl
     return out, count
 
 
-def prepare_sets(cfg: LamaCklConfig, split_dir: Path, sets: Path) -> dict[str, Any]:
-    """The run's To-Learn, Not-To-Forget and meta-pool files (seeded subsets, documents windowed with --window);
-    returns their counts and how many documents were windowed."""
-    chosen = {"to_learn": _subsample(split_dir / "to_learn.jsonl", cfg.to_learn, cfg.seed),
-              "not_to_forget": _subsample(split_dir / "not_to_forget.jsonl", cfg.not_to_forget, cfg.seed),
-              "meta_pool": _subsample(split_dir / "meta_pool.jsonl", cfg.meta_pool, cfg.seed)}
-    if not chosen["to_learn"] or not chosen["not_to_forget"]:
+SETS = ("to_learn", "not_to_forget", "meta_pool")
+SEED_SETS = ("to_learn", "not_to_forget")  # a seed's own subsample; the meta pool is shared (φ, lr selection)
+
+
+def prepare_sets(cfg: LamaCklConfig, split_dir: Path, sets: Path, names: tuple[str, ...] = SETS) -> dict[str, Any]:
+    """The run's ``names`` files among To-Learn, Not-To-Forget and meta pool: subsets of the tailored split seeded by
+    ``cfg.seed`` (documents windowed with --window); returns their counts and how many documents were windowed."""
+    limits = {"to_learn": cfg.to_learn, "not_to_forget": cfg.not_to_forget, "meta_pool": cfg.meta_pool}
+    chosen = {name: _subsample(split_dir / f"{name}.jsonl", limits[name], cfg.seed) for name in names}
+    if any(not chosen[name] for name in SEED_SETS if name in names):
         raise TaalmError(f"{split_dir}: empty To-Learn or Not-To-Forget set "
                          f"({ {k: len(v) for k, v in chosen.items()} })")
     windowed = {}
-    if cfg.window:
+    if cfg.window and set(SEED_SETS) & set(names):
         tokenizer = models.load_tokenizer(cfg.model)
-        for name in ("to_learn", "not_to_forget"):  # what θ learns (and Mix-Review replays); φ's pool is windowed by
-            chosen[name], windowed[name] = _windowed(chosen[name], tokenizer, cfg.max_length)  # meta-train itself
+        for name in (n for n in SEED_SETS if n in names):  # what θ learns (and Mix-Review replays); φ's pool is
+            chosen[name], windowed[name] = _windowed(chosen[name], tokenizer, cfg.max_length)  # windowed by meta-train
     procs = Processes(cfg.device)
     if procs.is_main:
         for name, records in chosen.items():
@@ -251,15 +334,75 @@ def prepare_sets(cfg: LamaCklConfig, split_dir: Path, sets: Path) -> dict[str, A
 
 
 def _table(summary: dict[str, Any]) -> str:
-    lines = ["| Method | Top Acc | Epoch | NF Acc | Total Knowledge | seconds |", "|---|---|---|---|---|---|"]
+    """The paper's columns as ``mean ± half-width`` of the 95% interval (just the mean without one), the top epoch
+    of each seed, exact match, and the paired difference to finetune with its interval."""
+    seeds = summary["intervals"]["seeds"]
+    base = summary["intervals"].get("baseline") or "finetune"
+    about = f"{len(seeds)} seeds" if len(seeds) > 1 else "1 seed: ± over facts only"
+    header = (f"| Method ({about}) | Top Acc | Epoch | NF Acc | Total Knowledge | Exact Match | "
+              f"Δ Top Acc vs {base} [95%] | Δ NF Acc vs {base} [95%] | seconds |")
+    lines = [header, "|---" * 9 + "|"]
     for name, m in summary["methods"].items():
-        lines.append(f"| {name} | {m['top_acc']:.3f} | {m['epoch']} | {m['nf_acc']:.3f} | {m['total']:.3f} | "
-                     f"{m['seconds']:.0f} |")
+        ci, vs = m.get("ci95") or {}, m.get(f"vs_{base}") or {}
+        em = "—" if m.get("exact_match") is None else stats.plus_minus(m["exact_match"], ci.get("exact_match"))
+        cells = [name, stats.plus_minus(m["top_acc"], ci.get("top_acc")), ",".join(map(str, m["epochs"])),
+                 stats.plus_minus(m["nf_acc"], ci.get("nf_acc")), stats.plus_minus(m["total"], ci.get("total")), em,
+                 stats.difference(vs.get("top_acc")), stats.difference(vs.get("nf_acc")), f"{m['seconds']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def run_seed(cfg: LamaCklConfig, out: Path, split_dir: Path, lr_selection: dict | None,
+             phi: dict | None) -> runner.SeedRun:
+    """One seed in ``out``: its To-Learn and NF subsample, every method learned (each resumable on its own)."""
+    data = prepare_sets(cfg, split_dir, out / "sets", SEED_SETS)
+    sets = {name: out / "sets" / f"{name}.jsonl" for name in SEED_SETS}
+    return learn_methods(cfg, out, sets, lr_selection, phi, data, _top_columns)
+
+
+def _top_columns(metrics: list[dict]) -> dict[str, Any]:
+    top = summarize_curve(curve_from_metrics(metrics))
+    return {**top, "exact_match": exact_match_at(metrics, top["epoch"])}
+
+
+def learn_methods(cfg: BenchOptions, out: Path, sets: dict[str, Path], lr_selection: dict | None, phi: dict | None,
+                  data: dict[str, Any], columns: Callable[[list[dict]], dict[str, Any]]) -> runner.SeedRun:
+    """Every method learns ``sets["to_learn"]`` in ``out/methods/<name>`` (each resumable on its own), probed on
+    To-Learn and Not-To-Forget after every epoch (Mix-Review replays the NF documents, as the official code does);
+    ``columns`` turns a method's metrics into its summary row. Shared by LAMA-ckl and the fictional benchmark."""
+    if Processes(cfg.device).is_main:
+        save_config(cfg, out / "config.yaml")
+    results, scores = {}, {}
+    for name in cfg.method_list():
+        metrics, seconds = runner.learn_run(runner.learn_config(
+            runner.with_lr(cfg, lr_selection, name), method=name, docs=str(sets["to_learn"]),
+            out=str(out / "methods" / name), phi=phi["dir"] if phi else "",
+            probes=[f"to_learn={sets['to_learn']}", f"not_to_forget={sets['not_to_forget']}"],
+            review_docs=str(sets["not_to_forget"]), checkpoint_every=1))
+        results[name] = {**columns(metrics), "seconds": round(seconds, 1)}
+        scores[name] = fact_scores(metrics)
+    return runner.SeedRun(cfg.seed, results, None if None in scores.values() else scores, data)
+
+
+def method_summary(name: str, runs: list[runner.SeedRun], bootstrap: dict | None, epochs: int) -> dict[str, Any]:
+    """A method's row over the seeds: the paper's columns as means over seeds, the mean curve and the epoch where it
+    peaks, each seed's top epoch and values, and (from the bootstrap) the 95% intervals and the paired differences."""
+    per_seed = {str(r.seed): r.methods[name] for r in runs}
+    mean = runner.mean_over_seeds(list(per_seed.values()))
+    seconds = sum(m["seconds"] for m in per_seed.values())
+    entry = {"top_acc": mean["top_acc"], "epoch": summarize_curve(mean["curve"])["epoch"], "nf_acc": mean["nf_acc"],
+             "total": mean["total"], "exact_match": mean["exact_match"], "curve": mean["curve"],
+             "epochs": [m["epoch"] for m in per_seed.values()], "seconds": round(seconds, 1),
+             "seconds_per_epoch": round(seconds / (epochs * len(runs)), 1), "seeds": per_seed}
+    if bootstrap:
+        entry["ci95"] = {k: v["ci95"] for k, v in bootstrap["stats"].items()}
+        entry.update({k: v for k, v in bootstrap.items() if k.startswith("vs_")})
+    return entry
+
+
 def run_bench(cfg: LamaCklConfig, command: str = "") -> dict[str, Any]:
-    """Tailor (or reuse), choose the lr (optional), get φ, learn with every method; resumable."""
+    """Tailor every candidate once (or reuse), choose the lr (optional) and get φ, shared by every seed; then per
+    seed (``--seeds``) its split and every method in OUT/seed-<s>; intervals over facts and seeds; resumable."""
     from taalm.viz import plot_method_curves
 
     started = time.time()
@@ -271,18 +414,17 @@ def run_bench(cfg: LamaCklConfig, command: str = "") -> dict[str, Any]:
     if not (split_dir / "tailor.json").is_file():
         if cfg.tailor_dir:
             raise TaalmError(f"option --tailor-dir: {split_dir} has no tailor.json")
-        if procs.is_main:
+        if procs.is_main:  # every candidate, no limit: each seed subsamples its own To-Learn and NF rows from them
             tailor(TailorConfig(model=cfg.model, out=str(split_dir), split=cfg.split, device=cfg.device,
-                                to_learn=cfg.to_learn, not_to_forget=cfg.not_to_forget, seed=cfg.seed,
                                 eval_batch=cfg.eval_batch))
         procs.barrier()
-    data = prepare_sets(cfg, split_dir, out / "sets")
-    sets = {name: out / "sets" / f"{name}.jsonl" for name in ("to_learn", "not_to_forget", "meta_pool")}
+    shared = prepare_sets(cfg, split_dir, out / "sets", ("meta_pool",))
+    pool = out / "sets" / "meta_pool.jsonl"
 
     lr_selection = None
     if cfg.lr_candidate_list():
         held = [{"document": p.document, "task": p.task, "answer": p.answer}
-                for p in runner.held_out_pairs(load_pairs(sets["meta_pool"], cfg.task_format), cfg)]
+                for p in runner.held_out_pairs(load_pairs(pool, cfg.task_format), cfg)]
         if cfg.window:
             held, _ = _windowed(held, models.load_tokenizer(cfg.model), cfg.max_length)
         lr_selection = runner.select_lrs(cfg, [{"text": r["document"], "answer": r["answer"]} for r in held],
@@ -291,34 +433,39 @@ def run_bench(cfg: LamaCklConfig, command: str = "") -> dict[str, Any]:
         cfg = runner.with_lr(cfg, lr_selection)
     if procs.is_main:
         save_config(cfg, out / "config.yaml")
-    phi = runner.obtain_phi(cfg, sets["meta_pool"], out / "phi", task_format=cfg.task_format) \
-        if cfg.needs_phi() else None
+    phi = runner.obtain_phi(cfg, pool, out / "phi", task_format=cfg.task_format) if cfg.needs_phi() else None
 
-    results: dict[str, Any] = {}
-    for name in cfg.method_list():
-        run_dir = out / "methods" / name
-        metrics, seconds = runner.learn_run(runner.learn_config(
-            runner.with_lr(cfg, lr_selection, name), method=name, docs=str(sets["to_learn"]), out=str(run_dir),
-            phi=phi["dir"] if phi else "",
-            probes=[f"to_learn={sets['to_learn']}", f"not_to_forget={sets['not_to_forget']}"],
-            review_docs=str(sets["not_to_forget"]), checkpoint_every=1))
-        results[name] = {**summarize_curve(curve_from_metrics(metrics)), "seconds": round(seconds, 1),
-                         "seconds_per_epoch": round(seconds / cfg.epochs, 1)}
+    runs = runner.run_seeds(cfg, lambda c, d: run_seed(c, d, split_dir, lr_selection, phi))
+    bootstraps, record = runner.intervals(runs, statistic)
+    results = {name: method_summary(name, runs, bootstraps.get(name), cfg.epochs) for name in cfg.method_list()}
     summary = {
-        "benchmark": "lama-ckl", "model": cfg.model, "split": data["counts"], "split_kind": cfg.split,
-        "windowed": data["windowed"], "device": runner.device_name(cfg.device),
+        "benchmark": "lama-ckl", "model": cfg.model,
+        "split": {**runs[0].data["counts"], **shared["counts"]}, "split_kind": cfg.split,
+        "windowed": runner.mean_over_seeds([r.data["windowed"] for r in runs]),
+        "seed_splits": {str(r.seed): r.data for r in runs}, "device": runner.device_name(cfg.device),
         "command": runner.command_line(cfg, command, "lama-ckl"),
         "wall_seconds": round(time.time() - started + previous.get("wall_seconds", 0.0), 1),
         "settings": {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "max_length": cfg.max_length,
                      "window": cfg.window, "review_ratio": cfg.review_ratio, "review_decay": cfg.review_decay,
-                     "lora_r": cfg.lora_r, "lora_dropout": cfg.lora_dropout, "seed": cfg.seed},
-        "lr_selection": lr_selection, "phi": phi, "methods": results,
+                     "lora_r": cfg.lora_r, "lora_dropout": cfg.lora_dropout, "seed": cfg.seed,
+                     "seeds": cfg.seed_list()},
+        "intervals": record, "lr_selection": lr_selection, "phi": phi, "methods": results,
     }
     if procs.is_main:
         atomic_write_json(out / "summary.json", summary)
         atomic_write_text(out / "table.md", _table(summary))
+        bands = {n: _band(m["ci95"]) for n, m in results.items() if m.get("ci95")}
+        counts = summary["split"]
         plot_method_curves({n: [tuple(p) for p in m["curve"]] for n, m in results.items()}, out / "curves.png",
-                           title=f"LAMA-ckl, {cfg.model} ({data['counts']['to_learn']} to learn, "
-                                 f"{data['counts']['not_to_forget']} NF)")
+                           title=f"LAMA-ckl, {cfg.model} ({counts['to_learn']} to learn, {counts['not_to_forget']} "
+                                 f"NF, {len(runs)} seed{'s' if len(runs) > 1 else ''}; band: 95% interval)",
+                           bands=bands)
         print(_table(summary))
+        print(record.get("note", record["method"]))
     return summary
+
+
+def _band(ci: dict[str, Any]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """The curves' 95% band as (lower, upper) curves of (To-Learn, NF) points."""
+    (learn_lo, learn_hi), (keep_lo, keep_hi) = ci["curve_to_learn"], ci["curve_not_to_forget"]
+    return list(zip(learn_lo, keep_lo, strict=True)), list(zip(learn_hi, keep_hi, strict=True))

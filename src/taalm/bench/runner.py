@@ -3,7 +3,9 @@ selection on held-out data, the device and command record, and atomic summaries.
 
 A benchmark run is a directory; every part of it (φ, each lr candidate, each method) is a sub-directory that is
 skipped when finished (``DONE``), resumed from its checkpoint when killed, and restarted when killed before its first
-checkpoint.
+checkpoint. Each seed (``--seeds``) is a run directory ``OUT/seed-<s>`` of its own (its split, data order and LoRA
+init); the benchmark's per-seed function returns a ``SeedRun`` (per-method results and per-fact scores) and
+``intervals`` pools the seeds into 95% intervals (``taalm.stats``), whatever the benchmark.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ import logging
 import platform
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from taalm import models
 from taalm.bench.config import BenchOptions
@@ -24,6 +30,7 @@ from taalm.data import Pair
 from taalm.distributed import Processes
 from taalm.errors import TaalmError
 from taalm.io import atomic_write_json, read_jsonl, write_jsonl
+from taalm.stats import FactScores, Statistic, bootstrap, describe
 
 log = logging.getLogger("taalm")
 
@@ -93,7 +100,8 @@ def held_out_pairs(pairs: list[Pair], cfg: BenchOptions) -> list[Pair]:
 
 
 def meta_train_config(cfg: BenchOptions, pairs: str, out: Path, **overrides: Any) -> MetaTrainConfig:
-    """φ's meta-training as the benchmark asks for it; validation learns at the benchmark's own lr and batch size."""
+    """φ's meta-training as the benchmark asks for it; validation learns at --meta-val-lr and --meta-val-batch (0:
+    the benchmark's own lr and batch size)."""
     values = {**model_options(cfg), "theta": cfg.model, "pairs": pairs, "out": str(out),
               "phi_model": cfg.phi_model, "phi_layers": cfg.phi_layers, "phi_lora_r": cfg.phi_lora_r,
               "updates": cfg.meta_updates, "epochs": cfg.meta_epochs, "meta_batch": cfg.meta_batch,
@@ -101,7 +109,8 @@ def meta_train_config(cfg: BenchOptions, pairs: str, out: Path, **overrides: Any
               "pair_batch": cfg.meta_pair_batch,
               "dummy_steps": cfg.dummy_steps, "objective": cfg.objective, "max_length": cfg.meta_max_length,
               "held_out": cfg.meta_held_out, "val_every": cfg.meta_val_every, "val_epochs": cfg.meta_val_epochs,
-              "val_lr": cfg.lr, "val_batch_size": cfg.batch_size, "seed": cfg.seed}
+              "val_lr": cfg.meta_val_lr or cfg.lr, "val_batch_size": cfg.meta_val_batch or cfg.batch_size,
+              "seed": cfg.seed}
     values.pop("qlora")  # meta-training needs a double backward through θ: full-precision weights
     return MetaTrainConfig(**{**values, **overrides})
 
@@ -224,4 +233,67 @@ def learn_config(cfg: BenchOptions, **values: Any) -> LearnConfig:
 def previous_summary(out: Path) -> dict[str, Any]:
     path = out / "summary.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# --- seeds: one run directory per seed, intervals over all of them ------------------------------------------------
+
+
+@dataclass
+class SeedRun:
+    """One seed of a benchmark: what the summary records per method (``methods``), the per-fact scores the
+    intervals come from (``scores[method]``: set -> metric -> values, facts last; None where the metrics hold none)
+    and anything else of the seed's (``data``: its split, provenance)."""
+
+    seed: int
+    methods: dict[str, dict[str, Any]]
+    scores: dict[str, FactScores] | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_dir(out: Path, seed: int) -> Path:
+    return out / f"seed-{seed}"
+
+
+def run_seeds(cfg: BenchOptions, run_seed: Callable[[Any, Path], SeedRun]) -> list[SeedRun]:
+    """``run_seed(cfg with seed s, OUT/seed-<s>)`` for every seed, in order. A seed changes the split, the data order
+    and the LoRA init; what is shared (tailoring, lr selection, φ) is computed once outside. Each seed's parts are
+    resumable on their own, so a second invocation with more seeds runs only the new ones."""
+    return [run_seed(dataclasses.replace(cfg, seed=s), seed_dir(Path(cfg.out), s)) for s in cfg.seed_list()]
+
+
+def per_probe(records: list[dict], probe: str, epochs: list[int]) -> dict[str, np.ndarray] | None:
+    """The per-fact scores of metrics records (``per_probe`` lists) of ``probe`` at ``epochs``: metric ->
+    (len(epochs), facts); None when a record has none (a run from before taalm recorded them)."""
+    rows = {r["epoch"]: r.get("per_probe") for r in records if r["probe"] == probe}
+    if any(not rows.get(e) for e in epochs):
+        return None
+    metrics = [k for k, v in rows[epochs[0]].items() if v is not None and all(rows[e].get(k) is not None
+                                                                                for e in epochs)]
+    return {k: np.array([rows[e][k] for e in epochs], dtype=float) for k in metrics}
+
+
+def intervals(runs: list[SeedRun], statistic: Statistic, baseline: str = "finetune") -> tuple[dict, dict[str, Any]]:
+    """The bootstrap over every seed's per-fact scores (``taalm.stats``): per method its statistics (per-seed values,
+    mean, 95% interval) and paired differences to ``baseline``; and the record of how they were computed. Without
+    per-fact scores in some seed: no intervals, and the record says why."""
+    seeds = [r.seed for r in runs]
+    if any(r.scores is None for r in runs):
+        return {}, {"method": None, "seeds": seeds, "note": "no interval: some metrics.jsonl hold no per-probe scores "
+                                                            "(runs from before taalm recorded them)"}
+    methods = list(runs[0].scores)
+    result = bootstrap([r.scores for r in runs], statistic, baseline if baseline in methods else None)
+    return result, describe(seeds, baseline=baseline if baseline in methods else None)
+
+
+def mean_over_seeds(values: list[Any]) -> Any:
+    """The element-wise mean of equally shaped nested dicts/lists of numbers (one per seed); other leaves (None,
+    text) are kept when every seed agrees, else None. With one seed: that seed's values, unchanged."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {k: mean_over_seeds([v[k] for v in values]) for k in first if all(k in v for v in values)}
+    if isinstance(first, list) and all(isinstance(v, list) and len(v) == len(first) for v in values):
+        return [mean_over_seeds([v[i] for v in values]) for i in range(len(first))]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return sum(values) / len(values) if len(values) > 1 else first
+    return first if all(v == first for v in values) else None
 

@@ -13,67 +13,87 @@ every period once. φ is meta-trained on period 0801-0901 only (or given). Witho
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-from taalm import models
+import numpy as np
+
+from taalm import models, stats
 from taalm.bench import runner
 from taalm.bench import twiki_data as data
 from taalm.bench.config import TemporalWikiConfig
 from taalm.config import save_config
 from taalm.data import load_pairs
 from taalm.distributed import Processes
+from taalm.errors import TaalmError
 from taalm.io import atomic_write_json, atomic_write_text, write_jsonl
+from taalm.stats import FactScores, Means, Statistic
 
 KINDS = ("changed", "unchanged")
 SHIPPED_SUFFIX = "-temporalwiki"  # --phi auto takes the φ shipped as "<model>-temporalwiki" (trained on 0801-0901)
+POSITION_CHECK_LENGTH = 1024  # whole documents: a fact cut off by --max-length would drop out of the check
 METRICS = ("nll", "accuracy", "perplexity")
 
 
 def _period_seed(seed: int, period: str) -> int:
-    return seed * 1000 + data.PERIODS.index(period)
+    return data.period_seed(seed, period)
+
+
+# Where Mix-Review's replayed text differs from the official runs (which replay a Wikipedia 08 snapshot).
+REVIEW_SOURCE = ("LAMA-ckl evidence paragraphs (T-REx Wikipedia abstracts, none able to state an evaluated fact), "
+                 "shuffled by the seed (official: the Wikipedia 0801 snapshot, Wikipedia_Full/wikipedia_08_gpt2)")
 
 
 def prepare_data(cfg: TemporalWikiConfig, sets: Path) -> dict[str, Any]:
     """Write each learned period's documents and probes, φ's meta-training pairs and Mix-Review's paragraphs under
     ``sets``; returns the provenance (what the documents are, counts, hashes, the builder's version). Everything is
     read and checked before anything is written."""
-    facts = {p: {k: data.load_facts(data.probe_file(p, k, cfg.data_dir)) for k in KINDS} for p in data.PERIODS}
-    everything = [f for period in facts.values() for kind in period.values() for f in kind]
-    pool = data.context_pool(exclude_facts=everything)  # no paragraph that could state an evaluated fact
-    random.Random(cfg.seed).shuffle(pool)
-    review, context = pool[:cfg.review_paragraphs], pool[cfg.review_paragraphs:] or pool
+    facts = data.load_all_facts(cfg.data_dir)
+    review, context = data.review_and_context(facts, cfg.seed, cfg.review_paragraphs)
     files: dict[str, list[dict]] = {"review.jsonl": [{"text": t} for t in review]}
     provenance: dict[str, Any] = {"documents": "diffsets" if cfg.diffsets else "built-from-probes",
                                   "builder_version": None if cfg.diffsets else data.BUILDER_VERSION,
-                                  "context_pool": len(context), "review_paragraphs": len(review), "periods": {}}
+                                  "context_pool": len(context), "review_paragraphs": len(review),
+                                  "review": REVIEW_SOURCE, "periods": {}}
     for period in cfg.period_list():
         changed = data.select_subjects(facts[period]["changed"], cfg.changed_subjects, cfg.seed)
         unchanged = data.select_subset(facts[period]["unchanged"], cfg.unchanged, cfg.seed)
         if cfg.diffsets:
             texts = data.load_diffsets(cfg.diffsets, period)
             record = {"documents": len(texts), "source": str(data.diffset_file(cfg.diffsets, period))}
+            files[f"{period}/docs.jsonl"] = [{"text": t} for t in texts]
         else:
             built = data.build_documents(changed, context, _period_seed(cfg.seed, period))
-            texts, record = [d.text for d in built], data.provenance(changed, built, _period_seed(cfg.seed, period))
-        files[f"{period}/docs.jsonl"] = [{"text": t} for t in texts]
+            record = data.provenance(changed, built, _period_seed(cfg.seed, period))
+            files[f"{period}/docs.jsonl"] = [data.document_record(d) for d in built]
         files[f"{period}/changed.jsonl"] = [data.probe_record(f) for f in changed]
         files[f"{period}/unchanged.jsonl"] = [data.probe_record(f) for f in unchanged]
         provenance["periods"][period] = {**record, "changed_probes": len(changed), "unchanged_probes": len(unchanged)}
     if cfg.lr_candidate_list() or cfg.needs_phi() and runner.phi_source(cfg, SHIPPED_SUFFIX) == "train":
         meta_facts = data.select_subjects(facts[data.PHI_PERIOD]["changed"], cfg.meta_subjects, cfg.seed)
-        built = data.build_documents(meta_facts, context, _period_seed(cfg.seed, data.PHI_PERIOD))
-        files["phi_pairs.jsonl"] = data.meta_pairs(built)
-        provenance["phi_pairs"] = {**data.provenance(meta_facts, built, _period_seed(cfg.seed, data.PHI_PERIOD)),
-                                   "period": data.PHI_PERIOD, "pairs": len(meta_facts)}
+        files["phi_pairs.jsonl"], provenance["phi_pairs"] = _phi_pairs(cfg, meta_facts, context)
     procs = Processes(cfg.device)
     if procs.is_main:
         for name, records in files.items():
             write_jsonl(sets / name, records)
     procs.barrier()
     return provenance
+
+
+def _phi_pairs(cfg: TemporalWikiConfig, facts: list[data.Fact], context: list[str]) -> tuple[list[dict], dict]:
+    """φ's 0801-0901 meta-training pairs and their record: with --diffsets each changed fact paired with a diff
+    document of that period holding its subject and object (as the official φ data), else built documents."""
+    if cfg.diffsets:
+        path = data.diffset_file(cfg.diffsets, data.PHI_PERIOD)
+        pairs, record = data.diff_meta_pairs(facts, data.load_diffsets(cfg.diffsets, data.PHI_PERIOD))
+        if not pairs:
+            raise TaalmError(f"{path}: no {data.PHI_PERIOD} changed fact has a diff document that contains its "
+                             "subject and object (φ's meta-training pairs come from these)")
+        return pairs, {**record, "documents": "diffsets", "source": str(path), "period": data.PHI_PERIOD}
+    built = data.build_documents(facts, context, _period_seed(cfg.seed, data.PHI_PERIOD))
+    return data.meta_pairs(built), {**data.provenance(facts, built, _period_seed(cfg.seed, data.PHI_PERIOD)),
+                                    "documents": "built-from-probes", "period": data.PHI_PERIOD, "pairs": len(facts)}
 
 
 def probe_specs(cfg: TemporalWikiConfig, sets: Path, period: str) -> list[str]:
@@ -87,7 +107,8 @@ def probe_specs(cfg: TemporalWikiConfig, sets: Path, period: str) -> list[str]:
 
 
 def evaluate_base(cfg: TemporalWikiConfig, sets: Path, out: Path) -> dict[str, Any]:
-    """The base model (no adapter) on every learned period's probes, once (``base.json``)."""
+    """The base model (no adapter) on every learned period's probes, once per seed (``base.json``, with the
+    per-probe scores the intervals need)."""
     path = out / "base.json"
     procs = Processes(cfg.device)
     if not path.is_file() and procs.is_main:
@@ -114,15 +135,19 @@ def _score_base(cfg: TemporalWikiConfig, sets: Path) -> dict[str, Any]:
 
 
 def _scores(metrics: list[dict], epoch: int) -> dict[str, dict[str, float]]:
-    return {r["probe"]: {k: r[k] for k in METRICS} for r in metrics if r["epoch"] == epoch}
+    """Each probe set's numbers at ``epoch`` (no per-probe lists: those stay in metrics.jsonl)."""
+    return {r["probe"]: {k: r[k] for k in (*METRICS, "exact_match") if k in r} for r in metrics
+            if r["epoch"] == epoch}
 
 
 def run_method(cfg: TemporalWikiConfig, name: str, sets: Path, out: Path, phi: dict | None,
-               lr_selection: dict | None = None) -> dict[str, Any]:
+               lr_selection: dict | None = None) -> tuple[dict[str, Any], FactScores | None]:
     """One method through the periods in order, each continuing the previous period's adapter, at the lr and epochs
-    chosen for its adapter family."""
+    chosen for its adapter family. Returns the scores before and after each period, and the per-probe NLL after each
+    period (``changed@PERIOD`` / ``unchanged@PERIOD``; None without per-probe lists) for the intervals."""
     cfg = runner.with_lr(cfg, lr_selection, name, epochs=True)
     result: dict[str, Any] = {}
+    facts: FactScores | None = {}
     init_from = ""
     for period in cfg.period_list():
         run_dir = out / "methods" / name / period
@@ -132,38 +157,147 @@ def run_method(cfg: TemporalWikiConfig, name: str, sets: Path, out: Path, phi: d
             review_docs=str(sets / "review.jsonl"), checkpoint_every=1))
         last = max(r["epoch"] for r in metrics)
         result[period] = {"before": _scores(metrics, 0), "after": _scores(metrics, last), "seconds": round(seconds, 1)}
+        for kind in KINDS:
+            scores = runner.per_probe(metrics, kind, [last])
+            facts = None if facts is None or scores is None else {**facts, f"{kind}@{period}": {"nll": scores["nll"][0]}}
         init_from = str(run_dir)
     result["average"] = {kind: sum(result[p]["after"][kind]["nll"] for p in cfg.period_list()) / len(cfg.period_list())
                          for kind in KINDS}
-    return result
+    return result, facts
+
+
+def _base_facts(base: dict[str, Any]) -> FactScores | None:
+    """The base model's per-probe NLL per period, like ``run_method``'s (None in a base.json without them)."""
+    try:
+        return {f"{kind}@{p}": {"nll": np.array(base[p][kind]["per_probe"]["nll"], dtype=float)}
+                for p in base for kind in KINDS}
+    except (KeyError, TypeError):
+        return None
+
+
+def statistic_over(periods: list[str]) -> Statistic:
+    """The bootstrap's statistic: the object NLL after each period (mean over its probes) and their average over the
+    periods, for changed and unchanged probes; per replicate (first axis)."""
+    def statistic(means: Means) -> dict[str, np.ndarray]:
+        by_kind = {kind: np.stack([means[f"{kind}@{p}"]["nll"] for p in periods], axis=1) for kind in KINDS}
+        return {**{kind: v.mean(axis=1) for kind, v in by_kind.items()},
+                **{f"periods_{kind}": v for kind, v in by_kind.items()}}
+
+    return statistic
+
+
+def _numbers(base: dict[str, Any]) -> dict[str, Any]:
+    """base.json without the per-probe lists."""
+    return {p: {kind: {k: v for k, v in scores.items() if k != "per_probe"} for kind, scores in by_kind.items()}
+            for p, by_kind in base.items()}
+
+
+def run_seed(cfg: TemporalWikiConfig, out: Path, phi: dict | None, lr_selection: dict | None) -> runner.SeedRun:
+    """One seed in ``out``: its subjects, probes and documents, the base row and every method through every period
+    (each resumable on its own). φ's pairs are not the seed's (shared, in OUT/sets): none are kept here."""
+    procs = Processes(cfg.device)
+    sets = out / "sets"
+    provenance = prepare_data(cfg, sets)  # checks every input before the first write
+    provenance.pop("phi_pairs", None)
+    if procs.is_main:
+        (sets / "phi_pairs.jsonl").unlink(missing_ok=True)
+        save_config(cfg, out / "config.yaml")
+    procs.barrier()
+    base = evaluate_base(cfg, sets, out)
+    methods, scores = {}, {"base": _base_facts(base)}
+    for name in cfg.method_list():
+        methods[name], scores[name] = run_method(cfg, name, sets, out, phi, lr_selection)
+    return runner.SeedRun(cfg.seed, methods, None if None in scores.values() else scores,
+                          {"data": provenance, "base": _numbers(base)})
+
+
+def shared_pairs(cfg: TemporalWikiConfig, out: Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """φ's 0801-0901 pairs, shared by every seed (φ and the lr selection): prepared with --seed into OUT/sets,
+    where nothing else is kept (each seed's own data is in OUT/seed-<s>/sets). None when the run needs none."""
+    sets = out / "sets"
+    provenance = prepare_data(cfg, sets)
+    procs = Processes(cfg.device)
+    if procs.is_main:
+        for path in sorted(sets.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_file() and path != sets / "phi_pairs.jsonl":
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        if sets.is_dir() and not any(sets.iterdir()):
+            sets.rmdir()
+    procs.barrier()
+    pairs = sets / "phi_pairs.jsonl"
+    return (pairs, provenance.get("phi_pairs")) if pairs.is_file() else (None, None)
+
+
+def _row(per_seed: dict[str, dict[str, Any]], bootstrap: dict | None, periods: list[str]) -> dict[str, Any]:
+    """A row over the seeds (``per_seed``: by seed): every number as the mean over seeds (seconds: their sum), each
+    seed's own, and (from the bootstrap) the 95% intervals and paired differences."""
+    row = {**runner.mean_over_seeds(list(per_seed.values())), "seeds": per_seed}
+    for p in periods:
+        if "seconds" in row.get(p, {}):
+            row[p]["seconds"] = round(sum(s[p]["seconds"] for s in per_seed.values()), 1)
+    if bootstrap:
+        row["ci95"] = {k: v["ci95"] for k, v in bootstrap["stats"].items()}
+        row.update({k: v for k, v in bootstrap.items() if k.startswith("vs_")})
+    return row
 
 
 def table(summary: dict[str, Any]) -> str:
-    """The paper's layout: rows base + methods; CHANGED / UNCHANGED object NLL after each period, and averages."""
+    """The paper's layout: rows base + methods; CHANGED / UNCHANGED object NLL after each period (means over seeds),
+    their averages as ``mean ± half-width`` of the 95% interval, and the paired difference to finetune."""
     periods = list(summary["base"])
-    header = "| Method | " + " | ".join(f"{p} CHANGED | {p} UNCHANGED" for p in periods) + " | AVG CHANGED | AVG UNCHANGED |"
-    title = f"TemporalWiki, {summary['model']}, documents: {summary['data']['documents']} (object NLL, lower is better)"
-    lines = [title, "", header, "|---" * (2 * len(periods) + 3) + "|"]
-    rows = {"base": {p: summary["base"][p] for p in periods}}
-    rows.update({name: {p: m[p]["after"] for p in periods} for name, m in summary["methods"].items()})
-    for name, by_period in rows.items():
-        values = [by_period[p][kind]["nll"] for p in periods for kind in KINDS]
-        averages = [sum(by_period[p][kind]["nll"] for p in periods) / len(periods) for kind in KINDS]
-        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values + averages) + " |")
+    seeds = summary["intervals"]["seeds"]
+    baseline = summary["intervals"].get("baseline") or "finetune"
+    about = f"{len(seeds)} seeds" if len(seeds) > 1 else "1 seed: ± over probes only"
+    header = ("| Method | " + " | ".join(f"{p} CHANGED | {p} UNCHANGED" for p in periods) + " | AVG CHANGED | "
+              f"AVG UNCHANGED | Δ AVG CHANGED vs {baseline} [95%] | Δ AVG UNCHANGED vs {baseline} [95%] |")
+    title = (f"TemporalWiki, {summary['model']}, documents: {summary['data']['documents']} (object NLL, lower is "
+             f"better; {about})")
+    lines = [title, "", header, "|---" * (2 * len(periods) + 5) + "|"]
+    rows = {"base": {**{p: {"after": summary["base"][p]} for p in periods}, **summary["base_row"]}}
+    rows.update(summary["methods"])
+    for name, row in rows.items():
+        ci, vs = row.get("ci95") or {}, row.get(f"vs_{baseline}") or {}
+        values = [f"{row[p]['after'][kind]['nll']:.3f}" for p in periods for kind in KINDS]
+        values += [stats.plus_minus(row["average"][kind], ci.get(kind)) for kind in KINDS]
+        values += [stats.difference(vs.get(kind)) for kind in KINDS]
+        lines.append(f"| {name} | " + " | ".join(values) + " |")
+    check = summary.get("phi_position_check")
+    if check:
+        lift = {name: check["layouts"][name]["lift"] for name in ("in_place", "first", "last")}
+        lines += ["", (f"φ's fact-weight lift ({check['documents']} documents of {check['period']}): in place "
+                      f"{lift['in_place']:.2f}, facts moved first {lift['first']:.2f}, moved last {lift['last']:.2f}; "
+                      f"kept {check['kept']:.2f} ({'≥' if check['keeps_lift'] else '<'} {check['keep_at_least']})")]
     return "\n".join(lines) + "\n"
 
 
+def phi_position_check(cfg: TemporalWikiConfig, phi: dict[str, Any], out: Path) -> dict[str, Any]:
+    """φ's fact-weight lift with the facts in place and moved (``taalm.position_check``) on the first learned
+    period's built documents of ``--seed``: whether φ finds facts or a place. Computed once (``position_check.json``)."""
+    from taalm.position_check import position_check_for_benchmark
+
+    path = out / "position_check.json"
+    procs = Processes(cfg.device)
+    if not path.is_file() and procs.is_main:
+        period = cfg.period_list()[0]
+        docs = data.period_documents(period, cfg.changed_subjects, cfg.seed, cfg.data_dir, cfg.review_paragraphs)
+        atomic_write_json(path, {"period": period, "seed": cfg.seed, **position_check_for_benchmark(
+            phi["dir"], docs, models.load_tokenizer(cfg.model), cfg.device, POSITION_CHECK_LENGTH)})
+    procs.barrier()
+    return json.loads(path.read_text())
+
+
 def run_bench(cfg: TemporalWikiConfig, command: str = "") -> dict[str, Any]:
-    """Data, lr/epochs chosen on 0801-0901 (optional), φ, the base row, every method through every period."""
+    """φ's pairs, lr/epochs chosen on 0801-0901 (optional) and φ, shared by every seed; then per seed (``--seeds``)
+    its data, the base row and every method through every period in OUT/seed-<s>; intervals over probes and seeds."""
     from taalm.viz import plot_period_curves, plot_tradeoff
 
     started = time.time()
     runner.check_phi_model(cfg)
     out = Path(cfg.out)
     previous = runner.previous_summary(out)
-    sets = out / "sets"
-    provenance = prepare_data(cfg, sets)  # checks every input before the first write
-    pairs = sets / "phi_pairs.jsonl" if (sets / "phi_pairs.jsonl").is_file() else None
+    pairs, phi_data = shared_pairs(cfg, out)  # checks every input before the first write
     lr_selection = None
     if pairs is not None and cfg.lr_candidate_list():  # lr and epochs are chosen on 0801-0901 held-out pairs
         held = runner.held_out_pairs(load_pairs(pairs), cfg)
@@ -176,25 +310,37 @@ def run_bench(cfg: TemporalWikiConfig, command: str = "") -> dict[str, Any]:
         save_config(cfg, out / "config.yaml")
     # φ is selected by the benchmark's own metric, the answer NLL
     phi = runner.obtain_phi(cfg, pairs, out / "phi", SHIPPED_SUFFIX, val_metric="nll") if cfg.needs_phi() else None
-    base = evaluate_base(cfg, sets, out)
-    methods = {name: run_method(cfg, name, sets, out, phi, lr_selection) for name in cfg.method_list()}
+    position = phi_position_check(cfg, phi, out) if phi and not cfg.diffsets else None
+    runs = runner.run_seeds(cfg, lambda c, d: run_seed(c, d, phi, lr_selection))
+    bootstraps, record = runner.intervals(runs, statistic_over(cfg.period_list()))
+    periods = cfg.period_list()
+    methods = {name: _row({str(r.seed): r.methods[name] for r in runs}, bootstraps.get(name), periods)
+               for name in cfg.method_list()}
+    base_average = lambda base: {kind: sum(base[p][kind]["nll"] for p in periods) / len(periods) for kind in KINDS}
+    base_row = _row({str(r.seed): {**r.data["base"], "average": base_average(r.data["base"])} for r in runs},
+                    bootstraps.get("base"), [])
+    data = {**runs[0].data["data"], **({"phi_pairs": phi_data} if phi_data else {})}
     summary = {
         "benchmark": "temporalwiki", "model": cfg.model, "device": runner.device_name(cfg.device),
         "command": runner.command_line(cfg, command, "temporalwiki"),
         "wall_seconds": round(time.time() - started + previous.get("wall_seconds", 0.0), 1),
-        "data": provenance, "periods": cfg.period_list(),
+        "data": data, "seed_data": {str(r.seed): r.data["data"] for r in runs}, "periods": periods,
         "settings": {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "max_length": cfg.max_length,
                      "review_ratio": cfg.review_ratio, "review_decay": cfg.review_decay, "recadam_t0": cfg.recadam_t0,
-                     "lora_r": cfg.lora_r, "lora_dropout": cfg.lora_dropout, "seed": cfg.seed},
+                     "lora_r": cfg.lora_r, "lora_dropout": cfg.lora_dropout, "seed": cfg.seed,
+                     "seeds": cfg.seed_list()},
         "metric": "per probe the mean NLL of the object's tokens (last occurrence), averaged over probes; "
                   "not exponentiated, lower is better",
-        "lr_selection": lr_selection, "phi": phi, "base": base, "methods": methods,
+        "intervals": record, "lr_selection": lr_selection, "phi": phi, "phi_position_check": position,
+        "base": runner.mean_over_seeds([r.data["base"] for r in runs]),
+        "base_row": {k: v for k, v in base_row.items() if k not in periods}, "methods": methods,
     }
     if procs.is_main:
         atomic_write_json(out / "summary.json", summary)
         atomic_write_text(out / "table.md", table(summary))
-        title = f"TemporalWiki, {cfg.model} ({provenance['documents']})"
+        title = f"TemporalWiki, {cfg.model} ({data['documents']}, {len(runs)} seed{'s' if len(runs) > 1 else ''})"
         plot_period_curves(summary, out / "curves.png", title=title)
         plot_tradeoff(summary, out / "tradeoff.png", title=title)
         print(table(summary))
+        print(record.get("note", record["method"]))
     return summary
