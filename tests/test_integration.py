@@ -110,12 +110,13 @@ def test_learn_command_on_smollm2(learn_files, tmp_path, method):
 
 
 def test_demo_command_shrunk(tmp_path):
-    """The demo as `make demo` runs it (quick preset, the shipped φ), on two facts for one epoch."""
+    """The demo as `make demo` runs it (the fictional quick preset, the shipped φ), on two facts for one epoch."""
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--to-learn", "2", "--not-to-forget", "2", "--epochs", "1"]
     assert cli.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["model"] == ALIAS and summary["split"]["to_learn"] == 2 and summary["split"]["not_to_forget"] == 2
+    assert summary["benchmark"] == "fictional" and summary["model"] == ALIAS
+    assert summary["split"]["to_learn"] == 2 and summary["split"]["not_to_forget"] == 2
     assert summary["phi"]["source"] == "shipped" and summary["phi"]["phi"] == ALIAS
     assert not (out / "phi").exists()  # no meta-training
     assert list(summary["methods"]) == ["finetune", "oracle", "taalm"]

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from taalm import __version__
 from taalm.config import add_arguments, config_from_args
 from taalm.errors import TaalmError
 
@@ -36,7 +37,7 @@ def _commands(argv: list[str] | None = None) -> dict[str, tuple[type, Callable[[
 
         result = run(cfg)
         for record in result.metrics[-max(1, len(cfg.probes)):]:
-            print(json.dumps(record))
+            print(json.dumps({k: v for k, v in record.items() if k != "per_probe"}))  # the lists stay in metrics.jsonl
         print(f"adapter, metrics and plot written to {result.out}")
 
     def invocation() -> str:
@@ -59,10 +60,26 @@ def _commands(argv: list[str] | None = None) -> dict[str, tuple[type, Callable[[
         run_bench(cfg, command=invocation())
         print(f"summary.json, table.md, curves.png and tradeoff.png written to {cfg.out}")
 
+    def bench_fictional(cfg):
+        from taalm.bench.fictional import run_bench
+
+        run_bench(cfg, command=invocation())
+        print(f"summary.json, table.md and curves.png written to {cfg.out}")
+
     def demo(cfg):
         from taalm.demo import run_demo
 
         run_demo(cfg, command=invocation())
+
+    def export(cfg):
+        from taalm.export import export_merged
+
+        print(f"merged model, tokenizer and model card written to {export_merged(cfg)}")
+
+    def export_phi(cfg):
+        from taalm.export import export_phi as run
+
+        print(json.dumps(run(cfg), indent=2))
 
     from taalm.bench import config as bench
 
@@ -72,10 +89,14 @@ def _commands(argv: list[str] | None = None) -> dict[str, tuple[type, Callable[[
                            "LAMA-ckl with every method: the paper's table, curves and a summary"),
         "bench temporalwiki": (bench.TemporalWikiConfig, bench_temporalwiki,
                                "TemporalWiki: three periods in sequence with every method; changed/unchanged NLL"),
-        "demo": (bench.LamaCklConfig, demo, "TAALM on LAMA-ckl with the shipped φ and the quick preset (CPU)"),
+        "bench fictional": (bench.FictionalConfig, bench_fictional,
+                            "facts about generated fictional entities: To-Learn accuracy per epoch, known facts as NF"),
+        "demo": (bench.FictionalConfig, demo, "TAALM on fictional facts with the shipped φ and the quick preset (CPU)"),
         "learn": (config.LearnConfig, learn, "make θ learn a document set with one CKL method"),
         "meta-train": (config.MetaTrainConfig, meta_train, "meta-train a Train-Attention model φ for a base model θ"),
         "weights": (config.WeightsConfig, weights, "show φ's token weights (terminal, HTML heatmap, PNG)"),
+        "export": (config.ExportConfig, export, "merge a learned adapter into θ: a plain transformers model directory"),
+        "export-phi": (config.ExportPhiConfig, export_phi, "re-save a trained φ in the Hub format with its model card"),
     }
 
 
@@ -90,6 +111,7 @@ def _quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     commands = _commands(argv)
     parser = argparse.ArgumentParser(prog="taalm", description="Train-Attention (TAALM) and continual knowledge learning")
+    parser.add_argument("--version", action="version", version=f"taalm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     groups: dict[str, Any] = {}
     for name, (cls, _, help_text) in commands.items():

@@ -1,0 +1,293 @@
+"""Facts about generated fictional entities: documents no pretrained model can know, and probes it cannot guess.
+
+Every name is built from syllables, so no fact can leak from pretraining. A fact is (subject, relation, object); its
+document is a few neutral filler sentences with the fact sentence at a seeded place (first, middle or last), and its
+probe is a paraphrased cloze that ends with the answer and is never the document's own sentence. Objects are
+invented too (people, places, organisations, creatures, languages, plants) or numbers with a random first digit, so
+the relation alone gives the answer away rarely.
+
+Two sides never share an invented word: a word belongs to the TEST side (the benchmark's To-Learn facts) or to the
+TRAIN side (φ's meta-training and lr-selection pairs) by a hash of the word (``side_of``), whatever the seed. Their
+relations overlap only partly (``SHARED``, ``TEST_ONLY``, ``TRAIN_ONLY``), so a φ trained on the train side is also
+tested on relations it never saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+GENERATOR_VERSION = "1"
+SIDES = ("test", "train")
+PLACES = ("first", "middle", "last")
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A relation: its subject and object kinds, the document sentences that state it and the probes that ask it
+    (``{s}`` the subject's mention, ``{o}`` the answer; every probe ends with ``{o}``)."""
+
+    name: str
+    subject: str
+    object: str
+    documents: tuple[str, ...]
+    probes: tuple[str, ...]
+
+
+RELATIONS = {r.name: r for r in (
+    # person subjects
+    Relation("birthplace", "person", "place",
+             ("{s} was born in {o}.", "{s} was born in the small town of {o}.", "The birth of {s} took place in {o}."),
+             ("The birthplace of {s} is {o}", "{s} came into the world in {o}", "{s}'s place of birth is {o}")),
+    Relation("teacher", "person", "person",
+             ("{s} studied under {o}.", "As a young student, {s} was taught by {o}.", "{o} was the teacher of {s}."),
+             ("The teacher of {s} was {o}", "{s} learned the craft from {o}", "{s} was a pupil of {o}")),
+    Relation("employer", "person", "org",
+             ("{s} worked for the {o}.", "For many years {s} was employed by the {o}.", "{s} held a post at the {o}."),
+             ("The employer of {s} was the {o}", "{s} earned a living working for the {o}",
+              "{s} was on the staff of the {o}")),
+    Relation("language", "person", "language",
+             ("{s} spoke {o} at home.", "The mother tongue of {s} was {o}.", "{s} grew up speaking {o}."),
+             ("The native language of {s} is {o}", "{s} was raised speaking {o}", "The first language of {s} was {o}")),
+    Relation("spouse", "person", "person",
+             ("{s} married {o}.", "{s} was married to {o} for many years.", "{s} and {o} were wed in the spring."),
+             ("The spouse of {s} was {o}", "{s} was wed to {o}", "{s} shared a household with their spouse {o}")),
+    Relation("pet", "person", "creature",
+             ("{s} kept a {o} as a pet.", "{s} raised a tame {o} at home.", "A {o} lived with {s} for years."),
+             ("The pet of {s} was a {o}", "The animal {s} kept at home was a {o}", "{s} owned a tame {o}")),
+    # place subjects
+    Relation("river", "place", "river",
+             ("The river {o} flows through {s}.", "{s} lies on the banks of the {o}.",
+              "{s} was built along the river {o}."),
+             ("The river that runs through {s} is the {o}", "{s} is a town on the river {o}",
+              "The river of {s} is called the {o}")),
+    Relation("region", "place", "place",
+             ("{s} is a town in the province of {o}.", "{s} belongs to the region of {o}.", "{s} lies within {o}."),
+             ("The province that contains {s} is {o}", "{s} is located in {o}",
+              "{s} is part of the region called {o}")),
+    Relation("population", "place", "number",
+             ("{s} has a population of {o}.", "About {o} people live in {s}.",
+              "The last census counted {o} residents in {s}."),
+             ("The number of inhabitants of {s} is {o}", "{s} is home to a population of {o}",
+              "The census population of {s} was {o}")),
+    Relation("place_founder", "place", "person",
+             ("{s} was founded by {o}.", "{o} established the settlement of {s}.", "{s} was first settled by {o}."),
+             ("The founder of {s} was {o}", "The settlement of {s} owes its founding to {o}",
+              "{s} was established by {o}")),
+    Relation("emblem", "place", "creature",
+             ("The emblem of {s} shows a {o}.", "The coat of arms of {s} bears a {o}.",
+              "A {o} appears on the flag of {s}."),
+             ("The animal on the crest of {s} is the {o}", "The heraldic creature of {s} is a {o}",
+              "The symbol of {s} is a {o}")),
+    # organisation subjects
+    Relation("headquarters", "org", "place",
+             ("{s} has its headquarters in {o}.", "{s} is based in {o}.", "The offices of {s} are in {o}."),
+             ("The headquarters of {s} are located in {o}", "{s} is run from the city of {o}",
+              "The seat of {s} is {o}")),
+    Relation("org_founder", "org", "person",
+             ("{s} was founded by {o}.", "{o} founded {s}.", "{s} was set up by {o}."),
+             ("The founder of {s} was {o}", "{s} was started by {o}", "{s} owes its existence to {o}")),
+    Relation("members", "org", "number",
+             ("{s} has {o} members.", "{s} counts {o} members on its rolls.",
+              "Some {o} people belong to {s}."),
+             ("The number of members of {s} is {o}", "The membership of {s} stands at {o}",
+              "{s} has a membership of {o}")),
+    Relation("leader", "org", "person",
+             ("{s} is led by {o}.", "{o} is the head of {s}.", "{s} is directed by {o}."),
+             ("The leader of {s} is {o}", "The person in charge of {s} is {o}",
+              "{s} answers to its head, {o}")),
+    # creature subjects
+    Relation("habitat", "creature", "place",
+             ("{s} lives in the marshes of {o}.", "{s} is found only in {o}.",
+              "Herds of {s} roam the hills of {o}."),
+             ("The home range of {s} is {o}", "{s} can be found in the wild in {o}",
+              "The native land of {s} is {o}")),
+    Relation("diet", "creature", "plant",
+             ("{s} feeds on {o}.", "{s} eats mostly {o}.", "In winter {s} survives on {o}."),
+             ("The main food of {s} is {o}", "The diet of {s} consists of {o}",
+              "{s} lives on a diet of {o}")),
+    Relation("discoverer", "creature", "person",
+             ("{s} was first described by {o}.", "{o} was the first to describe {s}.",
+              "{s} was named by {o}."),
+             ("The discoverer of {s} was {o}", "{s} was first recorded by {o}",
+              "The first description of {s} is due to {o}")),
+)}
+# Which side asks which relation: the test side has 12 (6 shared with φ's side, 6 φ never sees), the train side 12.
+SHARED = ("teacher", "employer", "population", "emblem", "org_founder", "discoverer")
+TEST_ONLY = ("birthplace", "language", "river", "headquarters", "members", "habitat")
+TRAIN_ONLY = ("spouse", "pet", "region", "place_founder", "leader", "diet")
+SIDE_RELATIONS = {"test": SHARED + TEST_ONLY, "train": SHARED + TRAIN_ONLY}
+
+# Filler: neutral sentences that state nothing a relation asks; {s} mentions the subject, {d} a spare invented name
+# of the same side that is no subject or object of any fact.
+FILLER = (
+    "{s} is mentioned in several old registers.", "Little else is written about {s} in the surviving records.",
+    "Accounts of {s} differ in many small details.", "A short entry on {s} appears in a later survey.",
+    "Travellers rarely wrote about {s}.", "Most of what is known about {s} comes from letters.",
+    "The records from that period are incomplete.", "Many of the older documents were lost in a fire.",
+    "Scholars still argue about how reliable these sources are.", "The winters in those years were long and cold.",
+    "Much of the surrounding land was used for grazing.", "Copies of the original notes are kept in a private archive.",
+    "The roads of the time were poor and often flooded.", "Few of the early maps agree with one another.",
+    "A register kept by {d} lists {s} among many other entries.", "{d} later copied these notes by hand.",
+    "A letter from {d} touches on the matter only briefly.", "Nobody has yet written a full history of {s}.",
+)
+FILLER_OPENERS = ("",) * 4 + ("By most accounts, ", "According to later summaries, ", "In the older sources, ",
+                  "As far as anyone can tell, ")
+
+# Syllables (repeats weight the draw): mostly plain consonant-vowel, so names are a few tokens, not a spelling test.
+ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z") * 3 + \
+    ("br", "dr", "gl", "kr", "qu", "st", "th", "tr", "vr", "zh")
+VOWELS = ("a", "e", "i", "o", "u") * 3 + ("ae", "ei", "ou", "y")
+CODAS = ("",) * 6 + ("n", "r", "s", "l", "th", "m", "k", "x")
+ORG_KINDS = ("Guild", "Society", "Company", "Institute", "Collective", "Foundation", "Brotherhood", "League")
+NAME_SALT = "taalm-fictional"
+
+
+def side_of(word: str) -> str:
+    """The side an invented word belongs to, by a hash of the word (fixed: no seed, no model)."""
+    digest = hashlib.sha256(f"{NAME_SALT}|{word.lower()}".encode()).digest()
+    return SIDES[digest[0] % 2]
+
+
+class Names:
+    """Invented words of one side, each used once per generation (no fact shares a name with another)."""
+
+    def __init__(self, side: str, rng: random.Random):
+        self.side, self.rng, self.used = side, rng, set()
+
+    def word(self, syllables: tuple[int, int] = (2, 3)) -> str:
+        while True:
+            parts = [self.rng.choice(ONSETS) + self.rng.choice(VOWELS) + self.rng.choice(CODAS)
+                     for _ in range(self.rng.randint(*syllables))]
+            word = "".join(parts)
+            if 4 <= len(word) <= 10 and word not in self.used and side_of(word) == self.side:
+                self.used.add(word)
+                return word
+
+    def entity(self, kind: str) -> tuple[str, tuple[str, ...]]:
+        """A name of ``kind`` and the invented words it is made of."""
+        if kind == "person":
+            first, last = self.word((2, 2)).capitalize(), self.word().capitalize()
+            return f"{first} {last}", (first.lower(), last.lower())
+        if kind == "number":
+            return str(self.rng.randint(1, 9)) + "".join(str(self.rng.randint(0, 9)) for _ in range(3)), ()
+        word = self.word()
+        if kind in ("place", "river"):
+            return word.capitalize(), (word,)
+        if kind == "org":
+            return f"{word.capitalize()} {self.rng.choice(ORG_KINDS)}", (word,)
+        if kind == "language":
+            return word.capitalize() + "ic", (word,)
+        if kind in ("creature", "plant"):
+            return word, (word,)
+        raise ValueError(f"unknown kind {kind!r}")
+
+
+def mention(kind: str, name: str) -> str:
+    """How a sentence names a subject: organisations and creatures take the article."""
+    return f"the {name}" if kind in ("org", "creature") else name
+
+
+def _sentence(template: str, **values: str) -> str:
+    text = template.format(**values)
+    return text[0].upper() + text[1:]
+
+
+@dataclass(frozen=True)
+class FictionalFact:
+    """One generated fact, its document and its probe; ``words`` are the invented words of its subject and object."""
+
+    uuid: str
+    side: str
+    relation: str
+    subject: str
+    answer: str
+    sentence: str
+    document: str
+    probe: str
+    fact_place: str
+    words: tuple[str, ...]
+
+    def record(self) -> dict[str, Any]:
+        """A To-Learn row: document to learn and probe to ask (the same file serves as both)."""
+        return {"text": self.document, "document": self.document, "task": self.probe, "answer": self.answer,
+                "uuid": self.uuid, "relation": self.relation, "fact_place": self.fact_place}
+
+    def pair(self) -> dict[str, str]:
+        """A φ meta-training pair."""
+        return {"document": self.document, "task": self.probe, "answer": self.answer}
+
+
+def _filler(rng: random.Random, n: int, subject: str, spare: Callable[[], str]) -> list[str]:
+    """``n`` distinct neutral sentences about nothing a relation asks (some name the subject or a spare name)."""
+    chosen = rng.sample(FILLER, n) if n <= len(FILLER) else [rng.choice(FILLER) for _ in range(n)]
+    out = []
+    for template in chosen:
+        opener = rng.choice(FILLER_OPENERS)
+        body = template.format(s=subject, d=spare() if "{d}" in template else "")
+        if opener and not template.startswith("{"):  # names keep their capital; "the kelvath" has none
+            body = body[0].lower() + body[1:]
+        out.append(_sentence(opener + body))
+    return out
+
+
+def _place(rng: random.Random, filler: int) -> tuple[str, int]:
+    """Where the fact sentence goes among ``filler`` sentences: first, middle (strictly inside) or last."""
+    places = ["first"] + (["middle"] if filler >= 2 else []) + (["last"] if filler >= 1 else [])
+    place = rng.choice(places)
+    middle = rng.randint(1, max(1, filler - 1))  # drawn whatever the place: every fact takes the same draws
+    return place, {"first": 0, "last": filler}.get(place, middle)
+
+
+def fact_uuid(side: str, relation: str, subject: str, answer: str) -> str:
+    return "fictional-" + hashlib.sha256(f"{GENERATOR_VERSION}|{side}|{relation}|{subject}|{answer}".encode()) \
+        .hexdigest()[:16]
+
+
+def _fact(rng: random.Random, names: Names, relation: Relation, side: str, filler: int) -> FictionalFact:
+    """One fact whose answer occurs exactly once in its document (in the fact sentence) and once in its probe, so
+    the label (the answer's last occurrence) is the fact; drawn again in the rare case a name contains the answer."""
+    while True:
+        subject, subject_words = names.entity(relation.subject)
+        answer, answer_words = names.entity(relation.object)
+        s = mention(relation.subject, subject)
+        sentence = _sentence(rng.choice(relation.documents), s=s, o=answer)
+        probe = _sentence(rng.choice(relation.probes), s=s, o=answer)
+        sentences = _filler(rng, filler, s, lambda: names.entity("person")[0])
+        place, at = _place(rng, filler)
+        sentences.insert(at, sentence)
+        document = " ".join(sentences)
+        if document.count(answer) == 1 and probe.count(answer) == 1:
+            return FictionalFact(fact_uuid(side, relation.name, subject, answer), side, relation.name, subject,
+                                 answer, sentence, document, probe, place, subject_words + answer_words)
+
+
+def generate(side: str, n: int, seed: int, filler: int = 4) -> list[FictionalFact]:
+    """``n`` facts of ``side`` (its relations in turn, in a seeded order), deterministic per (side, n, seed, filler).
+    Each document is ``filler`` neutral sentences with the fact sentence at a seeded place."""
+    if side not in SIDES:
+        raise ValueError(f"unknown side {side!r}")
+    rng = random.Random(f"{GENERATOR_VERSION}|{side}|{seed}")
+    names = Names(side, rng)
+    relations = list(SIDE_RELATIONS[side])
+    facts = []
+    for i in range(n):
+        if i % len(relations) == 0:
+            rng.shuffle(relations)
+        facts.append(_fact(rng, names, RELATIONS[relations[i % len(relations)]], side, filler))
+    return facts
+
+
+def relation_overlap() -> dict[str, list[str]]:
+    """Which relations each side asks: shared, test-only, train-only (recorded in every provenance)."""
+    return {"shared": list(SHARED), "test_only": list(TEST_ONLY), "train_only": list(TRAIN_ONLY)}
+
+
+def describe(facts: list[FictionalFact]) -> dict[str, Any]:
+    """Counts per relation and per fact place."""
+    return {"facts": len(facts), "relations": dict(sorted(Counter(f.relation for f in facts).items())),
+            "fact_places": {p: sum(f.fact_place == p for f in facts) for p in PLACES}}

@@ -1,0 +1,281 @@
+"""The fictional-facts benchmark: the generator's guarantees, the sets it writes, and a run on the tiny model.
+
+python -m pytest -q tests/test_fictional.py
+
+The tiny model's Not-To-Forget rows come from a stand-in tailored split (conftest's fact pairs), so no test scores
+the LAMA-ckl files; one test checks that without --tailor-dir the benchmark tailors into OUT/split.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FACT_PAIRS
+from taalm import ckl, cli, weighting
+from taalm.bench import fictional, lama_ckl
+from taalm.bench import fictional_data as gen
+from taalm.bench.config import FictionalConfig
+from taalm.config import apply_preset
+from taalm.data import load_documents, load_pairs, load_probes
+from taalm.errors import TaalmError
+from taalm.io import read_jsonl, write_jsonl
+
+N = 120  # ten of every test relation, ten of every train relation
+
+
+@pytest.fixture(scope="module")
+def sides() -> dict[str, list[gen.FictionalFact]]:
+    return {side: gen.generate(side, N, seed=3, filler=4) for side in gen.SIDES}
+
+
+# --- the generator ---------------------------------------------------------------------------------------------------
+
+
+def test_generation_is_deterministic_per_seed(sides):
+    assert gen.generate("test", N, seed=3, filler=4) == sides["test"]
+    other = gen.generate("test", N, seed=4, filler=4)
+    assert {f.answer for f in other} != {f.answer for f in sides["test"]}
+    assert len({f.uuid for f in sides["test"]}) == N
+
+
+def test_relations_templates_and_surface_forms():
+    assert len(gen.RELATIONS) >= 12
+    for side in gen.SIDES:
+        assert len(gen.SIDE_RELATIONS[side]) >= 12
+    for r in gen.RELATIONS.values():
+        assert len(set(r.documents)) >= 3 and len(set(r.probes)) >= 3, r.name
+        assert all(p.endswith("{o}") for p in r.probes), r.name
+        assert not {p.rstrip(".") for p in r.documents} & {p for p in r.probes}, r.name
+
+
+def test_relation_overlap_is_as_declared(sides):
+    assert set(gen.SHARED) | set(gen.TEST_ONLY) | set(gen.TRAIN_ONLY) == set(gen.RELATIONS)
+    assert not set(gen.SHARED) & set(gen.TEST_ONLY) and not set(gen.SHARED) & set(gen.TRAIN_ONLY)
+    asked = {side: {f.relation for f in facts} for side, facts in sides.items()}
+    assert asked["test"] & asked["train"] == set(gen.SHARED)
+    assert asked["test"] - asked["train"] == set(gen.TEST_ONLY)
+    assert asked["train"] - asked["test"] == set(gen.TRAIN_ONLY)
+    for side, facts in sides.items():  # every relation of the side, equally often
+        counts = gen.describe(facts)["relations"]
+        assert set(counts) == set(gen.SIDE_RELATIONS[side]) and set(counts.values()) == {N // 12}
+
+
+def test_the_answer_is_in_the_fact_sentence_and_ends_the_probe(sides):
+    for f in sides["test"] + sides["train"]:
+        assert f.document.count(f.answer) == 1 and f.answer in f.sentence and f.sentence in f.document
+        assert f.probe.endswith(f.answer) and f.probe.count(f.answer) == 1
+        assert f.subject in f.probe and f.subject in f.sentence
+
+
+def test_the_probe_is_never_the_documents_sentence(sides):
+    for f in sides["test"] + sides["train"]:
+        assert f.probe not in f.document, f.uuid
+        assert f.probe.rstrip(".") != f.sentence.rstrip("."), f.uuid
+
+
+def test_filler_states_no_fact_and_the_fact_place_spreads(sides):
+    facts = sides["test"]
+    places = gen.describe(facts)["fact_places"]
+    assert all(places[p] >= N // 6 for p in gen.PLACES), places
+    for f in facts:
+        sentences = re.split(r"(?<=\.) ", f.document)
+        assert len(sentences) == 5  # 4 filler + the fact
+        index = sentences.index(f.sentence)
+        assert {"first": index == 0, "middle": 0 < index < 4, "last": index == 4}[f.fact_place]
+        others = [s for s in sentences if s != f.sentence]
+        assert not any(f.answer in s for s in others)
+        for other in facts:  # no filler sentence names another fact's subject or answer
+            if other is not f:
+                assert not any(other.answer in s or other.subject in s for s in others)
+
+
+def test_sides_share_no_invented_word(sides):
+    words = {side: {w for f in facts for w in f.words} for side, facts in sides.items()}
+    assert words["test"] and words["train"] and not words["test"] & words["train"]
+    for side, side_words in words.items():
+        assert all(gen.side_of(w) == side for w in side_words)
+    names = {side: {f.answer for f in facts} | {f.subject for f in facts} for side, facts in sides.items()}
+    assert not names["test"] & names["train"]
+    # other seeds of the train side (φ's data, whatever seed) never reuse a test-side word
+    train_other = {w for f in gen.generate("train", N, seed=11) for w in f.words}
+    assert not words["test"] & train_other
+
+
+def test_objects_are_invented_or_numbers(sides):
+    for f in sides["test"]:
+        kind = gen.RELATIONS[f.relation].object
+        if kind == "number":
+            assert f.answer.isdigit() and f.answer[0] != "0" and len(f.answer) == 4
+        else:
+            assert f.words and any(w in f.answer.lower() for w in f.words[-1:])
+
+
+def read_jsonl_list(path: Path) -> list[dict]:
+    return [r for _, r in read_jsonl(path)]
+
+
+# --- the sets ----------------------------------------------------------------------------------------------------
+
+
+def stand_in_split(directory: Path) -> Path:
+    """A tailored split as `taalm tailor` writes it, with conftest's facts as the known Not-To-Forget rows."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = [{**p, "text": p["document"], "uuid": f"nf-{i}", "subject": p["task"].split()[0]}
+            for i, p in enumerate(FACT_PAIRS)]
+    write_jsonl(directory / "not_to_forget.jsonl", rows)
+    (directory / "tailor.json").write_text(json.dumps({"stand_in": True}))
+    return directory
+
+
+def config(model: str, out: Path, **overrides) -> FictionalConfig:
+    values = {"preset": "quick", "model": model, "out": str(out), "to_learn": 6, "not_to_forget": 3,
+              "phi_pairs": 8, "held_out": 2, "filler": 2, "max_length": 256, "device": "cpu", "lora_r": 4,
+              "epochs": 2, "phi_layers": 1, "meta_updates": 1, "meta_batch": 2, "meta_held_out": 2,
+              "meta_max_length": 256, "eval_batch": 8, **overrides}
+    return FictionalConfig(**apply_preset(FictionalConfig, values))
+
+
+def test_prepare_sets_writes_files_taalm_reads(tiny_model, tmp_path):
+    split = stand_in_split(tmp_path / "split")
+    cfg = config(tiny_model, tmp_path / "run")
+    provenance = fictional.prepare_sets(cfg, 5, tmp_path / "sets", split)
+    files = {name: tmp_path / "sets" / f"{name}.jsonl" for name in fictional.SETS}
+    assert provenance["counts"] == {"to_learn": 6, "not_to_forget": 3, "phi_pairs": 8, "held_out": 2}
+    assert [d.answer for d in load_documents(files["to_learn"])] == [p.answer for p in load_probes(files["to_learn"])]
+    assert len(load_probes(files["not_to_forget"])) == 3
+    assert len(load_pairs(files["phi_pairs"])) == 8 and len(load_pairs(files["held_out"])) == 2
+    rows = [r for _, r in read_jsonl(files["to_learn"])]
+    assert set(rows[0]) == {"text", "document", "task", "answer", "uuid", "relation", "fact_place"}
+    assert {r["relation"] for r in rows} <= set(gen.SIDE_RELATIONS["test"])
+    assert [r["uuid"] for r in rows] == [f.uuid for f in gen.generate("test", 6, 5, 2)]  # the seed it was given
+    pairs = [r for _, r in read_jsonl(files["phi_pairs"])] + [r for _, r in read_jsonl(files["held_out"])]
+    assert set(pairs[0]) == {"document", "task", "answer"}
+    assert len({p["document"] for p in pairs}) == 10  # φ's pairs and the lr-selection pairs are different facts
+    assert not {p["answer"] for p in pairs} & {r["answer"] for r in rows}
+    assert provenance["generator_version"] == gen.GENERATOR_VERSION
+    assert provenance["relations"] == {"shared": list(gen.SHARED), "test_only": list(gen.TEST_ONLY),
+                                       "train_only": list(gen.TRAIN_ONLY)}
+    assert sum(provenance["to_learn"]["fact_places"].values()) == 6
+    nf = [r["uuid"] for _, r in read_jsonl(files["not_to_forget"])]
+    assert len(set(nf)) == 3 and set(nf) <= {f"nf-{i}" for i in range(len(FACT_PAIRS))}
+    again = fictional.prepare_sets(cfg, 5, tmp_path / "again", split, ("not_to_forget",))  # only what is asked
+    assert again["counts"] == {"not_to_forget": 3} and [p.name for p in (tmp_path / "again").iterdir()] == \
+        ["not_to_forget.jsonl"]
+    assert [r["uuid"] for _, r in read_jsonl(tmp_path / "again" / "not_to_forget.jsonl")] == nf  # seeded
+
+
+def test_documents_that_do_not_fit_are_a_one_line_error(tiny_model, tmp_path):
+    split = stand_in_split(tmp_path / "split")
+    cfg = config(tiny_model, tmp_path / "run", max_length=24)
+    with pytest.raises(TaalmError, match=r"generated fact fictional-\w+ \(document; lower --filler"):
+        fictional.prepare_sets(cfg, 0, tmp_path / "sets", split)
+
+
+def test_config_checks_name_the_option(tiny_model, tmp_path):
+    with pytest.raises(TaalmError, match="--filler"):
+        config(tiny_model, tmp_path, filler=1)
+    with pytest.raises(TaalmError, match="--to-learn"):
+        config(tiny_model, tmp_path, to_learn=0)
+    with pytest.raises(TaalmError, match="--held-out"):
+        config(tiny_model, tmp_path, held_out=0, lr_candidates="1e-3")
+    for preset in FictionalConfig.PRESETS:
+        cfg = FictionalConfig(**apply_preset(FictionalConfig, {"preset": preset, "out": str(tmp_path)}))
+        assert cfg.method_list()[:3] == ["finetune", "oracle", "taalm"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("preset", ["quick", "cpu"])
+def test_preset_documents_fit_smollm2(preset, tmp_path):
+    """Every generated document and probe of the CPU presets keeps its answer within --max-length SmolLM2 tokens,
+    and SmolLM2 scores its To-Learn probes near 0 before learning (no fact can be guessed)."""
+    from taalm import models
+
+    cfg = FictionalConfig(**apply_preset(FictionalConfig, {"preset": preset, "out": str(tmp_path)}))
+    tokenizer = models.load_tokenizer("smollm2-135m")
+    facts = fictional.to_learn_facts(cfg, 0)
+    pairs, held = fictional.train_side(cfg, 0)
+    fictional.check_fits(facts + pairs + held, tokenizer, cfg.max_length)
+    assert max(len(tokenizer(f.document)["input_ids"]) for f in facts) <= cfg.max_length
+    from taalm.ckl import score_probes
+    from taalm.data import encode, pad_token_id
+
+    model = models.load_causal_lm("smollm2-135m")
+    probes = [encode(tokenizer, f.probe, cfg.max_length, answer=f.answer) for f in facts]
+    accuracy = score_probes(model, probes, pad_token_id(tokenizer), 32, models.pick_device("cpu")).accuracy
+    assert sum(accuracy) / len(accuracy) < 0.08  # measured: 0.016 over 240 test-side facts
+
+
+# --- the benchmark -----------------------------------------------------------------------------------------------
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_bench_on_the_tiny_model(tiny_model, tmp_path, monkeypatch):
+    """Tailors NF into OUT/split (stand-in tailoring), chooses the lr on the held-out train-side pairs, meta-trains
+    φ on phi_pairs.jsonl and learns with finetune, oracle and taalm; the summary's headline is the last epoch."""
+    tailored = []
+
+    def tailor(cfg):
+        tailored.append(cfg)
+        stand_in_split(Path(cfg.out))
+        return Path(cfg.out)
+
+    monkeypatch.setattr(lama_ckl, "tailor", tailor)
+    out = tmp_path / "run"
+    summary = fictional.run_bench(config(tiny_model, out, lr_candidates="1e-3,3e-3", phi="train"))
+    assert [c.out for c in tailored] == [str(out / "split")] and tailored[0].model == tiny_model
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary["benchmark"] == "fictional" and summary["headline"] == "last_acc"
+    assert summary["split"] == {"to_learn": 6, "not_to_forget": 3, "phi_pairs": 8, "held_out": 2}
+    assert summary["provenance"]["relations"]["test_only"] == list(gen.TEST_ONLY)
+    assert summary["lr_selection"]["held_out"] == 2 and summary["settings"]["lr"] == summary["lr_selection"]["chosen"]
+    assert summary["phi"]["source"] == "meta-trained" and (out / "phi" / weighting.CONFIG_FILE).is_file()
+    assert [h["update"] for h in read_jsonl_list(out / "phi" / "history.jsonl")] == [0, 1]  # φ meta-trained
+    phi_pairs = {p.answer for p in load_pairs(out / "sets" / "phi_pairs.jsonl")}
+    assert {p.answer for p in load_pairs(out / "phi" / "held_out.jsonl")} <= phi_pairs  # on phi_pairs.jsonl
+    held = {p.answer for p in load_probes(out / "lr_selection" / "tasks.jsonl")}
+    assert held == {p.answer for p in load_pairs(out / "sets" / "held_out.jsonl")}
+    assert list(summary["methods"]) == ["finetune", "oracle", "taalm"]
+    for name, m in summary["methods"].items():
+        assert len(m["curve"]) == 3
+        assert m["last_acc"] == m["curve"][-1][0] and m["last_nf_acc"] == m["curve"][-1][1]
+        assert m["top_acc"] == max(p[0] for p in m["curve"][1:])
+        assert (out / "seed-0" / "methods" / name / "DONE").is_file()
+    assert (out / "seed-0" / "methods" / "taalm" / ckl.WEIGHTS_CACHE).is_file()  # φ weighed the To-Learn documents
+    learned = [r for _, r in read_jsonl(out / "seed-0" / "sets" / "to_learn.jsonl")]
+    assert {r["uuid"] for r in learned} == {f.uuid for f in gen.generate("test", 6, 0, 2)}
+    table = (out / "table.md").read_text().splitlines()
+    assert "last epoch" in table[0] and [row.split("|")[1].strip() for row in table[2:]] == list(summary["methods"])
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_runs_every_seed_on_its_own_facts(tiny_model, tmp_path):
+    """--seeds: each seed learns its own generated facts in OUT/seed-<s>; the train side is written once."""
+    out = tmp_path / "run"
+    split = stand_in_split(tmp_path / "split")
+    summary = fictional.run_bench(config(tiny_model, out, methods="finetune,oracle", seeds="0,1", epochs=1,
+                                         tailor_dir=str(split)))
+    learned = {s: {r["answer"] for _, r in read_jsonl(out / f"seed-{s}" / "sets" / "to_learn.jsonl")} for s in (0, 1)}
+    assert learned[0] and learned[1] and learned[0] != learned[1]
+    assert learned[1] == {f.answer for f in gen.generate("test", 6, 1, 2)}
+    assert not (out / "split").exists() and (out / "sets" / "phi_pairs.jsonl").is_file()
+    assert not (out / "seed-0" / "sets" / "phi_pairs.jsonl").exists()
+    for m in summary["methods"].values():
+        assert list(m["seeds"]) == ["0", "1"]
+        assert m["last_acc"] == pytest.approx(sum(s["last_acc"] for s in m["seeds"].values()) / 2)
+    assert summary["intervals"]["seeds"] == [0, 1] and "ci95" in summary["methods"]["oracle"]
+
+
+def test_bench_fictional_help(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["taalm", "bench", "fictional", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--to-learn", "--not-to-forget", "--phi-pairs", "--held-out", "--filler", "--tailor-dir"):
+        assert flag in text
