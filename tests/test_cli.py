@@ -254,6 +254,8 @@ def test_bench_paper_presets_carry_the_official_values():
     twiki = TemporalWikiConfig(out="o", preset="paper", **TemporalWikiConfig.PRESETS["paper"])
     assert (twiki.epochs, twiki.lr, twiki.batch_size, twiki.max_length) == (1, 1e-4, 64, 512)
     assert "oracle" not in twiki.method_list() and len(twiki.method_list()) == 10
+    twiki_meta = meta_train_config(twiki, "pairs.jsonl", Path("phi"))
+    assert (twiki_meta.held_out, twiki_meta.val_epochs, twiki_meta.val_lr, twiki_meta.val_batch_size) == (16, 4, 2e-4, 8)
 
 
 def test_placeholder_builder_still_rejects_bad_values():
