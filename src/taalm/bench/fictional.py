@@ -152,10 +152,7 @@ def method_summary(name: str, runs: list[runner.SeedRun], bootstrap: dict | None
     entry = {**runner.mean_over_seeds(list(per_seed.values())), "epochs": [m["epoch"] for m in per_seed.values()],
              "seconds": round(sum(m["seconds"] for m in per_seed.values()), 1), "seeds": per_seed}
     entry["epoch"] = lama_ckl.summarize_curve(entry["curve"])["epoch"]  # where the mean curve peaks
-    if bootstrap:
-        entry["ci95"] = {k: v["ci95"] for k, v in bootstrap["stats"].items()}
-        entry.update({k: v for k, v in bootstrap.items() if k.startswith("vs_")})
-    return entry
+    return runner.with_intervals(entry, bootstrap)
 
 
 def _table(summary: dict[str, Any]) -> str:

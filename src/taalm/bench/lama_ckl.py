@@ -394,10 +394,7 @@ def method_summary(name: str, runs: list[runner.SeedRun], bootstrap: dict | None
              "total": mean["total"], "exact_match": mean["exact_match"], "curve": mean["curve"],
              "epochs": [m["epoch"] for m in per_seed.values()], "seconds": round(seconds, 1),
              "seconds_per_epoch": round(seconds / (epochs * len(runs)), 1), "seeds": per_seed}
-    if bootstrap:
-        entry["ci95"] = {k: v["ci95"] for k, v in bootstrap["stats"].items()}
-        entry.update({k: v for k, v in bootstrap.items() if k.startswith("vs_")})
-    return entry
+    return runner.with_intervals(entry, bootstrap)
 
 
 def run_bench(cfg: LamaCklConfig, command: str = "") -> dict[str, Any]:

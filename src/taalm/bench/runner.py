@@ -285,6 +285,15 @@ def intervals(runs: list[SeedRun], statistic: Statistic, baseline: str = "finetu
     return result, describe(seeds, baseline=baseline if baseline in methods else None)
 
 
+def with_intervals(row: dict[str, Any], bootstrap: dict | None) -> dict[str, Any]:
+    """``row`` with the bootstrap's 95% intervals (``ci95``) and paired differences (``vs_<baseline>``), when there
+    is a bootstrap."""
+    if bootstrap:
+        row["ci95"] = {k: v["ci95"] for k, v in bootstrap["stats"].items()}
+        row.update({k: v for k, v in bootstrap.items() if k.startswith("vs_")})
+    return row
+
+
 def mean_over_seeds(values: list[Any]) -> Any:
     """The element-wise mean of equally shaped nested dicts/lists of numbers (one per seed); other leaves (None,
     text) are kept when every seed agrees, else None. With one seed: that seed's values, unchanged."""

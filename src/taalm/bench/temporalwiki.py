@@ -237,10 +237,7 @@ def _row(per_seed: dict[str, dict[str, Any]], bootstrap: dict | None, periods: l
     for p in periods:
         if "seconds" in row.get(p, {}):
             row[p]["seconds"] = round(sum(s[p]["seconds"] for s in per_seed.values()), 1)
-    if bootstrap:
-        row["ci95"] = {k: v["ci95"] for k, v in bootstrap["stats"].items()}
-        row.update({k: v for k, v in bootstrap.items() if k.startswith("vs_")})
-    return row
+    return runner.with_intervals(row, bootstrap)
 
 
 def table(summary: dict[str, Any]) -> str:
