@@ -300,3 +300,39 @@ def test_non_finite_meta_gradient_stops_with_the_update_and_pairs(tiny_model, tm
     state = runtime.load_checkpoint(out / "checkpoint")
     assert state["update"] == 2 and all(torch.isfinite(v).all() for v in state["phi"].values())
     assert not (out / "DONE").exists()
+
+
+# ------------------------------------------------------------------------------------------ kinds of documents
+def test_kinds_are_held_out_and_validated_each_and_selected_by_the_worst(tiny_model, tmp_path, monkeypatch):
+    kinds = [{**p, "kind": "a" if i % 2 else "b"} for i, p in enumerate(RESUME_PAIRS)]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", kinds)
+    out = meta_train(resume_config(tiny_model, pairs, tmp_path / "full", updates=4, held_out=1))
+    held = [json.loads(line) for line in (out / "held_out.jsonl").read_text().splitlines()]
+    kind_of = {p["task"]: p["kind"] for p in kinds}
+    assert sorted(kind_of[h["task"]] for h in held) == ["a", "b"]  # one of each kind
+    data = json.loads((out / "data.json").read_text())
+    assert data["kinds"] == {"a": sum(p["kind"] == "a" for p in kinds), "b": sum(p["kind"] == "b" for p in kinds)}
+    _, history = outputs(out)
+    validated = [h for h in history if "gain_accuracy" in h]
+    assert [h["update"] for h in validated] == [0, 2, 4]
+    for h in validated:
+        by_kind = {k: (h[f"{k}/gain_accuracy"], h[f"{k}/gain_nll"]) for k in ("a", "b")}
+        assert h["worst_kind"] == min(by_kind, key=by_kind.get)
+        assert (h["gain_accuracy"], h["gain_nll"]) == min(by_kind.values())  # the validation's gain: the worst kind's
+    selection = json.loads((out / "selection.json").read_text())
+    best = max(validated, key=lambda h: (h["gain_accuracy"], h["gain_nll"], -h["update"]))
+    assert selection["update"] == best["update"] and selection["validation"]["worst_kind"] == best["worst_kind"]
+
+    # resume: each kind's uniform run is restored from the checkpoint, not rerun, and the history is the same
+    killed = tmp_path / "killed"
+    kill_at(monkeypatch, 3, [])
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        meta_train(resume_config(tiny_model, pairs, killed, updates=4, held_out=1))
+    monkeypatch.undo()
+    uniform_runs = []
+    import taalm.meta_train as mt
+    original = mt.learn_and_score
+    monkeypatch.setattr(mt, "learn_and_score", lambda *a, **k: uniform_runs.append(a[3] is None) or original(*a, **k))
+    _, resumed = outputs(meta_train(resume_config(tiny_model, pairs, killed, updates=4, held_out=1, resume=True)))
+    assert resumed == history
+    assert uniform_runs == [False, False]  # the validation at update 4, one φ run per kind, no uniform rerun

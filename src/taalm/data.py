@@ -6,7 +6,7 @@ for any fast tokenizer: a token is a label token when its characters overlap the
 
 from __future__ import annotations
 
-import random
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,8 @@ import torch
 
 from taalm.errors import TaalmError
 from taalm.io import read_jsonl
+
+log = logging.getLogger("taalm")
 
 # Field names accepted for each role; LAMA-ckl rows (evidence / task_descriptive / object) map onto them.
 DOCUMENT_FIELDS = ("document", "text", "evidence")
@@ -31,6 +33,7 @@ class Pair:
     task: str
     answer: str
     source: str = ""
+    kind: str = ""  # the kind of document (e.g. lama, fictional, temporalwiki): φ is validated per kind
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,10 @@ def load_pairs(path: str | Path, task_format: str = "descriptive") -> list[Pair]
         task = _pick(record, TASK_FIELDS_BY_FORMAT[task_format], where)
         answer = _pick(record, ANSWER_FIELDS, where)
         _check_answer(task, answer, "task", where)
-        pairs.append(Pair(document, task, answer, where))
+        kind = record.get("kind", "")
+        if not isinstance(kind, str):
+            raise TaalmError(f"{where}: field 'kind' must be a string")
+        pairs.append(Pair(document, task, answer, where, kind))
     return _nonempty(pairs, path)
 
 
@@ -147,6 +153,18 @@ def encode(tokenizer, text: str, max_length: int, answer: str | None = None, whe
     return Encoded(ids[:max_length], label, truncated)
 
 
+
+def encode_all(tokenizer, records: list[Document] | list[Probe], max_length: int, what: str,
+               answers: list[str] | None = None) -> list[Encoded]:
+    """``encode`` each document (its text) or probe (its task), with ``answers[i]`` labelled where given; one
+    warning counts those truncated to ``max_length``."""
+    encoded = [encode(tokenizer, r.text if hasattr(r, "text") else r.task, max_length,
+                      answer=answers[i] if answers else None, where=r.source) for i, r in enumerate(records)]
+    truncated = sum(e.truncated for e in encoded)
+    if truncated:
+        log.warning("%d of %d %s truncated to --max-length %d tokens", truncated, len(encoded), what, max_length)
+    return encoded
+
 def pad_batch(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded tensors; ``loss_mask``/``label_mask`` are aligned to predicted tokens (``[batch, seq-1]``)."""
     length = max(len(e.input_ids) for e in items)
@@ -178,9 +196,3 @@ def length_sorted_chunks(indices: list[int], lengths: list[int], size: int) -> l
     """Split ``indices`` into chunks of ``size`` after sorting by length: less padding, same set of items."""
     ordered = sorted(indices, key=lambda i: (lengths[i], i))
     return [ordered[k:k + size] for k in range(0, len(ordered), size)]
-
-
-def shuffled(n: int, seed: int) -> list[int]:
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    return order

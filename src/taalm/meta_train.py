@@ -26,8 +26,7 @@ from taalm.data import Pair, encode, load_pairs, pad_token_id
 from taalm.distributed import Processes
 from taalm.errors import TaalmError
 from taalm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_jsonl
-from taalm.tracking import make_tracker
-from taalm.validation import HeldOut, Score, best_validation, gain_record, learn_and_score
+from taalm.validation import HeldOut, Score, best_validation, gain_record, learn_and_score, selection_key
 from taalm.weighting import TrainAttention, document_weights, weight_statistics
 from taalm.windowing import answer_window
 
@@ -48,9 +47,18 @@ def build_models(cfg: MetaTrainConfig, device: torch.device) -> tuple[torch.nn.M
 
 
 def split_held_out(pairs: list[Pair], n_held: int, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """(training pairs, held-out pairs): a seeded random subset is held out; both keep the file's order."""
-    held = set(random.Random(f"held-out/{seed}").sample(range(len(pairs)), n_held))
+    """(training pairs, held-out pairs): a seeded random subset is held out, ``n_held`` of each kind of document
+    when the pairs name kinds (so that every kind is validated); both keep the file's order."""
+    held: set[int] = set()
+    for kind in sorted({p.kind for p in pairs}):
+        of_kind = [i for i, p in enumerate(pairs) if p.kind == kind]
+        stream = f"held-out/{seed}" if not kind else f"held-out/{seed}/{kind}"
+        held.update(random.Random(stream).sample(of_kind, n_held))
     return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
+
+
+def kind_sizes(pairs: list[Pair]) -> dict[str, int]:
+    return {kind: sum(p.kind == kind for p in pairs) for kind in sorted({p.kind for p in pairs})}
 
 
 def windowed(tokenizer, pairs: list[Pair], max_length: int, report: dict) -> list[Pair]:
@@ -64,7 +72,7 @@ def windowed(tokenizer, pairs: list[Pair], max_length: int, report: dict) -> lis
             report["skipped"].append({"pair": pair.source, "reason": str(e)})
             continue
         report["windowed"] += window.windowed
-        kept.append(Pair(window.text, pair.task, pair.answer, pair.source))
+        kept.append(Pair(window.text, pair.task, pair.answer, pair.source, pair.kind))
     return kept
 
 
@@ -76,11 +84,14 @@ def validation_options(cfg: MetaTrainConfig) -> LoopOptions:
 def prepare(cfg: MetaTrainConfig, tokenizer) -> tuple[list[meta.EncodedPair], list[Pair], dict]:
     """Training pairs (encoded), held-out pairs and the data report (counts, windowed, skipped with file:line)."""
     pairs = load_pairs(cfg.pairs, cfg.task_format)
-    n_held = cfg.held_out_count(len(pairs))
-    if n_held >= len(pairs):
-        raise TaalmError(f"option --held-out: {n_held} leaves no training pairs out of {len(pairs)}")
+    sizes = kind_sizes(pairs)
+    smallest = min(sizes, key=sizes.get)
+    n_held = cfg.held_out_count(sizes[smallest])  # per kind when the pairs name kinds
+    if n_held >= sizes[smallest]:
+        of = f" of kind {smallest!r}" if smallest else ""
+        raise TaalmError(f"option --held-out: {n_held} leaves no training pairs out of {sizes[smallest]}{of}")
     report = {"pairs": len(pairs), "task_format": cfg.task_format, "max_length": cfg.max_length, "windowed": 0,
-              "skipped": []}
+              "skipped": [], **({"kinds": sizes, "held_out_per_kind": n_held} if len(sizes) > 1 else {})}
     train, held = (windowed(tokenizer, part, cfg.max_length, report) for part in split_held_out(pairs, n_held, cfg.seed))
     report.update(train=len(train), held_out=len(held))
     if not train:
@@ -94,25 +105,46 @@ def prepare(cfg: MetaTrainConfig, tokenizer) -> tuple[list[meta.EncodedPair], li
 
 
 class Validator:
-    """Validation on the held-out pairs; the uniform-weight run is the same every time, so it runs once."""
+    """Validation on the held-out pairs, per kind of document when the pairs name kinds: a validation's gain is the
+    smallest over the kinds (φ must help on every kind, not on average), each kind's gain recorded beside it. The
+    uniform-weight runs are the same every time, so each runs once."""
 
     def __init__(self, cfg: MetaTrainConfig, theta, start, held: list[Pair], tokenizer, device, out: Path):
         self.cfg, self.theta, self.start, self.device, self.out = cfg, theta, start, device, out
-        self.held = HeldOut([encode(tokenizer, p.document, cfg.max_length, where=p.source) for p in held],
-                            [encode(tokenizer, p.task, cfg.max_length, answer=p.answer, where=p.source) for p in held])
+        self.held = {kind: HeldOut([encode(tokenizer, p.document, cfg.max_length, where=p.source) for p in group],
+                                   [encode(tokenizer, p.task, cfg.max_length, answer=p.answer, where=p.source)
+                                    for p in group])
+                     for kind in kind_sizes(held) for group in [[p for p in held if p.kind == kind]]}
         self.options, self.pad_id = validation_options(cfg), pad_token_id(tokenizer)
-        self.uniform: Score | None = None
+        self.uniform: dict[str, Score] = {}
 
     def __call__(self, phi: TrainAttention, update: int) -> dict:
-        weights = [torch.tensor(w) for w in document_weights(phi, [d.input_ids for d in self.held.docs])]
-        if self.uniform is None:
-            self.uniform = learn_and_score(self.theta, self.start, self.held, None, self.options, self.pad_id,
-                                           self.device, self.cfg.dtype)
-        score = learn_and_score(self.theta, self.start, self.held, weights, self.options, self.pad_id, self.device,
-                                self.cfg.dtype)
+        records, all_weights = {}, []
+        for kind, held in self.held.items():
+            weights = [torch.tensor(w) for w in document_weights(phi, [d.input_ids for d in held.docs])]
+            if kind not in self.uniform:
+                self.uniform[kind] = learn_and_score(self.theta, self.start, held, None, self.options, self.pad_id,
+                                                     self.device, self.cfg.dtype)
+            score = learn_and_score(self.theta, self.start, held, weights, self.options, self.pad_id, self.device,
+                                    self.cfg.dtype)
+            records[kind] = gain_record(score, self.uniform[kind])
+            all_weights += weights
         phi.save(self.checkpoint_dir(update))
-        stats = weight_statistics(weights)
-        return {**gain_record(score, self.uniform), **{f"val_w_{k}": v for k, v in stats.items()}}
+        worst = min(records, key=lambda k: selection_key(records[k], self.cfg.val_metric))
+        record = {**records[worst], **{f"val_w_{k}": v for k, v in weight_statistics(all_weights).items()}}
+        if len(records) > 1:
+            record["worst_kind"] = worst
+            record.update({f"{kind}/{k}": v for kind, r in records.items() for k, v in r.items()})
+        return record
+
+    def uniform_state(self) -> dict[str, dict]:
+        return {kind: vars(score) for kind, score in self.uniform.items()}
+
+    def restore_uniform(self, saved: dict | None) -> None:
+        """The checkpoint's uniform scores; checkpoints written before kinds hold one score (no kind)."""
+        if saved:
+            saved = {"": saved} if "accuracy" in saved else saved
+            self.uniform = {kind: Score(**score) for kind, score in saved.items()}
 
     def checkpoint_dir(self, update: int) -> Path:
         return self.out / VALIDATION_CHECKPOINTS / f"update-{update:05d}"
@@ -129,15 +161,15 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
                          "be aligned")
     encoded, held, report = prepare(cfg, tokenizer)
     out = runtime.check_output_dir(cfg.out, cfg.resume, CHECKPOINT)
-    procs = Processes(cfg.device)
-    procs.barrier()  # every process has checked --out before the main one writes into it
+    procs = Processes(cfg.device, cfg.log, out)
+    procs.wait_for_everyone()  # every process has checked --out before the main one writes into it
     device, pad_id = procs.device, pad_token_id(tokenizer)
 
     theta, phi = build_models(cfg, device)
     start_params = meta.trainable_params(theta)
     optimizer = torch.optim.AdamW([p for p in phi.parameters() if p.requires_grad], lr=cfg.outer_lr)
     total = meta.total_updates(cfg.updates, cfg.epochs, len(encoded), cfg.meta_batch)
-    validate = Validator(cfg, theta, start_params, held, tokenizer, device, out) if held and procs.is_main else None
+    validate = Validator(cfg, theta, start_params, held, tokenizer, device, out) if held and procs.is_main_process else None
     history: list[dict] = []
     first = 0
     state = runtime.load_checkpoint(out / CHECKPOINT) if cfg.resume else None
@@ -149,26 +181,26 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         runtime.set_rng_state(rng_of_this_process(state["rng"], procs))
         history, first = state["history"], state["update"]
-        if validate is not None and state.get("uniform"):
-            validate.uniform = Score(**state["uniform"])
+        if validate is not None:
+            validate.restore_uniform(state.get("uniform"))
         log.warning("resuming %s at φ update %d of %d", out, first, total)
-    if procs.is_main:
+    if procs.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         atomic_write_json(out / "data.json", report)
-    tracker = make_tracker(cfg.log if procs.is_main else "none", out, to_dict(cfg))
+    procs.start_tracking(to_dict(cfg))
 
     def checkpoint(update: int) -> None:
         rng = procs.gather_in_order([runtime.rng_state()])
-        if procs.is_main:
+        if procs.is_main_process:
             runtime.save_checkpoint(out / CHECKPOINT, {
                 "phi": phi.trainable_state(), "optimizer": optimizer.state_dict(), "rng": rng,
                 "history": history, "update": update,
-                "uniform": vars(validate.uniform) if validate is not None and validate.uniform else None})
+                "uniform": validate.uniform_state() if validate is not None else None})
             write_jsonl(out / "history.jsonl", history)
 
     progress = tqdm(range(first, total), initial=first, total=total, desc="meta-train φ", dynamic_ncols=True,
-                    disable=not procs.is_main)
+                    disable=not procs.is_main_process)
     last_gain = ""
     if first == 0 and held:
         history.append({"update": 0, **(validate(phi, 0) if validate else {})})
@@ -192,17 +224,17 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
                 phi.train()
                 last_gain = f"{record['gain_accuracy']:+.3f}"
             history.append(record)
-            tracker.log({k: v for k, v in record.items() if k != "update"}, update + 1)
+            procs.log({k: v for k, v in record.items() if k != "update" and not isinstance(v, str)}, step=update + 1)
             progress.set_postfix(outer=f"{record['outer_loss']:.3f}", w=f"{record['mean_weight']:.3f}",
                                  eff=f"{record['effective_fraction']:.2f}", gain=last_gain or "-")
             if validating or (update + 1) % cfg.checkpoint_every == 0 or update + 1 == total:
                 checkpoint(update + 1)
     finally:  # the bar ends its line, so an error message starts on its own
         progress.close()
-        tracker.close()
-    if procs.is_main:
+        procs.end_tracking()
+    if procs.is_main_process:
         finish(cfg, out, phi, history, held)
-    procs.barrier()
+    procs.wait_for_everyone()
     return out
 
 
@@ -251,7 +283,8 @@ def finish(cfg: MetaTrainConfig, out: Path, phi: TrainAttention, history: list[d
         for path in (out / VALIDATION_CHECKPOINTS / f"update-{chosen:05d}").iterdir():  # the φ directory's files
             atomic_write_bytes(out / path.name, path.read_bytes())
     selection = {"select": cfg.select, "metric": cfg.val_metric, "update": chosen,
-                 "validation": {k: v for k, v in (best or {}).items() if k.startswith(("val_", "uniform_", "gain_"))}}
+                 "validation": {k: v for k, v in (best or {}).items()
+                                if k.startswith(("val_", "uniform_", "gain_")) or k == "worst_kind" or "/" in k}}
     atomic_write_json(out / "selection.json", selection)
     write_jsonl(out / "history.jsonl", history)
     plot_meta_curve(history, out / "meta_curve.png", selected=chosen if best is not None else None,
