@@ -34,5 +34,5 @@ if __name__ == "__main__":
     config = MetaTrainConfig(**json.loads(sys.argv[1]))
     processes = Processes(config.device)
     grads = gradient(config, processes)
-    if processes.is_main:
+    if processes.is_main_process:
         torch.save(grads, sys.argv[2])

@@ -3,66 +3,64 @@
     accelerate launch --num_processes 8 -m taalm learn --config configs/lama-ckl/learn_taalm.yaml ...
     torchrun --nproc-per-node 8 -m taalm learn ...          # the same
 
-Every process runs the same command. Each optimizer step's documents (and each meta-batch's pairs, and the probes)
-are dealt out round-robin; the model is wrapped by Accelerate in DistributedDataParallel, which averages the
-gradients, so each process's loss is scaled by the number of processes: the update equals the single-process
-update on the whole step, whatever the process count. Only the main process writes outputs and shows progress.
-Without a launcher there is one process and nothing is wrapped.
+Every process runs the same command. ``Processes`` is Accelerate's ``Accelerator``, which in one process only runs
+the code and under a launcher wraps the model in DistributedDataParallel (``prepare``; gradients averaged in
+backward), waits for everyone, tells the main process and keeps the ``--log`` trackers. Each optimizer step's documents
+(and each meta-batch's pairs, and the probes) are dealt out round-robin, and each process's loss is scaled by the
+number of processes: the update equals the single-process update on the whole step, whatever the process count. Only
+the main process writes outputs, logs and shows progress.
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib.util
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 
 from taalm import models
+from taalm.errors import TaalmError
 
 
-class Processes:
-    """Where this process stands in a data-parallel run (rank ``rank`` of ``world``). ``Processes(device)`` is
-    built once per process (Accelerate's state is global); later calls return the same one."""
+class Processes(Accelerator):
+    """Where this process stands in a data-parallel run (rank ``rank`` of ``world``), with what Accelerator lacks:
+    round-robin shares and their values gathered back in order, sums that a process working alone keeps to itself,
+    and the all-reduce of gradients that backward hooks do not see. ``log`` (none, tensorboard, wandb) and ``out``
+    set up the trackers (``start_tracking``). ``alone``: one process's work whatever launched us (``single``)."""
 
-    _current: Processes | None = None
-
-    def __new__(cls, device: str = "auto"):
-        if cls._current is None or cls._current.requested != device:
-            cls._current = super().__new__(cls)
-            cls._current._setup(device)
-        return cls._current
-
-    def _setup(self, device: str) -> None:
-        self.requested = device
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.accelerator = None
-        if self.world > 1:
-            from accelerate import Accelerator
-
-            self.accelerator = Accelerator(cpu=device == "cpu")
-            self.rank, self.device = self.accelerator.process_index, self.accelerator.device
-        else:
-            self.rank, self.device = 0, models.pick_device(device)
+    def __init__(self, device: str = "auto", log: str = "none", out: str | Path | None = None, alone: bool = False):
+        if log != "none" and importlib.util.find_spec(log) is None:  # Accelerate would skip the tracker silently
+            raise TaalmError(f"option --log: {log} asked for but the package is not installed (pip install {log})")
+        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not alone
+        # A launched process computes where Accelerate puts it; one working alone where --device says (cuda:N, which
+        # Accelerator has no option for). cpu=True picks gloo for a launched run; it is not passed otherwise, since
+        # Accelerate's state is fixed per process by its first Accelerator and one process may run on several devices.
+        self._device = None if launched else models.pick_device(device)
+        super().__init__(cpu=launched and device == "cpu", device_placement=False,
+                         log_with=None if log == "none" else log, project_dir=str(out) if out else None)
+        self.world = self.num_processes if launched else 1
+        self.rank = self.process_index if launched else 0
 
     @classmethod
     def single(cls, device: str = "cpu") -> Processes:
         """One process, whatever launched us (e.g. meta-training's validation, which runs on the main process only)."""
-        procs = object.__new__(cls)
-        procs.world, procs.rank, procs.accelerator, procs.device = 1, 0, None, models.pick_device(device)
-        procs.requested = device
-        return procs
+        return cls(device, alone=True)
 
     @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    def device(self) -> torch.device:
+        return self.state.device if self._device is None else self._device
 
     def shard(self, items: list) -> list:
-        """This process's share, dealt round-robin (process r takes items r, r + world, ...)."""
+        """This process's share, dealt round-robin (process r takes items r, r + world, ...): Accelerate splits
+        into contiguous blocks, which would give each process different document lengths and change the batches."""
         return items[self.rank::self.world]
 
     def gather_in_order(self, values: list) -> list:
-        """The shares' values (one per item of ``shard(items)``) back in the order of ``items``, on every process."""
+        """The shares' values (one per item of ``shard(items)``) back in the order of ``items``, on every process
+        (Accelerate's ``gather_object`` concatenates the shares)."""
         if self.world == 1:
             return list(values)
         from accelerate.utils import gather_object
@@ -73,28 +71,13 @@ class Processes:
             out[rank::self.world] = share
         return out
 
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """DistributedDataParallel through Accelerate (gradients averaged in backward); the model itself alone."""
-        return self.accelerator.prepare_model(model) if self.accelerator else model
-
-    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        return self.accelerator.unwrap_model(model) if self.accelerator else model
-
-    def no_sync(self, model: torch.nn.Module) -> contextlib.AbstractContextManager:
-        """Accumulate gradients locally (every micro-batch of a step but the last)."""
-        return self.accelerator.no_sync(model) if self.accelerator else contextlib.nullcontext()
-
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The sum over processes (a copy when there is one process)."""
-        if self.world == 1:
-            return tensor.clone()
-        from accelerate.utils import reduce
-
-        return reduce(tensor.clone(), reduction="sum")
+        """The sum over processes (a copy when this process works alone, where ``reduce`` would wait for the others)."""
+        return tensor.clone() if self.world == 1 else self.reduce(tensor, reduction="sum")
 
     def sum_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
         """Replace each parameter's gradient by its sum over processes (one flat all-reduce), for gradients that
-        backward hooks do not see (φ's meta-gradient is computed with ``torch.autograd.grad``)."""
+        DistributedDataParallel's backward hooks do not see (φ's meta-gradient is computed with ``torch.autograd.grad``)."""
         if self.world == 1:
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
@@ -104,10 +87,17 @@ class Processes:
             p.grad = total[offset:offset + g.numel()].view_as(g).clone()
             offset += g.numel()
 
-    def barrier(self) -> None:
-        if self.accelerator:
-            self.accelerator.wait_for_everyone()
-
     def any(self, flag: bool) -> bool:
         """Whether ``flag`` holds on any process (every process gets the same answer)."""
         return bool(self.sum(torch.tensor([float(flag)], device=self.device)).item() > 0)
+
+    def start_tracking(self, config: dict[str, Any]) -> None:
+        """Start the ``--log`` trackers (main process only): TensorBoard events under OUT/taalm, or a W&B run of the
+        project taalm with the run's config (TensorBoard's hparams take scalars only, so it gets none)."""
+        self.init_trackers("taalm", init_kwargs={"wandb": {"dir": self.logging_dir, "config": config}})
+
+    def end_tracking(self) -> None:
+        """Finish the trackers; not ``end_training``, which also ends the process group a benchmark's next run needs."""
+        for tracker in self.trackers:
+            tracker.finish()
+        self.trackers = []
