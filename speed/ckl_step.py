@@ -23,10 +23,11 @@ from _common import device_name, lama_pairs
 
 
 def main() -> None:
-    from taalm import ckl, models
+    from taalm import adapters, ckl, models
     from taalm.config import LearnConfig
     from taalm.data import encode, pad_token_id
     from taalm.methods import parse_method
+    from taalm.weight_sources import FixedWeights
     from taalm.weighting import TrainAttention, document_weights
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,10 +53,10 @@ def main() -> None:
                           batch_size=args.docs, micro_batch=args.docs, max_length=args.max_length)
         method = parse_method(name)
         torch.manual_seed(0)
-        model = ckl.build_model(cfg, method, device)
+        model = adapters.build_model(cfg, method, device)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-        learners[name] = ckl.Learner(cfg, method, model, optimizer, docs, [], static, None, pad_token_id(tokenizer),
-                                     device)
+        source = FixedWeights(static) if static else None
+        learners[name] = ckl.Learner(cfg, method, model, optimizer, docs, [], source, pad_token_id(tokenizer), device)
     times = {name: [] for name in learners}
     ids = list(range(len(docs)))
     for step in range(args.steps + 1):

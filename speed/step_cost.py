@@ -31,6 +31,7 @@ def run_phase(args) -> dict:
     from taalm.config import LoopOptions
     from taalm.data import encode, pad_token_id
     from taalm.methods import parse_method
+    from taalm.weight_sources import FixedWeights
     from taalm.weighting import TrainAttention
 
     device = models.pick_device("auto")
@@ -46,7 +47,7 @@ def run_phase(args) -> dict:
         weights = [torch.rand(len(d.input_ids) - 1) for d in docs]  # cached φ weights stand-in (same cost)
         options = LoopOptions(batch_size=args.docs, micro_batch=args.micro_batch if args.phase == "learn" else args.docs)
         learner = ckl.Learner(options, parse_method("taalm" if args.phase == "learn" else "finetune"), theta, optimizer,
-                              docs, [], weights if args.phase == "learn" else None, None, pad_token_id(tokenizer),
+                              docs, [], FixedWeights(weights) if args.phase == "learn" else None, pad_token_id(tokenizer),
                               device)
         step = lambda: learner.step(list(range(len(docs))), 0, 0)
     else:

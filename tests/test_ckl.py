@@ -13,11 +13,12 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import FACT_ANSWERS, FACT_DOCS
-from taalm import ckl, models
+from taalm import models, runtime
 from taalm.ckl import Learner, learn
 from taalm.cli import main
 from taalm.config import LearnConfig, build_config
 from taalm.methods import ALL_METHODS, parse_method
+from taalm.weight_sources import WEIGHTS_CACHE
 from taalm.weighting import TrainAttention
 
 DOCS, ANSWERS = FACT_DOCS, FACT_ANSWERS
@@ -156,7 +157,7 @@ def test_taalm_weighs_each_document_once_per_run(tiny_model, files, phi_dir, tmp
     options = _options("taalm", tiny_model, files, tmp_path / "out", phi_dir)
     learn(LearnConfig(**options))
     assert sum(phi_rows) == 4  # 4 documents, 2 epochs of 2 steps: φ saw each document once
-    cached = torch.load(tmp_path / "out" / ckl.WEIGHTS_CACHE)
+    cached = torch.load(tmp_path / "out" / WEIGHTS_CACHE)
     tokenizer = models.load_tokenizer(tiny_model)
     assert [len(w) for w in cached] == [len(tokenizer(t)["input_ids"]) - 1 for t in DOCS[:4]]
     assert float(torch.cat(cached).std()) > 0.01  # the weights used are φ's, not a constant
@@ -202,7 +203,7 @@ def test_resume_after_kill_mid_epoch_is_bitwise_exact(method, tiny_model, files,
     phi_rows.clear()
     resumed = learn(LearnConfig(**{**killed, "resume": True}))
     if parse_method(method).weights == "taalm":
-        assert (tmp_path / "killed" / ckl.WEIGHTS_CACHE).is_file()
+        assert (tmp_path / "killed" / WEIGHTS_CACHE).is_file()
         assert phi_rows == []  # the resumed run read token_weights.pt instead of running φ again
     assert _without_seconds(resumed.metrics) == _without_seconds(full.metrics)
     a, b = _adapter_tensors(resumed.out, method), _adapter_tensors(full.out, method)
@@ -292,7 +293,7 @@ def test_init_from_continues_the_adapter_with_a_fresh_optimizer(method, tiny_mod
     fresh = learn(LearnConfig(**{**options, "out": str(tmp_path / "fresh"), "epochs": 1}))
     assert _records_at(second.metrics, 0) != _records_at(fresh.metrics, 0)
     # a fresh optimizer: its step count covers the second run's 2 steps only, not the first run's 4
-    state = ckl.runtime.load_checkpoint(tmp_path / "second" / "checkpoint")["optimizer"]["state"]
+    state = runtime.load_checkpoint(tmp_path / "second" / "checkpoint")["optimizer"]["state"]
     assert {int(s["step"]) for s in state.values()} == {2}
     saved = yaml.safe_load((tmp_path / "second" / "config.yaml").read_text())
     assert saved["init_from"] == str(tmp_path / "first")
@@ -336,7 +337,7 @@ def test_non_finite_loss_stops_learn_and_keeps_the_last_checkpoint(tiny_model, f
     errors = [line for line in err.splitlines() if line.startswith("taalm: ")]
     assert len(errors) == 1 and "non-finite loss or gradient at epoch 2, step 1" in errors[0] and "Traceback" not in err
     assert f"{files['docs']}:" in err  # the documents of the batch, by file:line
-    state = ckl.runtime.load_checkpoint(tmp_path / "out" / "checkpoint")
+    state = runtime.load_checkpoint(tmp_path / "out" / "checkpoint")
     assert (state["epoch"], state["step"]) == (1, 0)  # the end of epoch 1: the last good state
     assert all(torch.isfinite(v).all() for v in state["trainable"].values())
     assert not (tmp_path / "out" / "DONE").exists()

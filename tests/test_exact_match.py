@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from taalm import ckl, models
-from taalm.ckl import evaluate, learn, score_probes
+from taalm import models
+from taalm.ckl import learn
 from taalm.config import LearnConfig
 from taalm.data import encode, pad_batch, pad_token_id
+from taalm.distributed import Processes
 from taalm.exact_match import EXTRA_TOKENS, Query, exact_match, greedy_tokens, is_match, make_query, verdict
-from taalm.tracking import Tracker
+from taalm.scoring import evaluate, score_probes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = torch.device("cpu")
@@ -204,7 +205,7 @@ def _two_process_evaluation(model_dir: str, out: str) -> None:
     run = lambda p: evaluate(model, probes, pad_token_id(tokenizer), 1, CPU, "auto", p,
                              {"s": [a for _, a in MEMORISED_PROBES]}, tokenizer)["s"]
     two = run(procs)
-    if procs.is_main:
+    if procs.is_main_process:
         Path(out).write_text(json.dumps({"two": two, "one": run(Processes.single())}))
 
 
@@ -244,7 +245,7 @@ def test_evaluate_returns_per_probe_lists_in_input_order(memorised, tokenizer):
     assert off["per_probe"]["accuracy"] == forward["per_probe"]["accuracy"]
 
 
-class _Recorder(Tracker):
+class _Recorder:
     def __init__(self) -> None:
         self.logged: list[dict] = []
 
@@ -268,8 +269,8 @@ def _learn(tiny_model: str, tmp_path: Path, name: str, **extra) -> list[dict]:
 
 
 def test_learn_records_exact_match_and_per_probe_lists_and_tracks_scalars_only(tiny_model, tmp_path, monkeypatch):
-    trackers: list[_Recorder] = []
-    monkeypatch.setattr(ckl, "make_tracker", lambda *a: trackers.append(_Recorder()) or trackers[-1])
+    trackers: list[_Recorder] = [_Recorder()]
+    monkeypatch.setattr(Processes, "log", lambda self, values, step=None: trackers[0].log(values, step))
     records = _learn(tiny_model, tmp_path, "on")
     assert [(r["epoch"], r["probe"]) for r in records] == [(e, p) for e in range(3) for p in ("to_learn", "other")]
     for r in records:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FACT_PAIRS
-from taalm import ckl, cli, weighting
+from taalm import cli, weight_sources, weighting
 from taalm.bench import fictional, lama_ckl
 from taalm.bench import fictional_data as gen
 from taalm.bench.config import FictionalConfig
@@ -201,8 +201,8 @@ def test_preset_documents_fit_smollm2(preset, tmp_path):
     pairs, held = fictional.train_side(cfg, 0)
     fictional.check_fits(facts + pairs + held, tokenizer, cfg.max_length)
     assert max(len(tokenizer(f.document)["input_ids"]) for f in facts) <= cfg.max_length
-    from taalm.ckl import score_probes
     from taalm.data import encode, pad_token_id
+    from taalm.scoring import score_probes
 
     model = models.load_causal_lm("smollm2-135m")
     probes = [encode(tokenizer, f.probe, cfg.max_length, answer=f.answer) for f in facts]
@@ -246,7 +246,7 @@ def test_bench_on_the_tiny_model(tiny_model, tmp_path, monkeypatch):
         assert m["last_acc"] == m["curve"][-1][0] and m["last_nf_acc"] == m["curve"][-1][1]
         assert m["top_acc"] == max(p[0] for p in m["curve"][1:])
         assert (out / "seed-0" / "methods" / name / "DONE").is_file()
-    assert (out / "seed-0" / "methods" / "taalm" / ckl.WEIGHTS_CACHE).is_file()  # φ weighed the To-Learn documents
+    assert (out / "seed-0" / "methods" / "taalm" / weight_sources.WEIGHTS_CACHE).is_file()  # φ weighed the To-Learn documents
     learned = [r for _, r in read_jsonl(out / "seed-0" / "sets" / "to_learn.jsonl")]
     assert {r["uuid"] for r in learned} == {f.uuid for f in gen.generate("test", 6, 0, 2)}
     table = (out / "table.md").read_text().splitlines()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from taalm import ckl, cli, stats
+from taalm import ckl, cli, stats, weight_sources
 from taalm.bench import lama_ckl, lama_split
 from taalm.bench.config import LamaCklConfig, TailorConfig
 from taalm.config import apply_preset
@@ -386,7 +386,7 @@ def test_quick_bench_end_to_end(bench_run):
     assert summary == returned
     assert summary["device"].startswith("CPU")
     assert (out / "phi" / "config.json").is_file() and summary["phi"]["dir"] == str(out / "phi")
-    assert (out / "seed-0" / "methods" / "taalm" / ckl.WEIGHTS_CACHE).is_file()  # φ weighed the To-Learn documents
+    assert (out / "seed-0" / "methods" / "taalm" / weight_sources.WEIGHTS_CACHE).is_file()  # φ weighed the To-Learn documents
     history = read_set(out / "phi" / "history.jsonl")
     assert [h["update"] for h in history] == [0, 1]  # validated at update 0 and after --meta-updates 1
     assert summary["phi"]["source"] == "meta-trained" and summary["phi"]["selection"]["update"] in (0, 1)

@@ -13,12 +13,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from taalm import ckl, models, runtime
+from taalm import adapters, ckl, models, runtime
 from taalm.ckl import Learner, learn, review_count
 from taalm.config import LearnConfig
 from taalm.data import encode
 from taalm.errors import TaalmError
-from taalm.methods import ALL_METHODS, Method, parse_method, rho1_weights
+from taalm.methods import ALL_METHODS, Method, parse_method
+from taalm.weight_sources import WEIGHTS_CACHE, rho1_weights
 from taalm.weighting import TrainAttention
 
 FILLER = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "near", "river", "bank", "with", "relations",
@@ -160,7 +161,7 @@ def test_taalm_with_unit_weights_is_finetune_step_for_step(tiny_model, tmp_path)
     for method, phi in (("finetune", ""), ("taalm", ones)):
         cfg = _config(tiny_model, tmp_path, method, phi=phi, lora_dropout=0.1)  # dropout: RNG streams must agree
         runs[method] = learn(cfg)
-    cached = torch.load(runs["taalm"].out / ckl.WEIGHTS_CACHE)
+    cached = torch.load(runs["taalm"].out / WEIGHTS_CACHE)
     assert all(bool((w == 1.0).all()) for w in cached)
     assert _without_seconds(runs["taalm"].metrics) == _without_seconds(runs["finetune"].metrics)
     a = load_file(str(runs["taalm"].out / "adapter" / "adapter_model.safetensors"))
@@ -170,7 +171,7 @@ def test_taalm_with_unit_weights_is_finetune_step_for_step(tiny_model, tmp_path)
     # ... and a φ whose weights vary over tokens changes the run (the comparison above can fail)
     varied = _constant_phi(tiny_model, tmp_path / "phi_varied", bias=0.0, weight_std=1.0)
     other = learn(_config(tiny_model, tmp_path, "taalm", name="varied", phi=varied, lora_dropout=0.1))
-    weights = torch.cat(torch.load(other.out / ckl.WEIGHTS_CACHE))
+    weights = torch.cat(torch.load(other.out / WEIGHTS_CACHE))
     assert float(weights.std()) > 0.05
     assert other.metrics[1]["train_loss"] != runs["finetune"].metrics[1]["train_loss"]
 
@@ -213,7 +214,7 @@ def _distance_to_start(cfg: LearnConfig, out: Path) -> float:
     from peft import get_peft_model_state_dict
 
     runtime.seed_everything(cfg.seed)
-    start = get_peft_model_state_dict(ckl.build_model(cfg, parse_method(cfg.method), torch.device("cpu")))
+    start = get_peft_model_state_dict(adapters.build_model(cfg, parse_method(cfg.method), torch.device("cpu")))
     end = load_file(str(out / "adapter" / "adapter_model.safetensors"))
     assert end.keys() == start.keys()
     return math.sqrt(sum(float(((end[k] - start[k]) ** 2).sum()) for k in end))
@@ -247,8 +248,7 @@ def test_review_count_decays_per_epoch():
 
 def _bare_learner(method: str, n_review: int, **options) -> Learner:
     cfg = LearnConfig(docs="d.jsonl", out="o", method=method, review_docs="r.jsonl", seed=3, **options)
-    return Learner(cfg, parse_method(method), None, None, [], [object()] * n_review, None, None, 0,
-                   torch.device("cpu"))
+    return Learner(cfg, parse_method(method), None, None, [], [object()] * n_review, None, 0, torch.device("cpu"))
 
 
 def test_review_sample_sizes_and_determinism():
@@ -274,18 +274,18 @@ def test_mixreview_step_loss_includes_review_documents(tiny_model, tmp_path, mon
     docs = [encode(tokenizer, " ".join(FILLER[i:i + 5 + i]), 64) for i in range(2)]
     review = [encode(tokenizer, f"{key} is {value} .", 64) for key, value in FACTS]
     runtime.seed_everything(0)
-    model = ckl.build_model(cfg, method, torch.device("cpu"))
+    model = adapters.build_model(cfg, method, torch.device("cpu"))
     optimizer = ckl._make_optimizer(cfg, method, [p for p in model.parameters() if p.requires_grad])
-    learner = Learner(cfg, method, model, optimizer, docs, review, None, None, 0, torch.device("cpu"))
+    learner = Learner(cfg, method, model, optimizer, docs, review, None, 0, torch.device("cpu"))
 
     seen: list[tuple[str, int]] = []
-    token_weights = Learner.token_weights
+    token_weights = learner.source.weights
 
-    def recording(self, items, nll, mask):
+    def recording(items, nll, mask):
         seen.extend(items)
-        return token_weights(self, items, nll, mask)
+        return token_weights(items, nll, mask)
 
-    monkeypatch.setattr(Learner, "token_weights", recording)
+    monkeypatch.setattr(learner.source, "weights", recording)
     for epoch in range(3):
         seen.clear()
         reviews = learner.review_sample(2, epoch, step=1)

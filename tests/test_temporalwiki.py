@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from taalm import ckl, cli, models, runtime
+from taalm import ckl, cli, models, runtime, scoring
 from taalm.bench import temporalwiki
 from taalm.bench.config import TemporalWikiConfig
 from taalm.data import encode, pad_token_id
@@ -44,7 +44,7 @@ def test_object_nll_matches_a_hand_computation(tiny_model):
                "Santiago de Chile"),
               ("Paris is in France , and France is big", "France")]  # two occurrences: the last one counts
     encoded = [encode(tokenizer, task, 128, answer=answer) for task, answer in probes]
-    scores = ckl.score_probes(model, encoded, pad_token_id(tokenizer), 8, torch.device("cpu"))
+    scores = scoring.score_probes(model, encoded, pad_token_id(tokenizer), 8, torch.device("cpu"))
     by_hand = []
     for (task, answer), item in zip(probes, encoded):
         enc = tokenizer(task, return_offsets_mapping=True)
@@ -57,7 +57,7 @@ def test_object_nll_matches_a_hand_computation(tiny_model):
         nll = [-float(log_probs[i - 1, enc["input_ids"][i]]) for i in positions]
         by_hand.append(sum(nll) / len(nll))
     assert scores.nll == pytest.approx(by_hand, rel=1e-5)
-    results = ckl.evaluate(model, {"changed": encoded}, pad_token_id(tokenizer), 8, torch.device("cpu"), "auto")
+    results = scoring.evaluate(model, {"changed": encoded}, pad_token_id(tokenizer), 8, torch.device("cpu"), "auto")
     assert results["changed"]["nll"] == pytest.approx(sum(by_hand) / 2, rel=1e-5)  # the mean over probes
     total = sum(scores.nll[i] * sum(item.label[1:]) for i, item in enumerate(encoded))
     assert results["changed"]["perplexity"] == pytest.approx(math.exp(total / scores.n_tokens), rel=1e-5)

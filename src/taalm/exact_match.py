@@ -119,10 +119,11 @@ def returned_cache(out: Any) -> dict[str, Any]:
 
 @torch.no_grad()
 def exact_match(model: torch.nn.Module, items: list[Encoded], answers: list[str], tokenizer, pad_id: int,
-                batch_size: int, device: torch.device, dtype: str = "auto") -> list[float]:
+                batch_size: int, device: torch.device, dtype: str = "auto", progress: Any = None) -> list[float]:
     """1.0 or 0.0 per probe (input order): greedy decoding from the prefix starts with the answer (``is_match``),
     up to the end-of-sequence token. A batch stops decoding once every probe's verdict is settled, which most wrong
-    answers are at their first token; an item's result does not depend on its batch."""
+    answers are at their first token; an item's result does not depend on its batch. Each batch ticks ``progress``
+    (a tqdm bar) where one is given."""
     if len(items) != len(answers):
         raise ValueError(f"{len(items)} probes but {len(answers)} answers")
     model.eval()
@@ -134,4 +135,6 @@ def exact_match(model: torch.nn.Module, items: list[Encoded], answers: list[str]
                                   pad_id, device, dtype, settled)
         for i, tokens in zip(chunk, generated, strict=True):
             scores[i] = float(bool(verdict(tokens, queries[i], tokenizer)))
+        if progress is not None:
+            progress.update(1)
     return scores

@@ -2,7 +2,8 @@
 
 A method is a token-weight source plus optional modifiers, parsed from a name such as ``taalm+kadapter``:
 
-    weights     ones (finetune) | oracle (answer tokens) | taalm (φ, cached) | rho1 (top-k excess loss)
+    weights     ones (finetune) | oracle (answer tokens) | taalm (φ, cached) | rho1 (top-k excess loss),
+                each a ``taalm.weight_sources.WeightSource``
     optimizer   adamw | recadam (annealed pull toward the pretrained weights)
     replay      Mix-Review: review documents mixed into every batch at a decaying rate
     adapter     lora | kadapter (frozen base, parallel knowledge adapter)
@@ -12,12 +13,10 @@ The one loop in ``taalm.ckl`` consumes these fields; no method has a loop of its
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import torch
-
 from taalm.errors import TaalmError
+from taalm.weight_sources import ExcessLoss, OracleMask, PhiWeights, WeightSource
 
 WEIGHT_SOURCES = ("finetune", "oracle", "taalm", "rho1")
 MODIFIERS = ("recadam", "mixreview", "kadapter")
@@ -32,6 +31,17 @@ class Method:
     recadam: bool = False
     mixreview: bool = False
     kadapter: bool = False
+
+    def weight_source(self, phi: str = "", rho1_ratio: float = 0.6) -> WeightSource:
+        """A fresh source of this method's token weights: ``phi`` is TAALM's trained φ (``--phi``), ``rho1_ratio``
+        the share of tokens RHO-1 keeps; the reference of RHO-1 is θ's base, a K-Adapter's frozen base included."""
+        if self.weights == "oracle":
+            return OracleMask()
+        if self.weights == "taalm":
+            return PhiWeights(phi)
+        if self.weights == "rho1":
+            return ExcessLoss(rho1_ratio, frozen_base=self.kadapter)
+        return WeightSource()
 
 
 def parse_method(name: str) -> Method:
@@ -51,18 +61,3 @@ def parse_method(name: str) -> Method:
     return Method(name="+".join(parts), weights=sources[0] if sources else "finetune", recadam="recadam" in parts,
                   mixreview="mixreview" in parts, kadapter="kadapter" in parts)
 
-
-def rho1_weights(excess: torch.Tensor, mask: torch.Tensor, ratio: float) -> torch.Tensor:
-    """RHO-1 selective language modeling: per sequence keep the top k = ceil(ratio · n) real tokens by excess loss
-    (θ's loss minus the reference model's), weight 1 on kept tokens and 0 elsewhere.
-
-    Ties are broken by position (earlier first), so the selection is deterministic. Padding is never kept.
-    """
-    real = mask > 0
-    n = real.sum(-1)
-    k = torch.ceil(n.to(torch.float64) * ratio).to(torch.long).clamp(max=n)
-    scores = torch.where(real, excess.to(torch.float64), torch.full_like(excess, -math.inf, dtype=torch.float64))
-    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
-    rank = torch.empty_like(order)
-    rank.scatter_(-1, order, torch.arange(order.size(-1), device=order.device).expand_as(order))
-    return ((rank < k.unsqueeze(-1)) & real).to(excess.dtype)

@@ -14,10 +14,12 @@ from dataclasses import asdict, dataclass
 import torch
 
 from taalm import runtime
-from taalm.ckl import Learner, score_probes
+from taalm.ckl import Learner
 from taalm.config import LoopOptions
 from taalm.data import Encoded
 from taalm.methods import Method
+from taalm.scoring import score_probes
+from taalm.weight_sources import FixedWeights
 
 Params = dict[str, torch.Tensor]
 
@@ -47,7 +49,8 @@ def learn_and_score(theta: torch.nn.Module, start: Params, held: HeldOut, weight
         torch.manual_seed(options.seed)  # the same dropout masks and order for φ's run and the uniform run
         method = Method("taalm", weights="taalm") if weights is not None else Method("finetune")
         optimizer = torch.optim.AdamW([params[n] for n in start], lr=options.lr, weight_decay=0.0)
-        learner = Learner(options, method, theta, optimizer, held.docs, [], weights, None, pad_id, device, dtype)
+        source = FixedWeights(weights) if weights is not None else None
+        learner = Learner(options, method, theta, optimizer, held.docs, [], source, pad_id, device, dtype)
         for epoch in range(options.epochs):
             for step, batch in enumerate(learner.epoch_batches(epoch)):
                 learner.step(batch, epoch, step)

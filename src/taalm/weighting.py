@@ -164,8 +164,11 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
 
 @torch.no_grad()
 def document_weights(phi: TrainAttention, token_ids: list[list[int]], batch_size: int = 8,
-                     device: torch.device | None = None) -> list[list[float]]:
-    """φ's weights for each tokenized document (length ``len(ids) - 1`` each), batched by length, φ in eval mode."""
+                     device: torch.device | None = None, progress: bool = True) -> list[list[float]]:
+    """φ's weights for each tokenized document (length ``len(ids) - 1`` each), batched by length, φ in eval mode;
+    a progress bar over the batches unless ``progress`` is off (e.g. on all but the main process)."""
+    from tqdm.auto import tqdm
+
     from taalm.data import Encoded, length_sorted_chunks, pad_batch
 
     device = device or next(phi.parameters()).device
@@ -173,7 +176,8 @@ def document_weights(phi: TrainAttention, token_ids: list[list[int]], batch_size
     phi.eval()
     out: list[list[float]] = [[] for _ in token_ids]
     lengths = [len(ids) for ids in token_ids]
-    for chunk in length_sorted_chunks(list(range(len(token_ids))), lengths, batch_size):
+    chunks = length_sorted_chunks(list(range(len(token_ids))), lengths, batch_size)
+    for chunk in tqdm(chunks, desc="φ weights", dynamic_ncols=True, leave=False, disable=not progress):
         batch = pad_batch([Encoded(token_ids[i]) for i in chunk], 0)
         weights = phi(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu()
         for row, i in enumerate(chunk):

@@ -105,7 +105,7 @@ class RowScorer:
 
     def __call__(self, rows: list[dict], form: str = "descriptive") -> list[float]:
         """Accuracy per row on its task in ``form``; rows must be ``usable`` (``_select`` checks them first)."""
-        from taalm.ckl import score_probes
+        from taalm.scoring import score_probes
 
         encoded = [self._task(row, form) for row in rows]
         return score_probes(self.model, encoded, pad_token_id(self.tokenizer), self.eval_batch, self.device).accuracy

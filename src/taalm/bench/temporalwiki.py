@@ -119,9 +119,9 @@ def evaluate_base(cfg: TemporalWikiConfig, sets: Path, out: Path) -> dict[str, A
 
 def _score_base(cfg: TemporalWikiConfig, sets: Path) -> dict[str, Any]:
     """The base model's scores of each period's own changed and unchanged probes."""
-    from taalm.ckl import encode_probes, evaluate
     from taalm.config import probe_sets
     from taalm.data import load_probes, pad_token_id
+    from taalm.scoring import encode_probes, evaluate
 
     tokenizer = models.load_tokenizer(cfg.model)
     device = models.pick_device(cfg.device)
