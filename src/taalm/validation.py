@@ -9,7 +9,7 @@ once with φ's weights and once with uniform weights (finetune), and scores the 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -81,7 +81,3 @@ def best_validation(history: list[dict], metric: str) -> dict | None:
     if not validated:
         return None
     return max(validated, key=lambda r: (*selection_key(r, metric), -r["update"]))
-
-
-def score_dict(score: Score | None) -> dict | None:
-    return asdict(score) if score is not None else None
