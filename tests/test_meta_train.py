@@ -317,6 +317,7 @@ def test_kinds_are_held_out_and_validated_each_and_selected_by_the_worst(tiny_mo
     assert [h["update"] for h in validated] == [0, 2, 4]
     for h in validated:
         by_kind = {k: (h[f"{k}/gain_accuracy"], h[f"{k}/gain_nll"]) for k in ("a", "b")}
+        assert 0.0 <= h["a/answer_auc"] <= 1.0 and h["val_answer_auc"] == (h["a/answer_auc"] + h["b/answer_auc"]) / 2
         assert h["worst_kind"] == min(by_kind, key=by_kind.get)
         assert (h["gain_accuracy"], h["gain_nll"]) == min(by_kind.values())  # the validation's gain: the worst kind's
     selection = json.loads((out / "selection.json").read_text())
@@ -336,3 +337,13 @@ def test_kinds_are_held_out_and_validated_each_and_selected_by_the_worst(tiny_mo
     _, resumed = outputs(meta_train(resume_config(tiny_model, pairs, killed, updates=4, held_out=1, resume=True)))
     assert resumed == history
     assert uniform_runs == [False, False]  # the validation at update 4, one φ run per kind, no uniform rerun
+
+
+def test_answer_auc_ranks_answer_tokens():
+    from taalm.weighting import answer_auc
+
+    labels = [[False, False, True, True, False]]  # tokens 2 and 3 are the answer; weights pair with tokens 1..4
+    assert answer_auc([torch.tensor([0.1, 0.9, 0.8, 0.2])], labels) == 1.0
+    assert answer_auc([torch.tensor([0.9, 0.1, 0.2, 0.8])], labels) == 0.0
+    assert answer_auc([torch.tensor([0.5, 0.5, 0.5, 0.5])], labels) == 0.5  # ties count half
+    assert answer_auc([torch.tensor([0.5, 0.5, 0.5, 0.5])], [[False] * 5]) is None  # no answer token: no ranking

@@ -27,7 +27,7 @@ from taalm.distributed import Processes
 from taalm.errors import TaalmError
 from taalm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_jsonl
 from taalm.validation import HeldOut, Score, best_validation, gain_record, learn_and_score, selection_key
-from taalm.weighting import TrainAttention, document_weights, weight_statistics
+from taalm.weighting import TrainAttention, answer_auc, document_weights, weight_statistics
 from taalm.windowing import answer_window
 
 log = logging.getLogger("taalm")
@@ -111,7 +111,9 @@ class Validator:
 
     def __init__(self, cfg: MetaTrainConfig, theta, start, held: list[Pair], tokenizer, device, out: Path):
         self.cfg, self.theta, self.start, self.device, self.out = cfg, theta, start, device, out
-        self.held = {kind: HeldOut([encode(tokenizer, p.document, cfg.max_length, where=p.source) for p in group],
+        # documents encoded with their answer marked: the weights' answer-token ROC-AUC is recorded beside the gain
+        self.held = {kind: HeldOut([encode(tokenizer, p.document, cfg.max_length, answer=p.answer, where=p.source)
+                                    for p in group],
                                    [encode(tokenizer, p.task, cfg.max_length, answer=p.answer, where=p.source)
                                     for p in group])
                      for kind in kind_sizes(held) for group in [[p for p in held if p.kind == kind]]}
@@ -127,11 +129,15 @@ class Validator:
                                                      self.device, self.cfg.dtype)
             score = learn_and_score(self.theta, self.start, held, weights, self.options, self.pad_id, self.device,
                                     self.cfg.dtype)
-            records[kind] = gain_record(score, self.uniform[kind])
+            records[kind] = {**gain_record(score, self.uniform[kind]),
+                             "answer_auc": answer_auc(weights, [d.label for d in held.docs])}
             all_weights += weights
         phi.save(self.checkpoint_dir(update))
         worst = min(records, key=lambda k: selection_key(records[k], self.cfg.val_metric))
-        record = {**records[worst], **{f"val_w_{k}": v for k, v in weight_statistics(all_weights).items()}}
+        aucs = [r["answer_auc"] for r in records.values() if r["answer_auc"] is not None]
+        record = {**{k: v for k, v in records[worst].items() if k != "answer_auc"},
+                  "val_answer_auc": sum(aucs) / len(aucs) if aucs else None,
+                  **{f"val_w_{k}": v for k, v in weight_statistics(all_weights).items()}}
         if len(records) > 1:
             record["worst_kind"] = worst
             record.update({f"{kind}/{k}": v for kind, r in records.items() for k, v in r.items()})
@@ -224,7 +230,7 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
                 phi.train()
                 last_gain = f"{record['gain_accuracy']:+.3f}"
             history.append(record)
-            procs.log({k: v for k, v in record.items() if k != "update" and not isinstance(v, str)}, step=update + 1)
+            procs.log({k: v for k, v in record.items() if k != "update" and isinstance(v, int | float)}, step=update + 1)
             progress.set_postfix(outer=f"{record['outer_loss']:.3f}", w=f"{record['mean_weight']:.3f}",
                                  eff=f"{record['effective_fraction']:.2f}", gain=last_gain or "-")
             if validating or (update + 1) % cfg.checkpoint_every == 0 or update + 1 == total:

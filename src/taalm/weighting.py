@@ -244,3 +244,17 @@ def weight_statistics(weights: list[torch.Tensor]) -> dict[str, float]:
         stats["effective_tokens"] += float(entropy.exp())
         stats["effective_fraction"] += float(entropy.exp()) / len(p)
     return {k: v / max(1, len(weights)) for k, v in stats.items()}
+
+
+def answer_auc(weights: list[torch.Tensor], labels: list[list[bool]]) -> float | None:
+    """How well φ's weights rank each document's answer tokens above its other tokens: the ROC-AUC (the chance an
+    answer token outweighs another token, ties half), averaged over documents that have both. ``weights[i]`` is
+    aligned to predicted tokens, ``labels[i]`` to the document's tokens (so ``labels[i][1:]`` pairs with it)."""
+    aucs = []
+    for w, label in zip(weights, labels, strict=True):
+        is_answer = torch.tensor(label[1:len(w) + 1], dtype=torch.bool)
+        answer, other = w[is_answer].double(), w[~is_answer].double()
+        if len(answer) and len(other):
+            wins = (answer[:, None] > other[None, :]).double() + 0.5 * (answer[:, None] == other[None, :]).double()
+            aucs.append(float(wins.mean()))
+    return sum(aucs) / len(aucs) if aucs else None
