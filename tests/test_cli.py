@@ -21,7 +21,7 @@ from taalm.errors import TaalmError
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"document": "Santiago is the capital of Chile . The fox jumps .", "task": "Santiago is the capital of Chile .",
         "answer": "Chile"}
-TINY_OPTIONS = ["--lora-r", "4", "--lora-alpha", "8", "--meta-batch", "1", "--updates", "1", "--max-length", "64",
+TINY_OPTIONS = ["--lora_r", "4", "--lora_alpha", "8", "--meta_batch", "1", "--updates", "1", "--max_length", "64",
                 "--device", "cpu"]
 
 
@@ -236,7 +236,7 @@ def test_bench_paper_presets_carry_the_official_values():
     lama = LamaCklConfig(out="o", preset="paper", **LamaCklConfig.PRESETS["paper"])
     assert (lama.epochs, lama.lr, lama.batch_size, lama.max_length, lama.review_ratio, lama.review_decay) == \
         (30, 1e-4, 64, 512, 1.0, 1.0)
-    assert (lama.meta_batch, lama.meta_held_out, lama.meta_val_every, lama.meta_val_epochs, lama.task_format) == \
+    assert (lama.meta.meta_batch, lama.meta.held_out, lama.meta.val_every, lama.meta.val_epochs, lama.task_format) == \
         (16, 16, 10, 4, "schematic")
     assert lama.qlora == "auto" and lama.review_in_batch  # QLoRA where available; 32 new + 32 review per step
     assert lama.split == "official"  # all 500 variant rows To-Learn, all 500 invariant_descriptive rows NF
@@ -248,7 +248,7 @@ def test_bench_paper_presets_carry_the_official_values():
     assert (meta.held_out, meta.val_epochs, meta.val_lr, meta.val_batch_size) == (16, 4, 2e-4, 8)
     assert (meta.meta_batch, meta.val_every, meta.inner_lr, meta.outer_lr) == (16, 10, 2e-4, 2e-4)
     cpu = LamaCklConfig(**apply_preset(LamaCklConfig, {"out": "o", "preset": "cpu"}))  # 0: the benchmark's own
-    assert (cpu.split, cpu.meta_val_lr, cpu.meta_val_batch) == ("tailored", 0.0, 0)
+    assert (cpu.split, cpu.meta.val_lr, cpu.meta.val_batch_size) == ("tailored", 0.0, 0)
     cpu_meta = meta_train_config(cpu, "pairs.jsonl", Path("phi"))
     assert (cpu_meta.val_lr, cpu_meta.val_batch_size) == (cpu.lr, cpu.batch_size) != (2e-4, 8)
     twiki = TemporalWikiConfig(out="o", preset="paper", **TemporalWikiConfig.PRESETS["paper"])
@@ -281,3 +281,135 @@ def test_cpu_presets_parse_and_are_real_experiments():
                                                                                           "1101-1201"]
     quick = LamaCklConfig(**apply_preset(LamaCklConfig, {"out": "o", "preset": "quick"}))
     assert quick.method_list() == ["finetune", "oracle", "taalm"] and quick.phi == "auto"
+
+
+# ---------------------------------------------------------------------------------------------------- the parser
+COMMANDS = sorted(cli._commands())
+
+
+def run_exiting(argv: list[str], capsys) -> str:
+    """``taalm ARGV`` for an option that prints and exits (--help, --version, --print_config): its stdout."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code in (0, None)
+    return capsys.readouterr().out
+
+
+def printed_config(argv: list[str], capsys) -> dict:
+    import yaml
+
+    return yaml.safe_load(run_exiting([*argv, "--print_config"], capsys))
+
+
+def test_version(capsys):
+    from taalm import __version__
+
+    assert run_exiting(["--version"], capsys).strip() == f"taalm {__version__}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    from taalm.config import _choices
+
+    cls = cli._commands()[command][0]
+    text = run_exiting([*command.split(), "--help"], capsys)
+    for name in ("config", "print_config", *(f.name for f in dataclasses.fields(cls))):
+        assert f"--{name}" in text, name
+    for name in getattr(cls, "REQUIRED", ()):
+        if command != "demo":  # the demo has a default --out
+            assert re.search(rf"--{name} \w+\s+.*?\(required", text, re.DOTALL), name
+    for name, (values, _) in _choices(cls).items():  # choices shown
+        assert "{" + ",".join(map(str, values)) + "}" in text or all(str(v) in text for v in values), name
+
+
+def test_print_config_is_readable_back(tmp_path, capsys):
+    from taalm.config import LearnConfig
+
+    printed = printed_config(["learn", "--docs", "d.jsonl", "--out", "o", "--lr", "3e-3", "--probes", "a=x.jsonl"], capsys)
+    assert build_config(LearnConfig, printed) == LearnConfig(docs="d.jsonl", out="o", lr=3e-3, probes=["a=x.jsonl"])
+    assert printed_config(["learn"], capsys)["docs"] == ""  # printable before the required options are given
+    path = tmp_path / "printed.yaml"
+    path.write_text(run_exiting(["learn", "--docs", "d.jsonl", "--out", "o", "--epochs", "3", "--print_config"], capsys))
+    assert printed_config(["learn", "--config", str(path), "--epochs", "4"], capsys)["epochs"] == 4  # flags win
+    assert printed_config(["learn", "--config", str(path)], capsys)["epochs"] == 3
+
+
+def test_old_and_new_spellings_parse_alike(capsys):
+    new = printed_config(["bench", "lama-ckl", "--out", "o", "--lora_r", "4", "--seeds", "[0, 2]", "--methods",
+                          "[finetune, taalm+kadapter]", "--lr_candidates", "[1.0e-3, 3.0e-3]", "--window", "true",
+                          "--meta.inner_lr", "1e-3"], capsys)
+    for old in (["--lora-r", "4", "--seeds", "0,2", "--methods", "finetune,taalm+kadapter", "--lr-candidates",
+                 "1e-3,3e-3", "--window", "--meta.inner-lr", "1e-3"],
+                ["--lora-r=4", "--seeds", "0", "2", "--methods=finetune,taalm+kadapter", "--lr-candidates", "1e-3",
+                 "3e-3", "--window", "--meta.inner_lr=1e-3"]):
+        assert printed_config(["bench", "lama-ckl", "--out", "o", *old], capsys) == new
+    assert (new["seeds"], new["methods"], new["lr_candidates"]) == ([0, 2], ["finetune", "taalm+kadapter"], [1e-3, 3e-3])
+    assert new["meta"]["inner_lr"] == 1e-3 and new["window"] is True
+
+
+BAD_OPTIONS = [  # argv after the command, fragments of the one line
+    (["learn", "--docs", "d", "--out", "o", "--bogus", "1"], ["taalm: error:", "--bogus"]),
+    (["learn", "--docs", "d", "--out", "o", "--dtype", "half"],
+     ["option --dtype", "'half' is not one of auto, float32, bfloat16, float64"]),
+    (["learn", "--docs", "d", "--out", "o", "--qlora", "maybe"], ["option --qlora", "'maybe' is not one of"]),
+    (["learn", "--docs", "d", "--out", "o", "--lora_r", "x"], ["option --lora_r", "expected int", "'x'"]),
+    (["learn", "--docs", "d", "--out", "o", "--lora_dropout", "1.5"], ["option --lora-dropout", "[0, 1)"]),
+    (["learn", "--out", "o"], ["option --docs", "is required"]),
+    (["bench", "lama-ckl", "--out", "o", "--meta.objective", "z"], ["option --meta.objective", "'z' is not one of"]),
+    (["bench", "lama-ckl", "--out", "o", "--meta.updates", "-3"], ["option --meta.updates", "must be >= 0"]),
+    (["bench", "lama-ckl", "--out", "o", "--seeds", "1,1"], ["option --seeds", "distinct"]),
+    (["bench", "lama-ckl", "--out", "o", "--preset", "nope"], ["option --preset", "'nope' is not one of cpu"]),
+    (["bench", "fictional", "--out", "o", "--meta.bogus", "1"], ["taalm: error:", "--meta.bogus"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "fragments"), BAD_OPTIONS, ids=[" ".join(a[-2:]) for a, _ in BAD_OPTIONS])
+def test_bad_options_are_one_line_errors(argv, fragments, tmp_path, capsys):
+    assert cli.main(argv) == 2
+    check_one_line_error(2, capsys.readouterr().err, *fragments)
+
+
+PRESETS = sorted((ROOT / "src" / "taalm" / "resources" / "presets").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[f"{p.parent.name}/{p.stem}" for p in PRESETS])
+def test_shipped_presets_parse(path, capsys):
+    """Every preset file builds its benchmark's config, on the command line as in Python; explicit flags win."""
+    from taalm.bench import config as bench
+    from taalm.config import apply_preset
+
+    benchmark, name = path.parent.name, path.stem
+    cls = {"lama-ckl": bench.LamaCklConfig, "temporalwiki": bench.TemporalWikiConfig,
+           "fictional": bench.FictionalConfig}[benchmark]
+    assert cls.PRESETS[name] == load_config_file(path)
+    python = cls(**apply_preset(cls, {"out": "o", "preset": name}))
+    printed = printed_config(["bench", benchmark, "--out", "o", "--preset", name], capsys)
+    assert build_config(cls, printed) == python
+    flags = printed_config(["bench", benchmark, "--epochs", "2", "--out", "o", "--preset", name, "--meta.updates",
+                            "3"], capsys)
+    assert (flags["epochs"], flags["meta"]["updates"]) == (2, 3)
+    assert {k: v for k, v in flags["meta"].items() if k != "updates"} == \
+        {k: v for k, v in printed["meta"].items() if k != "updates"}  # the preset's other meta options stay
+
+
+def test_preset_from_a_config_file_stays_under_its_values(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("preset: cpu\nepochs: 2\nmeta:\n  phi-layers: 2\n")
+    printed = printed_config(["bench", "lama-ckl", "--out", "o", "--config", str(config)], capsys)
+    assert (printed["epochs"], printed["lr"], printed["meta"]["phi_layers"], printed["meta"]["updates"]) == \
+        (2, 1e-3, 2, 48)  # the file's values, the preset's lr and meta updates
+    assert printed_config(["demo"], capsys)["preset"] == "quick"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(ROOT)) for p in SHIPPED])
+def test_shipped_yaml_parses_on_the_command_line(path, capsys):
+    command = path.name.split("_", 1)[0]
+    argv = ["bench", path.parent.name] if command == "bench" else [command]
+    required = [x for name in getattr(config_class(path), "REQUIRED", ()) for x in (f"--{name}", "placeholder")]
+    printed = printed_config([*argv, "--config", str(path), *required], capsys)
+    for key, value in load_config_file(path).items():
+        if key == "meta":
+            assert {k: printed["meta"][k] for k in value} == value
+        else:
+            assert (str(printed[key]).lower() if key == "qlora" else printed[key]) == \
+                (str(value).lower() if key == "qlora" else value), key  # qlora: true or "true"

@@ -135,8 +135,8 @@ def stand_in_split(directory: Path) -> Path:
 def config(model: str, out: Path, **overrides) -> FictionalConfig:
     values = {"preset": "quick", "model": model, "out": str(out), "to_learn": 6, "not_to_forget": 3,
               "phi_pairs": 8, "held_out": 2, "filler": 2, "max_length": 256, "device": "cpu", "lora_r": 4,
-              "epochs": 2, "phi_layers": 1, "meta_updates": 1, "meta_batch": 2, "meta_held_out": 2,
-              "meta_max_length": 256, "eval_batch": 8, **overrides}
+              "epochs": 2, "meta": {"phi_layers": 1, "updates": 1, "meta_batch": 2, "held_out": 2, "max_length": 256},
+              "eval_batch": 8, **overrides}
     return FictionalConfig(**apply_preset(FictionalConfig, values))
 
 

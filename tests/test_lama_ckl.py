@@ -343,13 +343,14 @@ def test_curve_from_metrics_orders_epochs_and_pairs_probes():
 # --- the bench -------------------------------------------------------------------------------------------------------
 
 EPOCHS = 2
-QUICK_METHODS = LamaCklConfig.PRESETS["quick"]["methods"].split(",")
+QUICK_METHODS = LamaCklConfig.PRESETS["quick"]["methods"]
 
 
 def bench_config(tiny_model: str, tailored: Path, out: Path, **overrides) -> LamaCklConfig:
     values = {"preset": "quick", "model": tiny_model, "out": str(out), "lora_r": 4, "to_learn": 4,
-              "not_to_forget": 4, "meta_pool": 8, "meta_updates": 1, "meta_batch": 2, "epochs": EPOCHS,
-              "phi_layers": 1, "tailor_dir": str(tailored), "device": "cpu", "meta_held_out": 2, **overrides}
+              "not_to_forget": 4, "meta_pool": 8, "epochs": EPOCHS, "tailor_dir": str(tailored), "device": "cpu",
+              "meta": {"updates": 1, "meta_batch": 2, "phi_layers": 1, "held_out": 2, **overrides.pop("meta", {})},
+              **overrides}
     return LamaCklConfig(**apply_preset(LamaCklConfig, values))
 
 
@@ -583,7 +584,7 @@ def test_bench_meta_trains_phi_on_a_separate_backbone_sharing_the_tokenizer(tiny
     build_tiny_model(other, vocab_size=len(__import__("taalm.models").models.load_tokenizer(tiny_model)), seed=7,
                      layers=3)
     out = tmp_path / "run"
-    summary = lama_ckl.run_bench(bench_config(tiny_model, tailored, out, methods="taalm", phi_model=str(other)))
+    summary = lama_ckl.run_bench(bench_config(tiny_model, tailored, out, methods="taalm", meta={"phi_model": str(other)}))
     phi_config = json.loads((out / "phi" / "config.json").read_text())
     assert phi_config["backbone"] == str(other) and summary["methods"]["taalm"]["epoch"] >= 1
 

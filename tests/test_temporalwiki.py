@@ -284,7 +284,7 @@ def test_learning_rate_and_epochs_are_chosen_on_the_phi_period(tiny_model, tmp_p
     out = tmp_path / "run"
     summary = temporalwiki.run_bench(twiki_config(tiny_model, out, methods="finetune,kadapter",
                                                   lr_candidates="1e-3,3e-2", kadapter_lr_candidates="1e-4,1e-3",
-                                                  epochs=2, meta_subjects=6, meta_held_out=2, periods="0901-1001"))
+                                                  epochs=2, meta_subjects=6, meta={"held_out": 2}, periods="0901-1001"))
     selection = summary["lr_selection"]
     # LoRA methods take finetune's choice, K-Adapter methods the kadapter method's own choice on the same pairs
     for family, method, lrs in ((selection, "finetune", {"0.001", "0.03"}),

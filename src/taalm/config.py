@@ -1,31 +1,28 @@
 """Typed configs shared by the CLI, YAML files and the Python API.
 
-Each command has one dataclass; its fields (with the paper's defaults) are the command's options: ``dummy_steps``
-becomes ``--dummy-steps``, ``--config FILE.yaml`` fills fields from a file, and explicit flags win over the file.
-Validation happens in ``__post_init__`` with errors that name the option.
+Each command has one dataclass: its fields (with the paper's defaults) are the command's options and the docstring
+under each field is its help; ``taalm.cli`` turns them into flags with jsonargparse (``dummy_steps`` is
+``--dummy_steps``, a nested dataclass such as a benchmark's ``meta`` is ``--meta.inner_lr``), ``--config FILE.yaml``
+fills them from a file and explicit flags win. Choices are ``Literal`` types, checked on construction as well
+(``check_choices``), so the Python API and YAML files get the same one-line errors as the command line; ranges are
+checked in ``__post_init__`` with errors that name the option.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
+import functools
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from taalm.errors import TaalmError
 
 C = TypeVar("C")
-
-
-def option(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with a help text (shown by ``taalm CMD --help``)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
-    return field(default=default, metadata={"help": help, **kwargs})
+T = TypeVar("T")
 
 
 def _check(condition: bool, name: str, message: str) -> None:
@@ -33,35 +30,66 @@ def _check(condition: bool, name: str, message: str) -> None:
         raise TaalmError(f"option --{name.replace('_', '-')}: {message}")
 
 
-def _check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
-    _check(value in choices, name, f"{value!r} is not one of {', '.join(choices)}")
+@functools.cache
+def _choices(cls: type) -> dict[str, tuple[tuple[Any, ...], tuple[type, ...]]]:
+    """For each ``Literal`` field of ``cls``: its allowed values and the other types its union admits."""
+    found = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        members = typing.get_args(hint) if isinstance(hint, types.UnionType) or \
+            typing.get_origin(hint) is typing.Union else (hint,)
+        literals = [m for m in members if typing.get_origin(m) is Literal]
+        if literals:
+            others = tuple(m for m in members if typing.get_origin(m) is not Literal)
+            found[name] = (tuple(v for m in literals for v in typing.get_args(m)), others)
+    return found
+
+
+def check_choices(config: Any, prefix: str = "") -> None:
+    """Every ``Literal`` field holds one of its values (``option --dtype: 'half' is not one of auto, float32, ...``)."""
+    for name, (allowed, others) in _choices(type(config)).items():
+        value = getattr(config, name)
+        if value not in allowed and not isinstance(value, others):
+            _check(False, prefix + name, f"{value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def listed(value: Any, convert: Callable[[Any], T], name: str, kind: str) -> list[T]:
+    """A list option as a list, also from the comma form ``"0,1,2"`` (command line and Python API alike)."""
+    items = [x.strip() for x in value.split(",") if x.strip()] if isinstance(value, str) else value
+    try:
+        return [convert(x) for x in items]
+    except (TypeError, ValueError):
+        raise TaalmError(f"option --{name.replace('_', '-')}: {value!r} is not a list of {kind}") from None
 
 
 @dataclass
 class ModelOptions:
     """How θ (and φ's backbone) are loaded and adapted; shared by every command that trains."""
 
-    lora_r: int = option(64, "LoRA rank (paper: 64)")
-    lora_alpha: int = option(16, "LoRA alpha (paper: 16)")
-    lora_dropout: float = option(0.1, "LoRA dropout (paper: 0.1)")
-    qlora: str = option("false", "load θ in 4 bit: true (needs CUDA and bitsandbytes), false, or auto (where both are "
-                                 "present)", const="true")
-    dtype: str = option("auto", "compute dtype: auto (bf16 autocast on GPU, float32 on CPU), float32, bfloat16, float64")
-    device: str = option("auto", "auto, cpu, cuda, cuda:N")
-    attn_implementation: str = option("auto", "attention kernel for plain steps: auto, eager, sdpa")
-    log: str = option("none", "experiment tracking: none, tensorboard, wandb")
+    lora_r: int = 64
+    """LoRA rank (paper: 64)"""
+    lora_alpha: int = 16
+    """LoRA alpha (paper: 16)"""
+    lora_dropout: float = 0.1
+    """LoRA dropout (paper: 0.1)"""
+    qlora: Literal["true", "false", "auto"] | bool = "false"
+    """load θ in 4 bit: true (needs CUDA and bitsandbytes), false, or auto (where both are present)"""
+    dtype: Literal["auto", "float32", "bfloat16", "float64"] = "auto"
+    """compute dtype: auto (bf16 autocast on GPU, float32 on CPU), float32, bfloat16, float64"""
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N"""
+    attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
+    """attention kernel for plain steps"""
+    log: Literal["none", "tensorboard", "wandb"] = "none"
+    """experiment tracking"""
 
     def __post_init__(self) -> None:
         if isinstance(self.qlora, bool):  # YAML and the Python API may say true/false
             self.qlora = "true" if self.qlora else "false"
         self.qlora = str(self.qlora).lower()
-        _check_choice(self.qlora, "qlora", ("true", "false", "auto"))
+        check_choices(self)
         _check(self.lora_r > 0, "lora_r", "must be positive")
         _check(self.lora_alpha > 0, "lora_alpha", "must be positive")
         _check(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
-        _check_choice(self.dtype, "dtype", ("auto", "float32", "bfloat16", "float64"))
-        _check_choice(self.attn_implementation, "attn_implementation", ("auto", "eager", "sdpa"))
-        _check_choice(self.log, "log", ("none", "tensorboard", "wandb"))
 
     def use_qlora(self) -> bool:
         """Whether θ is loaded in 4 bit: as asked, or (auto) wherever CUDA and bitsandbytes are present."""
@@ -74,77 +102,106 @@ class ModelOptions:
         return self.qlora == "true"
 
 
-OBJECTIVES = ("obj", "change2", "change3")
-TASK_FORMATS = ("descriptive", "schematic")
-
-
 @dataclass
-class MetaTrainConfig(ModelOptions):
-    """``taalm meta-train``: learn φ so that one weighted inner step of θ on D best solves T_D."""
+class MetaOptions:
+    """How φ is meta-trained: ``taalm meta-train``'s own options, and a benchmark's ``--meta.*`` when it trains φ."""
 
-    theta: str = option("smollm2-135m", "base model θ: alias, local directory or Hugging Face id")
-    pairs: str = option("", "JSONL of {document, task, answer} (LAMA-ckl rows with evidence/task_descriptive/object work too)")
-    out: str = option("", "output directory: the selected φ, its config, history, validation checkpoints")
-    phi_model: str = option("", "φ's backbone (default: same as --theta); must share θ's tokenizer")
-    phi_layers: int = option(0, "keep only the first N transformer layers of φ's backbone (0: all)")
-    phi_lora_r: int = option(0, "LoRA rank of φ's backbone (0: same as --lora-r)")
-    weight_floor: float = option(0.0, "not in the paper: φ's weights are floor + (1 - floor)·sigmoid, bounding their "
-                                      "contrast by 1/floor (0: the paper's sigmoid)")
-    task_format: str = option("descriptive", "LAMA-ckl pairs: the cloze task (descriptive) or 'Guess the object' "
-                                             "(schematic, needs task_schematic in each row)")
-    dummy_steps: int = option(1, "non-differentiable inner steps before the differentiable one")
-    inner_lr: float = option(2e-4, "inner AdamW learning rate (θ)")
-    inner_weight_decay: float = option(0.01, "inner AdamW weight decay")
-    outer_lr: float = option(2e-4, "outer AdamW learning rate (φ)")
-    meta_batch: int = option(16, "pairs per φ update (their meta-gradients are averaged)")
-    inner_batch: int = option(1, "pairs per inner problem (official: 1; larger is faster, changes the inner problem)")
-    pair_batch: int = option(1, "inner problems computed together in one batch, θ's LoRA stacked per row (each still "
-                                "its own problem: the same gradient, less time, more memory); 1: one at a time")
-    max_length: int = option(512, "documents longer than this are cut to a window around the answer")
-    objective: str = option("obj", "outer objective: obj (task label NLL after the step), change2, change3")
-    restrict: bool = option(False, "add the official restrict term: |NLL change| on an unrelated task")
-    updates: int = option(0, "number of φ updates (0: --epochs passes over the pairs)")
-    epochs: int = option(1, "passes over the pairs when --updates is 0")
-    held_out: int = option(-1, "pairs kept out of training for validation (-1: 16, or 10%% below 160 pairs, none for 1 pair; 0: none)")
-    val_every: int = option(10, "φ updates between validations (also at update 0 and at the end)")
-    val_epochs: int = option(4, "validation: epochs θ learns the held-out documents")
-    val_lr: float = option(2e-4, "validation: θ's learning rate (use the learning phase's)")
-    val_batch_size: int = option(8, "validation: documents per optimizer step (use the learning phase's)")
-    val_metric: str = option("accuracy", "validation gain measured on: accuracy (ties broken by NLL) or nll")
-    select: str = option("best", "the φ written to --out: best (highest validation gain) or last")
-    checkpoint_every: int = option(10, "φ updates between checkpoints")
-    resume: bool = option(False, "continue from the checkpoint in --out")
-    seed: int = option(0, "seed for data order, held-out split, LoRA init and dropout")
+    phi_model: str = ""
+    """φ's backbone (default: θ); must share θ's tokenizer"""
+    phi_layers: int = 0
+    """keep only the first N transformer layers of φ's backbone (0: all)"""
+    phi_lora_r: int = 0
+    """LoRA rank of φ's backbone (0: the --lora_r of θ)"""
+    weight_floor: float = 0.0
+    """not in the paper: φ's weights are floor + (1 - floor)·sigmoid, bounding their contrast by 1/floor (0: the
+    paper's sigmoid)"""
+    dummy_steps: int = 1
+    """non-differentiable inner steps before the differentiable one"""
+    inner_lr: float = 2e-4
+    """inner AdamW learning rate (θ)"""
+    inner_weight_decay: float = 0.01
+    """inner AdamW weight decay"""
+    outer_lr: float = 2e-4
+    """outer AdamW learning rate (φ)"""
+    meta_batch: int = 16
+    """pairs per φ update (their meta-gradients are averaged)"""
+    inner_batch: int = 1
+    """pairs per inner problem (official: 1; larger is faster, changes the inner problem)"""
+    pair_batch: int = 1
+    """inner problems computed together in one batch, θ's LoRA stacked per row (each still its own problem: the same
+    gradient, less time, more memory); 1: one at a time"""
+    max_length: int = 512
+    """documents longer than this are cut to a window around the answer"""
+    objective: Literal["obj", "change2", "change3"] = "obj"
+    """outer objective: task label NLL after the step (obj), or the official change2 / change3"""
+    restrict: bool = False
+    """add the official restrict term: |NLL change| on an unrelated task"""
+    updates: int = 0
+    """number of φ updates (0: --epochs passes over the pairs)"""
+    epochs: int = 1
+    """passes over the pairs when --updates is 0"""
+    held_out: int = -1
+    """pairs kept out of training for validation (-1: 16, or a tenth below 160 pairs, none for 1 pair; 0: none)"""
+    val_every: int = 10
+    """φ updates between validations (also at update 0 and at the end)"""
+    val_epochs: int = 4
+    """validation: epochs θ learns the held-out documents"""
+    val_lr: float = 2e-4
+    """validation: θ's learning rate (use the learning phase's; in a benchmark 0 means its --lr)"""
+    val_batch_size: int = 8
+    """validation: documents per optimizer step (use the learning phase's; in a benchmark 0 means its --batch_size)"""
+    val_metric: Literal["accuracy", "nll"] = "accuracy"
+    """validation gain measured on: accuracy (ties broken by NLL) or nll"""
+    select: Literal["best", "last"] = "best"
+    """the φ kept: best (highest validation gain) or last"""
+    checkpoint_every: int = 10
+    """φ updates between checkpoints"""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(bool(self.pairs), "pairs", "is required")
-        _check(bool(self.out), "out", "is required")
-        _check(self.dummy_steps >= 0, "dummy_steps", "must be >= 0")
-        _check(self.phi_layers >= 0, "phi_layers", "must be >= 0")
-        _check(self.phi_lora_r >= 0, "phi_lora_r", "must be >= 0")
+        check_choices(self)
+        for name in ("dummy_steps", "phi_layers", "phi_lora_r", "updates", "val_batch_size"):
+            _check(getattr(self, name) >= 0, name, "must be >= 0")
+        for name in ("meta_batch", "inner_batch", "pair_batch", "epochs", "val_every", "val_epochs",
+                     "checkpoint_every"):
+            _check(getattr(self, name) > 0, name, "must be positive")
         _check(0.0 <= self.weight_floor < 1.0, "weight_floor", "must be in [0, 1)")
-        _check_choice(self.task_format, "task_format", TASK_FORMATS)
         _check(self.inner_lr > 0, "inner_lr", "must be positive")
         _check(self.outer_lr > 0, "outer_lr", "must be positive")
-        _check(self.meta_batch > 0, "meta_batch", "must be positive")
-        _check(self.inner_batch > 0, "inner_batch", "must be positive")
+        _check(self.val_lr >= 0, "val_lr", "must be >= 0")
         _check(self.meta_batch % self.inner_batch == 0, "meta_batch", "must be a multiple of --inner-batch")
-        _check(self.pair_batch > 0, "pair_batch", "must be positive")
         _check(self.pair_batch == 1 or self.inner_batch == 1, "pair_batch", "stacks one-pair problems: needs "
                                                                             "--inner-batch 1")
         _check(self.max_length >= 2, "max_length", "must be >= 2")
-        _check_choice(self.objective, "objective", OBJECTIVES)
-        _check(self.updates >= 0, "updates", "must be >= 0")
-        _check(self.epochs > 0, "epochs", "must be positive")
         _check(self.held_out >= -1, "held_out", "must be >= 0 (or -1: automatic)")
-        _check(self.val_every > 0, "val_every", "must be positive")
-        _check(self.val_epochs > 0, "val_epochs", "must be positive")
+
+
+@dataclass
+class MetaTrainConfig(MetaOptions, ModelOptions):
+    """``taalm meta-train``: learn φ so that one weighted inner step of θ on D best solves T_D."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("pairs", "out")
+
+    theta: str = "smollm2-135m"
+    """base model θ: alias, local directory or Hugging Face id"""
+    pairs: str = ""
+    """JSONL of {document, task, answer} (LAMA-ckl rows with evidence/task_descriptive/object work too)"""
+    out: str = ""
+    """output directory: the selected φ, its config, history, validation checkpoints"""
+    task_format: Literal["descriptive", "schematic"] = "descriptive"
+    """LAMA-ckl pairs: the cloze task (descriptive) or 'Guess the object' (schematic, needs task_schematic in each
+    row)"""
+    resume: bool = False
+    """continue from the checkpoint in --out"""
+    seed: int = 0
+    """seed for data order, held-out split, LoRA init and dropout"""
+
+    def __post_init__(self) -> None:
+        ModelOptions.__post_init__(self)
+        MetaOptions.__post_init__(self)
+        _check(bool(self.pairs), "pairs", "is required")
+        _check(bool(self.out), "out", "is required")
         _check(self.val_lr > 0, "val_lr", "must be positive")
         _check(self.val_batch_size > 0, "val_batch_size", "must be positive")
-        _check_choice(self.val_metric, "val_metric", ("accuracy", "nll"))
-        _check_choice(self.select, "select", ("best", "last"))
-        _check(self.checkpoint_every > 0, "checkpoint_every", "must be positive")
 
     def held_out_count(self, n_pairs: int) -> int:
         return held_out_count(self.held_out, n_pairs)
@@ -160,25 +217,39 @@ def held_out_count(held_out: int, n_pairs: int) -> int:
 
 @dataclass
 class WeightsConfig:
-    """``taalm weights``: show where a trained φ puts its weight; with ``--position-check``, whether it weighs the
+    """``taalm weights``: show where a trained φ puts its weight; with ``--position_check``, whether it weighs the
     fact tokens of TemporalWiki's built documents or their place (``taalm.position_check``)."""
 
-    phi: str = option("", "trained φ directory (output of meta-train)")
-    text: str = option("", "a document to weigh")
-    file: str = option("", "JSONL of documents ({text} or {document} or LAMA-ckl rows)")
-    out: str = option("", "HTML heatmap to write, a PNG next to it (default: weights.html); with --position-check a "
-                          "JSON of the lifts (default: none, the table is printed)")
-    limit: int = option(20, "at most this many documents from --file")
-    max_length: int = option(512, "documents are truncated to this many tokens (--position-check: longer ones are "
-                                  "skipped)")
-    color: bool = option(True, "colour the terminal output")
-    relative: bool = option(True, "show weights divided by each document's largest (the loss ignores their scale)")
-    device: str = option("auto", "auto, cpu, cuda")
-    position_check: bool = option(False, "instead of a heatmap: φ's fact-weight lift on TemporalWiki documents built "
-                                         "from --period's probes, with the facts in place, moved first and moved last")
-    period: str = option("0901-1001", "--position-check: the TemporalWiki period whose changed facts are built")
-    subjects: int = option(32, "--position-check: this many seeded subjects, one document each (0: all)")
-    seed: int = option(0, "--position-check: the seed of the subjects and the builder (as the benchmark's --seed)")
+    REQUIRED: ClassVar[tuple[str, ...]] = ("phi",)
+
+    phi: str = ""
+    """trained φ directory (output of meta-train)"""
+    text: str = ""
+    """a document to weigh"""
+    file: str = ""
+    """JSONL of documents ({text} or {document} or LAMA-ckl rows)"""
+    out: str = ""
+    """HTML heatmap to write, a PNG next to it (default: weights.html); with --position_check a JSON of the lifts
+    (default: none, the table is printed)"""
+    limit: int = 20
+    """at most this many documents from --file"""
+    max_length: int = 512
+    """documents are truncated to this many tokens (--position_check: longer ones are skipped)"""
+    color: bool = True
+    """colour the terminal output"""
+    relative: bool = True
+    """show weights divided by each document's largest (the loss ignores their scale)"""
+    device: str = "auto"
+    """auto, cpu, cuda"""
+    position_check: bool = False
+    """instead of a heatmap: φ's fact-weight lift on TemporalWiki documents built from --period's probes, with the
+    facts in place, moved first and moved last"""
+    period: str = "0901-1001"
+    """--position_check: the TemporalWiki period whose changed facts are built"""
+    subjects: int = 32
+    """--position_check: this many seeded subjects, one document each (0: all)"""
+    seed: int = 0
+    """--position_check: the seed of the subjects and the builder (as the benchmark's --seed)"""
 
     def __post_init__(self) -> None:
         _check(bool(self.phi), "phi", "is required")
@@ -189,50 +260,14 @@ class WeightsConfig:
 
             _check(not self.text and not self.file, "position_check", "builds its own documents: give neither "
                                                                       "--text nor --file")
-            _check_choice(self.period, "period", PERIODS)
+            _check(self.period in PERIODS, "period", f"{self.period!r} is not one of {', '.join(PERIODS)}")
             _check(self.subjects >= 0, "subjects", "must be >= 0")
             return
         _check(bool(self.text) != bool(self.file), "text", "give exactly one of --text and --file")
 
 
-def _field_type(cls: type, f: dataclasses.Field) -> Any:
-    hints = typing.get_type_hints(cls)
-    tp = hints[f.name]
-    if isinstance(tp, types.UnionType):  # "X | None"
-        tp = next(t for t in typing.get_args(tp) if t is not type(None))
-    return tp
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--flag`` per dataclass field; defaults stay unset so YAML values are not overridden by them."""
-    parser.add_argument("--config", help="YAML (or JSON) file with option values; flags override it")
-    for f in dataclasses.fields(cls):
-        tp = _field_type(cls, f)
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
-        if typing.get_origin(tp) is list:
-            parser.add_argument(flag, nargs="+", default=argparse.SUPPRESS, help=help_text)
-        elif "const" in f.metadata:  # a flag that may stand alone (--qlora) or take a value (--qlora auto)
-            parser.add_argument(flag, type=tp, nargs="?", const=f.metadata["const"], default=argparse.SUPPRESS,
-                                help=help_text)
-        elif tp is bool:
-            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=argparse.SUPPRESS,
-                                help=help_text, metavar="BOOL")
-        else:
-            parser.add_argument(flag, type=tp, default=argparse.SUPPRESS, help=help_text)
-
-
 def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML (or JSON) file of option values, as a dict; errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise TaalmError(f"{path}: config file not found")
@@ -260,16 +295,6 @@ def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -
         raise TaalmError(f"{source}: {e}") from None
 
 
-def config_from_args(cls: type[C], namespace: argparse.Namespace) -> C:
-    values: dict[str, Any] = {}
-    config_path = getattr(namespace, "config", None)
-    if config_path:
-        values.update(load_config_file(config_path))
-    values.update({k: v for k, v in vars(namespace).items() if k not in ("config", "command", "func", "benchmark")})
-    values = apply_preset(cls, values)
-    return build_config(cls, values, source=config_path or "command line")
-
-
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
@@ -288,34 +313,42 @@ def save_config(config: Any, path: str | Path) -> None:
     atomic_write_text(path, header + yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
 
 
-def config_json(config: Any) -> str:
-    return json.dumps(to_dict(config), sort_keys=True)
-
-
 @dataclass
 class LoopOptions:
     """Settings of the one continual-learning loop, shared by ``taalm learn``, the benchmarks and φ's validation."""
 
-    epochs: int = option(30, "passes over the documents")
-    lr: float = option(1e-4, "AdamW learning rate of θ")
-    batch_size: int = option(64, "documents per optimizer step (official LAMA-ckl: 8 per GPU x 8 GPUs)")
-    micro_batch: int = option(8, "documents per forward pass (gradients are accumulated up to --batch-size)")
-    max_length: int = option(512, "documents longer than this are truncated to it, with a warning")
-    eval_batch: int = option(32, "probes per evaluation forward pass")
-    exact_match: bool = option(True, "also score whole-answer exact match after each epoch: greedy decoding from each "
-                                     "probe's prefix must start with the answer (false: no decoding; the metrics hold "
-                                     "null)")
-    rho1_ratio: float = option(0.6, "RHO-1: fraction of tokens kept per sequence")
-    recadam_k: float = option(0.5, "RecAdam: sigmoid anneal rate k")
-    recadam_t0: int = option(250, "RecAdam: anneal midpoint t0 (optimizer steps)")
-    recadam_coefficient: float = option(5000.0, "RecAdam: pretrain (quadratic pull) coefficient γ; -1: 0.5 / --lr, the "
-                                                "paper's lr·γ (1e-4 · 5000): at lr·γ ≥ 2 the pull overshoots θ*")
-    review_ratio: float = option(1.0, "Mix-Review: review documents per training document at epoch 0")
-    review_decay: float = option(1.0, "Mix-Review: the review share at epoch e is ratio * decay**e (official TAALM "
-                                      "runs: 1.0, constant)")
-    gradient_checkpointing: bool = option(False, "recompute θ's activations in the backward pass: less memory, ~30%% "
-                                                 "more time")
-    seed: int = option(0, "seed for data order, adapter init and dropout")
+    epochs: int = 30
+    """passes over the documents"""
+    lr: float = 1e-4
+    """AdamW learning rate of θ"""
+    batch_size: int = 64
+    """documents per optimizer step (official LAMA-ckl: 8 per GPU x 8 GPUs)"""
+    micro_batch: int = 8
+    """documents per forward pass (gradients are accumulated up to --batch_size)"""
+    max_length: int = 512
+    """documents longer than this are truncated to it, with a warning"""
+    eval_batch: int = 32
+    """probes per evaluation forward pass"""
+    exact_match: bool = True
+    """also score whole-answer exact match after each epoch: greedy decoding from each probe's prefix must start with
+    the answer (false: no decoding; the metrics hold null)"""
+    rho1_ratio: float = 0.6
+    """RHO-1: fraction of tokens kept per sequence"""
+    recadam_k: float = 0.5
+    """RecAdam: sigmoid anneal rate k"""
+    recadam_t0: int = 250
+    """RecAdam: anneal midpoint t0 (optimizer steps)"""
+    recadam_coefficient: float = 5000.0
+    """RecAdam: pretrain (quadratic pull) coefficient γ; -1: 0.5 / --lr, the paper's lr·γ (1e-4 · 5000): at lr·γ ≥ 2
+    the pull overshoots θ*"""
+    review_ratio: float = 1.0
+    """Mix-Review: review documents per training document at epoch 0"""
+    review_decay: float = 1.0
+    """Mix-Review: the review share at epoch e is ratio * decay**e (official TAALM runs: 1.0, constant)"""
+    gradient_checkpointing: bool = False
+    """recompute θ's activations in the backward pass: less memory, about a third more time"""
+    seed: int = 0
+    """seed for data order, adapter init and dropout"""
 
     def __post_init__(self) -> None:
         if hasattr(super(), "__post_init__"):
@@ -342,18 +375,29 @@ def loop_options(config: Any) -> dict[str, Any]:
 class LearnConfig(LoopOptions, ModelOptions):
     """``taalm learn``: θ learns a document set with one method; probes are evaluated after every epoch."""
 
-    model: str = option("smollm2-135m", "base model θ: alias, local directory or Hugging Face id")
-    docs: str = option("", "JSONL of documents {text} (optional answer/task: oracle weights)")
-    out: str = option("", "output directory: adapter weights, metrics.jsonl, config, learning-curve PNG")
-    method: str = option("finetune", "finetune, oracle, taalm, rho1, recadam, mixreview, kadapter, or a combination "
-                                     "such as taalm+kadapter")
-    phi: str = option("", "trained φ: a directory written by meta-train, or a shipped alias (smollm2-135m)")
-    probes: list[str] = option([], "probe sets NAME=FILE.jsonl ({task, answer} rows); accuracy and NLL per epoch")  # noqa: RUF009 (option() returns a dataclass field)
-    review_docs: str = option("", "Mix-Review: JSONL of documents not to forget, replayed during training")
-    init_from: str = option("", "start from the trained adapter (LoRA or K-Adapter) of an earlier `taalm learn` run "
-                                "directory, with a fresh optimizer (e.g. last month's run)")
-    checkpoint_every: int = option(0, "optimizer steps between mid-epoch checkpoints (0: only at epoch ends)")
-    resume: bool = option(False, "continue the run in --out")
+    REQUIRED: ClassVar[tuple[str, ...]] = ("docs", "out")
+
+    model: str = "smollm2-135m"
+    """base model θ: alias, local directory or Hugging Face id"""
+    docs: str = ""
+    """JSONL of documents {text} (optional answer/task: oracle weights)"""
+    out: str = ""
+    """output directory: adapter weights, metrics.jsonl, config, learning-curve PNG"""
+    method: str = "finetune"
+    """finetune, oracle, taalm, rho1, recadam, mixreview, kadapter, or a combination such as taalm+kadapter"""
+    phi: str = ""
+    """trained φ: a directory written by meta-train, or a shipped alias (smollm2-135m)"""
+    probes: list[str] = field(default_factory=list)
+    """probe sets NAME=FILE.jsonl ({task, answer} rows); accuracy and NLL per epoch"""
+    review_docs: str = ""
+    """Mix-Review: JSONL of documents not to forget, replayed during training"""
+    init_from: str = ""
+    """start from the trained adapter (LoRA or K-Adapter) of an earlier `taalm learn` run directory, with a fresh
+    optimizer (e.g. last month's run)"""
+    checkpoint_every: int = 0
+    """optimizer steps between mid-epoch checkpoints (0: only at epoch ends)"""
+    resume: bool = False
+    """continue the run in --out"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -364,7 +408,7 @@ class LearnConfig(LoopOptions, ModelOptions):
         method = parse_method(self.method)
         _check(not (method.weights == "taalm" and not self.phi), "phi", "method taalm needs a trained φ (--phi DIR)")
         _check(not (method.mixreview and not self.review_docs), "review_docs",
-               "method mixreview needs documents to review (--review-docs FILE)")
+               "method mixreview needs documents to review (--review_docs FILE)")
         _check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         for spec in self.probes:
             _check("=" not in spec or bool(spec.split("=", 1)[0]) and bool(spec.split("=", 1)[1]), "probes",
@@ -383,39 +427,55 @@ def probe_sets(specs: list[str]) -> dict[str, str]:
 
 
 def apply_preset(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """The preset's values (``cls.PRESETS[values["preset"]]``) under the explicitly given ones."""
+    """The preset's values (``cls.PRESETS[values["preset"]]``) under the explicitly given ones; a nested option
+    group such as ``meta`` is merged key by key."""
     presets = getattr(cls, "PRESETS", {})
     preset = values.get("preset") or ""
     if preset and preset not in presets:
         raise TaalmError(f"option --preset: {preset!r} is not one of {', '.join(presets)}")
-    return {**presets.get(preset, {}), **values}
+    merged = {**presets.get(preset, {}), **values}
+    for key, value in presets.get(preset, {}).items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            merged[key] = {**value, **values[key]}
+    return merged
 
 
 @dataclass
 class ExportConfig:
     """``taalm export``: a `taalm learn` run's LoRA merged into θ, saved as a plain transformers model."""
 
-    run: str = option("", "a finished `taalm learn` run directory (its adapter/ and config.yaml)")
-    out: str = option("", "new directory for the merged model, θ's tokenizer and a model card")
-    dtype: str = option("float32", "dtype of the merged weights: float32 or bfloat16")
+    REQUIRED: ClassVar[tuple[str, ...]] = ("run", "out")
+
+    run: str = ""
+    """a finished `taalm learn` run directory (its adapter/ and config.yaml)"""
+    out: str = ""
+    """new directory for the merged model, θ's tokenizer and a model card"""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """dtype of the merged weights"""
 
     def __post_init__(self) -> None:
         _check(bool(self.run), "run", "is required")
         _check(bool(self.out), "out", "is required")
-        _check_choice(self.dtype, "dtype", ("float32", "bfloat16"))
+        check_choices(self)
 
 
 @dataclass
 class ExportPhiConfig:
     """``taalm export-phi``: a trained φ re-saved in the Hub format with a model card (how the shipped φs are made)."""
 
-    phi: str = option("", "the trained φ: a meta-train output directory, a φ directory of either format, an alias")
-    out: str = option("", "directory to write (replaced), e.g. src/taalm/resources/phi/NAME to ship it as --phi NAME")
-    records: str = option("", "directory of the meta-training records for the card: config.yaml, data.json, "
-                              "selection.json, history.jsonl (default: the φ's own directory)")
-    storage_dtype: str = option("bfloat16", "dtype the tensors are stored in: bfloat16 or float32")
+    REQUIRED: ClassVar[tuple[str, ...]] = ("phi", "out")
+
+    phi: str = ""
+    """the trained φ: a meta-train output directory, a φ directory of either format, an alias"""
+    out: str = ""
+    """directory to write (replaced), e.g. src/taalm/resources/phi/NAME to ship it as --phi NAME"""
+    records: str = ""
+    """directory of the meta-training records for the card: config.yaml, data.json, selection.json, history.jsonl
+    (default: the φ's own directory)"""
+    storage_dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    """dtype the tensors are stored in"""
 
     def __post_init__(self) -> None:
         _check(bool(self.phi), "phi", "is required")
         _check(bool(self.out), "out", "is required")
-        _check_choice(self.storage_dtype, "storage_dtype", ("bfloat16", "float32"))
+        check_choices(self)

@@ -96,30 +96,24 @@ def held_out_pairs(pairs: list[Pair], cfg: BenchOptions) -> list[Pair]:
     """The pairs meta-training holds out for validation (the same seeded split): where the lr is chosen."""
     from taalm.meta_train import split_held_out
 
-    return split_held_out(pairs, held_out_count(cfg.meta_held_out, len(pairs)), cfg.seed)[1]
+    return split_held_out(pairs, held_out_count(cfg.meta.held_out, len(pairs)), cfg.seed)[1]
 
 
 def meta_train_config(cfg: BenchOptions, pairs: str, out: Path, **overrides: Any) -> MetaTrainConfig:
-    """φ's meta-training as the benchmark asks for it; validation learns at --meta-val-lr and --meta-val-batch (0:
-    the benchmark's own lr and batch size)."""
-    values = {**model_options(cfg), "theta": cfg.model, "pairs": pairs, "out": str(out),
-              "phi_model": cfg.phi_model, "phi_layers": cfg.phi_layers, "phi_lora_r": cfg.phi_lora_r,
-              "updates": cfg.meta_updates, "epochs": cfg.meta_epochs, "meta_batch": cfg.meta_batch,
-              "inner_lr": cfg.meta_inner_lr, "outer_lr": cfg.meta_outer_lr, "inner_batch": cfg.inner_batch,
-              "pair_batch": cfg.meta_pair_batch,
-              "dummy_steps": cfg.dummy_steps, "objective": cfg.objective, "max_length": cfg.meta_max_length,
-              "held_out": cfg.meta_held_out, "val_every": cfg.meta_val_every, "val_epochs": cfg.meta_val_epochs,
-              "val_lr": cfg.meta_val_lr or cfg.lr, "val_batch_size": cfg.meta_val_batch or cfg.batch_size,
-              "seed": cfg.seed}
+    """φ's meta-training as the benchmark asks for it (``--meta.*``); validation learns at --meta.val_lr and
+    --meta.val_batch_size (0: the benchmark's own lr and batch size)."""
+    values = {**model_options(cfg), **dataclasses.asdict(cfg.meta), "theta": cfg.model, "pairs": pairs,
+              "out": str(out), "val_lr": cfg.meta.val_lr or cfg.lr,
+              "val_batch_size": cfg.meta.val_batch_size or cfg.batch_size, "seed": cfg.seed}
     values.pop("qlora")  # meta-training needs a double backward through θ: full-precision weights
     return MetaTrainConfig(**{**values, **overrides})
 
 
 def check_phi_model(cfg: BenchOptions) -> None:
     """A separate φ backbone must share θ's tokenizer (its weights are aligned to θ's tokens); checked up front."""
-    if cfg.phi_model and cfg.phi_model != cfg.model and cfg.needs_phi() and not models.same_tokenizer(
-            models.load_tokenizer(cfg.model), models.load_tokenizer(cfg.phi_model)):
-        raise TaalmError(f"option --phi-model: {cfg.phi_model!r} does not share the tokenizer of --model "
+    if cfg.meta.phi_model and cfg.meta.phi_model != cfg.model and cfg.needs_phi() and not models.same_tokenizer(
+            models.load_tokenizer(cfg.model), models.load_tokenizer(cfg.meta.phi_model)):
+        raise TaalmError(f"option --meta.phi_model: {cfg.meta.phi_model!r} does not share the tokenizer of --model "
                          f"{cfg.model!r}; φ's weights could not be aligned to θ's tokens")
 
 
