@@ -167,7 +167,8 @@ def test_cached_model_reproduces_gguf_logits(model, tokenizer, tmp_path):
 def test_lora_forward_backward_gives_finite_gradients(tokenizer):
     torch.manual_seed(0)
     theta = models.add_lora(models.load_causal_lm(ALIAS, attn_implementation="eager"), r=8, alpha=16, dropout=0.0)
-    assert set(theta.peft_config["default"].target_modules) == set(models.LORA_TARGETS)
+    assert set(theta.peft_config["default"].target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                                "up_proj", "down_proj"}  # peft's "all-linear"
     pairs = [("Paris is the capital of France.", "Paris"), ("Water is made of hydrogen and oxygen.", "oxygen")]
     batch = data.pad_batch([data.encode(tokenizer, t, 32, a) for t, a in pairs], data.pad_token_id(tokenizer))
     logits = theta(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

@@ -396,9 +396,9 @@ def test_quick_bench_end_to_end(bench_run):
 def test_quick_bench_through_the_cli(tiny_model, tailored, tmp_path, monkeypatch):
     out = tmp_path / "run"
     argv = ["bench", "lama-ckl", "--preset", "quick", "--model", tiny_model, "--out", str(out), "--lora-r", "4",
-            "--to-learn", "4", "--not-to-forget", "4", "--meta-pool", "8", "--meta-updates", "1", "--meta-batch", "2",
-            "--epochs", str(EPOCHS), "--phi-layers", "1", "--tailor-dir", str(tailored), "--device", "cpu",
-            "--methods", "finetune,oracle", "--meta-held-out", "2"]
+            "--to-learn", "4", "--not-to-forget", "4", "--meta-pool", "8", "--meta.updates", "1", "--meta.meta_batch",
+            "2", "--epochs", str(EPOCHS), "--meta.phi_layers", "1", "--tailor-dir", str(tailored), "--device", "cpu",
+            "--methods", "finetune,oracle", "--meta.held_out", "2"]
     monkeypatch.setattr(sys, "argv", ["taalm", *argv])  # as the console script runs it
     assert cli.main() == 0
     summary = check_bench_output(out, ["finetune", "oracle"])
@@ -600,11 +600,11 @@ def test_bench_meta_trains_phi_on_a_separate_backbone_sharing_the_tokenizer(tiny
     PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>").save_pretrained(wrong)
     build_tiny_model(wrong, vocab_size=len(vocab))
     argv = ["bench", "lama-ckl", "--preset", "quick", "--model", tiny_model, "--out", str(tmp_path / "refused"),
-            "--tailor-dir", str(tailored), "--phi-model", str(wrong), "--device", "cpu"]
+            "--tailor-dir", str(tailored), "--meta.phi_model", str(wrong), "--device", "cpu"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("taalm: ")]
-    assert len(errors) == 1 and "option --phi-model:" in errors[0] and "tokenizer" in errors[0] and "Traceback" not in err
+    assert len(errors) == 1 and "option --meta.phi_model:" in errors[0] and "tokenizer" in errors[0] and "Traceback" not in err
     assert not (tmp_path / "refused").exists()
 
 

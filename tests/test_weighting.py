@@ -68,6 +68,17 @@ def test_only_lora_and_head_are_trainable(tiny_model):
     assert set(phi.trainable_state()) == set(names)
 
 
+def test_phi_lora_covers_the_backbone_blocks_only_and_leaves_the_head_plain(tiny_model):
+    """peft's "all-linear" on φ's backbone: the seven projections of each of the first ``num_layers`` blocks; the
+    scalar head stays a plain linear layer outside LoRA."""
+    torch.manual_seed(0)
+    phi = TrainAttention.create(tiny_model, r=4, num_layers=1)
+    adapted = {n for n, _ in phi.named_modules() if n.endswith(".lora_A")}
+    assert len(adapted) == 7 and all(".layers.0." in n for n in adapted)
+    assert type(phi.head) is torch.nn.Linear and not any(n.startswith("head.") for n in adapted)
+    assert len(phi.backbone.base_model.model.layers) == 1
+
+
 def test_output_shape_and_range(tiny_model, tokenizer):
     phi = make_phi(tiny_model)
     perturb(phi)

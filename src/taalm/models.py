@@ -51,7 +51,6 @@ ALIASES = {
                              sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
                              hub_id="google/gemma-3-270m", license="gemma"),
 }
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def cache_dir() -> Path:
@@ -224,23 +223,41 @@ def load_causal_lm(name: str, dtype: str = "auto", attn_implementation: str = "a
 
 
 def load_backbone(name: str, dtype: str = "auto", attn_implementation: str = "auto", num_layers: int = 0) -> nn.Module:
-    """The transformer without its LM head (hidden states out), for φ; ``num_layers`` > 0 keeps only the first
-    layers (a cheaper φ, as the paper pairs a smaller φ with a larger θ)."""
-    from transformers import AutoModel
+    """The transformer without its LM head (hidden states out), for φ; ``num_layers`` > 0 builds only the first
+    layers (a cheaper φ, as the paper pairs a smaller φ with a larger θ): the others' weights are never loaded."""
+    from transformers import AutoConfig, AutoModel
 
-    model = _load(AutoModel.from_pretrained, name, dtype=param_dtype(dtype), attn_implementation=_attn(attn_implementation))
-    model.config.use_cache = False
+    config = _load(AutoConfig.from_pretrained, name)
     if num_layers:
-        layers = getattr(model, "layers", None)
-        if not isinstance(layers, nn.ModuleList):
-            raise TaalmError(f"option --phi-layers: cannot truncate {name!r} (no .layers list)")
-        if num_layers > len(layers):
-            raise TaalmError(f"option --phi-layers: {name!r} has only {len(layers)} layers")
-        model.layers = layers[:num_layers]
-        model.config.num_hidden_layers = num_layers
-        if getattr(model.config, "layer_types", None):
-            model.config.layer_types = model.config.layer_types[:num_layers]
+        if not isinstance(getattr(config, "num_hidden_layers", None), int):
+            raise TaalmError(f"option --phi-layers: cannot truncate {name!r} (no num_hidden_layers in its config)")
+        if num_layers > config.num_hidden_layers:
+            raise TaalmError(f"option --phi-layers: {name!r} has only {config.num_hidden_layers} layers")
+        config.num_hidden_layers = num_layers
+        if getattr(config, "layer_types", None):  # Gemma 3: each layer's attention (sliding or full), cut alike
+            config.layer_types = config.layer_types[:num_layers]
+    # The checkpoint's weights that the backbone has no place for (dropped layers, an LM head) are expected, and
+    # transformers' load report would list them all; a weight the backbone lacks is still said, in one line.
+    with _quiet("transformers.modeling_utils"):
+        model, info = _load(AutoModel.from_pretrained, name, config=config, dtype=param_dtype(dtype),
+                            attn_implementation=_attn(attn_implementation), output_loading_info=True)
+    if info["missing_keys"]:
+        log.warning("%s: %d of φ's backbone weights are not in it (e.g. %s); they are newly initialised",
+                    name, len(info["missing_keys"]), min(info["missing_keys"]))
+    model.config.use_cache = False
     return model
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Only errors from ``logger_name`` inside the block."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _bnb_config():
@@ -254,20 +271,14 @@ def _bnb_config():
                               bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-def lora_targets(model: nn.Module) -> list[str]:
-    """All attention and MLP projections (Llama names), else every linear layer but the LM head."""
-    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    targets = [t for t in LORA_TARGETS if t in names]
-    return targets or sorted(names - {"lm_head", "score"})
-
-
 def add_lora(model: nn.Module, r: int = 64, alpha: int = 16, dropout: float = 0.1, qlora: bool = False) -> nn.Module:
     """Wrap ``model`` with fresh LoRA adapters (paper defaults); only the adapters are trainable."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none", target_modules=lora_targets(model))
+    # "all-linear": every linear layer of the transformer blocks (attention and MLP projections), not the LM head.
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none", target_modules="all-linear")
     return get_peft_model(model, config)
 
 
