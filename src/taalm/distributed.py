@@ -54,8 +54,9 @@ class Processes(Accelerator):
         return self.state.device if self._device is None else self._device
 
     def shard(self, items: list) -> list:
-        """This process's share, dealt round-robin (process r takes items r, r + world, ...): Accelerate splits
-        into contiguous blocks, which would give each process different document lengths and change the batches."""
+        """This process's share, dealt round-robin (process r takes items r, r + world, ...): the dealing that
+        ``gather_in_order`` undoes and every multi-process run so far used (Accelerate's ``split_between_processes``
+        deals contiguous blocks)."""
         return items[self.rank::self.world]
 
     def gather_in_order(self, values: list) -> list:
