@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from taalm import cli, meta, models
-from taalm.bench import lama_ckl
+from taalm.bench import lama_data
 from taalm.data import Pair, pad_token_id
 from taalm.io import read_jsonl
 from taalm.weighting import TrainAttention
@@ -35,7 +35,7 @@ def _isolated_cache():
 def lama_pairs(n: int) -> list[Pair]:
     """The first ``n`` variant facts, each document cut to a window around its answer."""
     pairs = []
-    for line, row in list(read_jsonl(lama_ckl.data_file("variant")))[:n]:
+    for line, row in list(read_jsonl(lama_data.data_file("variant")))[:n]:
         at = row["evidence"].rfind(row["object"])
         document = row["evidence"][max(0, at - 60): at + len(row["object"]) + 20]
         pairs.append(Pair(document, row["task_descriptive"], row["object"], f"variant:{line}"))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from taalm import ckl, cli, stats, weight_sources
-from taalm.bench import lama_ckl, lama_split
+from taalm.bench import lama_ckl, lama_data, lama_split
 from taalm.bench.config import LamaCklConfig, TailorConfig
 from taalm.config import apply_preset
 from taalm.errors import TaalmError
@@ -28,7 +28,7 @@ DESCRIPTIVE_PICK = [390, 365] + list(range(18))  # 390 and 365 share their uuid 
 
 
 def shipped(name: str) -> list[dict]:
-    return [r for _, r in read_jsonl(lama_ckl.data_file(name))]
+    return [r for _, r in read_jsonl(lama_data.data_file(name))]
 
 
 def short_evidence(row: dict) -> dict:
@@ -277,6 +277,21 @@ def test_the_meta_pool_keeps_facts_the_model_does_not_know_in_both_task_forms(ti
     assert report["counts"]["meta_pool"] == len(strict_pool) and "does not know" in report["rule"]["meta_pool"]
 
 
+def test_the_row_scorer_ticks_tailorings_progress_bar_once_per_row(tiny_model, ckl_data):
+    import io
+
+    from tqdm import tqdm
+
+    _, data = ckl_data
+    scorer = lama_ckl.RowScorer(tiny_model, eval_batch=4, max_length=96, device="cpu")
+    rows = [{**r, "_where": f"variant.jsonl:{i}"} for i, r in enumerate(data["variant"][:6], start=1)]
+    rows = [r for r in rows if scorer.usable(r)]  # variant.jsonl:4's answer is not in its task
+    with tqdm(file=io.StringIO()) as scorer.progress:
+        accuracy = scorer(rows[:2])
+        accuracy += scorer(rows[2:])
+    assert scorer.progress.n == len(accuracy) == len(rows) == 5
+
+
 # --- bad input -------------------------------------------------------------------------------------------------------
 
 
@@ -284,7 +299,7 @@ def bad_copy(ckl_data, tmp_path: Path, name: str, line: int, text: str) -> Path:
     source, _ = ckl_data
     directory = tmp_path / "data"
     directory.mkdir()
-    for f in lama_ckl.FILES:
+    for f in lama_data.FILES:
         lines = (source / f"{f}.jsonl").read_text().splitlines()
         if f == name:
             lines[line - 1] = text
@@ -657,18 +672,18 @@ def table_summary(seeds: list[int]) -> dict:
 
 
 def test_the_table_prints_mean_plus_minus_half_width_and_the_difference_to_finetune():
-    lines = lama_ckl._table(table_summary([0, 1, 2])).splitlines()
+    lines = lama_ckl.table(table_summary([0, 1, 2])).splitlines()
     assert lines[0].startswith("| Method (3 seeds) | Top Acc | Epoch | NF Acc | Total Knowledge | Exact Match | "
                                "Δ Top Acc vs finetune [95%] | Δ NF Acc vs finetune [95%] |")
     cells = lambda line: [c.strip() for c in line.split("|")[1:-1]]
     assert cells(lines[2]) == ["finetune", "0.500 ± 0.100", "2,3,4", "0.250 ± 0.050", "0.750 ± 0.100",
                                "0.125 ± 0.125", "—", "—", "12"]
     assert cells(lines[3])[5:8] == ["—", "+0.013 [-0.050, +0.075]", "-0.100 [-0.200, -0.050]"]
-    one = lama_ckl._table(table_summary([0]))
+    one = lama_ckl.table(table_summary([0]))
     assert one.startswith("| Method (1 seed: ± over facts only) |") and len(one.splitlines()) == 4
     no_interval = table_summary([0])
     del no_interval["methods"]["finetune"]["ci95"]
-    assert cells(lama_ckl._table(no_interval).splitlines()[2])[1] == "0.500"  # the mean alone without an interval
+    assert cells(lama_ckl.table(no_interval).splitlines()[2])[1] == "0.500"  # the mean alone without an interval
 
 
 def test_seeds_run_in_their_own_directories_resume_and_pool_into_intervals(tiny_model, tailored, tmp_path,
@@ -742,7 +757,7 @@ def test_runs_without_per_fact_scores_get_means_but_no_interval():
     row = lama_ckl.method_summary("finetune", runs, None, epochs=1)
     assert (row["top_acc"], row["epochs"], row["seconds"], row["exact_match"]) == (0.75, [1, 1], 2.0, None)
     assert "ci95" not in row
-    line = lama_ckl._table({"intervals": record, "methods": {"finetune": row}}).splitlines()[2]
+    line = lama_ckl.table({"intervals": record, "methods": {"finetune": row}}).splitlines()[2]
     assert [c.strip() for c in line.split("|")[1:-1]][1:7] == ["0.750", "1,1", "0.750", "1.500", "—", "—"]
     assert runner.mean_over_seeds([{"a": [1, 2.0], "b": None, "c": "x"}, {"a": [3, 4.0], "b": None, "c": "y"}]) == \
         {"a": [2.0, 3.0], "b": None, "c": None}

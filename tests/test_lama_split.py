@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from taalm.bench import lama_ckl, lama_split
+from taalm.bench import lama_ckl, lama_data, lama_split
 from taalm.bench.config import LamaCklConfig, TailorConfig
 from taalm.config import apply_preset
 from taalm.io import read_jsonl
@@ -53,7 +53,7 @@ class StandInScorer(lama_ckl.RowScorer):
 
 @functools.cache
 def shipped_rows() -> dict[str, list[dict]]:
-    return {name: lama_ckl.read_rows(lama_ckl.data_file(name)) for name in lama_ckl.FILES}
+    return {name: lama_data.read_rows(lama_data.data_file(name)) for name in lama_data.FILES}
 
 
 def bench_config(preset: str, seed: int = 0) -> LamaCklConfig:
@@ -81,7 +81,7 @@ def splits(tmp_path_factory) -> dict[str, dict]:
                                                                          split=bench.split), scorer=StandInScorer(name))
             for seed in SEEDS:
                 sets = out / f"seed-{seed}"
-                lama_ckl.prepare_sets(bench_config(preset, seed), out / "split", sets, lama_ckl.SEED_SETS)
+                lama_ckl.prepare_sets(bench_config(preset, seed), out / "split", sets, lama_data.SEED_SETS)
                 splits["seed_sets"][preset, seed, name] = sets
                 if bench.split == "tailored":
                     cfg = TailorConfig(model=name, out=str(out / f"limited-{seed}"), split=bench.split, seed=seed,

@@ -12,7 +12,6 @@ at the LAST epoch (nothing is learned before, so nothing to forget of it); Top A
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,12 @@ import numpy as np
 
 from taalm import models, stats
 from taalm.bench import fictional_data as gen
-from taalm.bench import lama_ckl, runner
-from taalm.bench.config import FictionalConfig, TailorConfig
-from taalm.config import save_config
+from taalm.bench import lama_ckl, lama_data, runner
+from taalm.bench.config import FictionalConfig
 from taalm.data import encode
 from taalm.distributed import Processes
 from taalm.errors import TaalmError
-from taalm.io import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from taalm.io import read_jsonl, write_jsonl
 
 SEED_SETS = ("to_learn", "not_to_forget")  # a seed's own facts
 SHARED_SETS = ("phi_pairs", "held_out")  # the train side: φ's meta-training and the lr selection, one for every seed
@@ -59,7 +57,7 @@ def not_to_forget(cfg: FictionalConfig, seed: int, split_dir: Path, tokenizer) -
         raise TaalmError(f"{split_dir / 'not_to_forget.jsonl'}: no Not-To-Forget rows")
     if cfg.not_to_forget < len(rows):
         rows = sorted(random.Random(seed).sample(rows, cfg.not_to_forget), key=lambda r: r["uuid"])
-    return lama_ckl._windowed(rows, tokenizer, cfg.max_length)
+    return lama_data.windowed(rows, tokenizer, cfg.max_length)
 
 
 def prepare_sets(cfg: FictionalConfig, seed: int, sets: Path, split_dir: Path,
@@ -89,35 +87,11 @@ def prepare_sets(cfg: FictionalConfig, seed: int, sets: Path, split_dir: Path,
         provenance["phi_pairs"], provenance["held_out"] = gen.describe(pairs), gen.describe(held)
     provenance["counts"] = {name: len(files[name]) for name in names}
     procs = Processes(cfg.device)
-    if procs.is_main:
+    if procs.is_main_process:
         for name in names:
             write_jsonl(sets / f"{name}.jsonl", files[name])
-    procs.barrier()
+    procs.wait_for_everyone()
     return provenance
-
-
-def tailored_split(cfg: FictionalConfig, out: Path) -> Path:
-    """The LAMA-ckl split whose Not-To-Forget rows are θ's known facts: --tailor-dir, or tailored into OUT/split
-    (every NF candidate; the To-Learn search stops at one row and the meta pool is not scored: neither is used)."""
-    split_dir = Path(cfg.tailor_dir) if cfg.tailor_dir else out / "split"
-    if not (split_dir / "tailor.json").is_file():
-        if cfg.tailor_dir:
-            raise TaalmError(f"option --tailor-dir: {split_dir} has no tailor.json")
-        procs = Processes(cfg.device)
-        if procs.is_main:
-            lama_ckl.tailor(TailorConfig(model=cfg.model, out=str(split_dir), device=cfg.device, to_learn=1,
-                                         pool_max_accuracy=1.0, eval_batch=cfg.eval_batch))
-        procs.barrier()
-    return split_dir
-
-
-def select_lr(cfg: FictionalConfig, held_out: Path, directory: Path) -> dict[str, Any] | None:
-    """``runner.select_lrs`` on the held-out train-side pairs (never an evaluated fact); None without candidates."""
-    if not cfg.lr_candidate_list():
-        return None
-    pairs = [r for _, r in read_jsonl(held_out)]
-    return runner.select_lrs(cfg, [{"text": p["document"], "answer": p["answer"]} for p in pairs],
-                             [{"task": p["task"], "answer": p["answer"]} for p in pairs], directory)
 
 
 def statistic(means: stats.Means) -> dict[str, np.ndarray]:
@@ -137,14 +111,6 @@ def method_result(metrics: list[dict]) -> dict[str, Any]:
             "exact_match": lama_ckl.exact_match_at(metrics, len(curve) - 1)}
 
 
-def run_seed(cfg: FictionalConfig, out: Path, split_dir: Path, lr_selection: dict | None,
-             phi: dict | None) -> runner.SeedRun:
-    """One seed in ``out``: its generated To-Learn facts and NF subset, every method learned (each resumable)."""
-    data = prepare_sets(cfg, cfg.seed, out / "sets", split_dir, SEED_SETS)
-    sets = {name: out / "sets" / f"{name}.jsonl" for name in SEED_SETS}
-    return lama_ckl.learn_methods(cfg, out, sets, lr_selection, phi, data, method_result)
-
-
 def method_summary(name: str, runs: list[runner.SeedRun], bootstrap: dict | None) -> dict[str, Any]:
     """A method's row over the seeds: means of the per-seed columns, each seed's values, and (from the bootstrap)
     the 95% intervals and the paired differences to finetune."""
@@ -155,7 +121,7 @@ def method_summary(name: str, runs: list[runner.SeedRun], bootstrap: dict | None
     return runner.with_intervals(entry, bootstrap)
 
 
-def _table(summary: dict[str, Any]) -> str:
+def table(summary: dict[str, Any]) -> str:
     """To-Learn and NF accuracy at the last epoch (the headline), Top Acc and NF at the top epoch, each ``mean ±
     half-width`` of the 95% interval, and the paired difference of the headline to finetune."""
     base = summary["intervals"].get("baseline") or "finetune"
@@ -172,46 +138,54 @@ def _table(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+class Fictional(runner.Benchmark):
+    """NF tailored once (or --tailor-dir) and the train side written once (φ's pairs, the lr selection's held-out
+    pairs: never an evaluated fact); each seed generates its own To-Learn facts, takes its NF subset and learns them
+    with every method, as LAMA-ckl's methods do (``lama_ckl.learn_method``)."""
+
+    name = "fictional"
+    settings = ("epochs", "lr", "batch_size", "max_length", "filler", "lora_r", "lora_dropout", "seed")
+
+    def prepare(self, cfg: FictionalConfig, out: Path) -> None:
+        # every NF candidate; the To-Learn search stops at one row and the meta pool is not scored: neither is used
+        self.split_dir = lama_ckl.tailored_split(cfg, out, to_learn=1, pool_max_accuracy=1.0)
+        self.shared = prepare_sets(cfg, cfg.seed, out / "sets", self.split_dir, SHARED_SETS)
+        self.phi_pairs = out / "sets" / "phi_pairs.jsonl"
+
+    def held_out(self, cfg: FictionalConfig, out: Path) -> tuple[list[dict], list[dict]]:
+        pairs = [r for _, r in read_jsonl(out / "sets" / "held_out.jsonl")]
+        return ([{"text": p["document"], "answer": p["answer"]} for p in pairs],
+                [{"task": p["task"], "answer": p["answer"]} for p in pairs])
+
+    def prepare_seed(self, cfg: FictionalConfig, out: Path) -> runner.SeedRun:
+        return runner.SeedRun(cfg.seed, data=prepare_sets(cfg, cfg.seed, out / "sets", self.split_dir, SEED_SETS))
+
+    def run_method(self, cfg: FictionalConfig, name: str, out: Path,
+                   run: runner.SeedRun) -> tuple[dict[str, Any], stats.FactScores | None]:
+        metrics, seconds = lama_ckl.learn_method(cfg, name, out, self.lr_selection, self.phi)
+        return {**method_result(metrics), "seconds": round(seconds, 1)}, lama_ckl.fact_scores(metrics)
+
+    def statistic(self, cfg: FictionalConfig) -> stats.Statistic:
+        return statistic
+
+    def summary(self, cfg: FictionalConfig, runs: list[runner.SeedRun], bootstraps: dict,
+                out: Path) -> dict[str, Any]:
+        return {"headline": "last_acc", "split": {**runs[0].data["counts"], **self.shared["counts"]},
+                "provenance": self.shared, "seed_splits": {str(r.seed): r.data for r in runs},
+                "methods": {name: method_summary(name, runs, bootstraps.get(name)) for name in cfg.method_list()}}
+
+    def table(self, summary: dict[str, Any]) -> str:
+        return table(summary)
+
+    def plots(self, cfg: FictionalConfig, summary: dict[str, Any], runs: list[runner.SeedRun], out: Path) -> None:
+        counts = summary["split"]
+        lama_ckl.plot_curves(summary["methods"], out / "curves.png",
+                             title=f"Fictional facts, {cfg.model} ({counts['to_learn']} to learn, "
+                                   f"{counts['not_to_forget']} NF, {len(runs)} seed{'s' if len(runs) > 1 else ''}; "
+                                   "band: 95% interval)")
+
+
 def run_bench(cfg: FictionalConfig, command: str = "") -> dict[str, Any]:
     """Tailor NF (or reuse), write the train side, choose the lr on its held-out pairs, get φ (shipped or
     meta-trained on phi_pairs.jsonl); then per seed its facts and every method; a summary with intervals."""
-    from taalm.viz import plot_method_curves
-
-    started = time.time()
-    runner.check_phi_model(cfg)
-    procs = Processes(cfg.device)
-    out = Path(cfg.out)
-    previous = runner.previous_summary(out)
-    split_dir = tailored_split(cfg, out)
-    shared = prepare_sets(cfg, cfg.seed, out / "sets", split_dir, SHARED_SETS)
-    lr_selection = select_lr(cfg, out / "sets" / "held_out.jsonl", out / "lr_selection")
-    cfg = runner.with_lr(cfg, lr_selection)
-    if procs.is_main:
-        save_config(cfg, out / "config.yaml")
-    phi = runner.obtain_phi(cfg, out / "sets" / "phi_pairs.jsonl", out / "phi") if cfg.needs_phi() else None
-
-    runs = runner.run_seeds(cfg, lambda c, d: run_seed(c, d, split_dir, lr_selection, phi))
-    bootstraps, record = runner.intervals(runs, statistic)
-    results = {name: method_summary(name, runs, bootstraps.get(name)) for name in cfg.method_list()}
-    summary = {
-        "benchmark": "fictional", "model": cfg.model, "headline": "last_acc",
-        "split": {**runs[0].data["counts"], **shared["counts"]}, "provenance": shared,
-        "seed_splits": {str(r.seed): r.data for r in runs}, "device": runner.device_name(cfg.device),
-        "command": runner.command_line(cfg, command, "fictional"),
-        "wall_seconds": round(time.time() - started + previous.get("wall_seconds", 0.0), 1),
-        "settings": {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "max_length": cfg.max_length,
-                     "filler": cfg.filler, "lora_r": cfg.lora_r, "lora_dropout": cfg.lora_dropout, "seed": cfg.seed,
-                     "seeds": cfg.seed_list()},
-        "intervals": record, "lr_selection": lr_selection, "phi": phi, "methods": results,
-    }
-    if procs.is_main:
-        atomic_write_json(out / "summary.json", summary)
-        atomic_write_text(out / "table.md", _table(summary))
-        counts = summary["split"]
-        bands = {n: lama_ckl._band(m["ci95"]) for n, m in results.items() if m.get("ci95")}
-        plot_method_curves({n: [tuple(p) for p in m["curve"]] for n, m in results.items()}, out / "curves.png",
-                           title=f"Fictional facts, {cfg.model} ({counts['to_learn']} to learn, "
-                                 f"{counts['not_to_forget']} NF, {len(runs)} seed{'s' if len(runs) > 1 else ''}; "
-                                 "band: 95% interval)", bands=bands)
-        print(_table(summary))
-    return summary
+    return runner.run(Fictional(), cfg, command)

@@ -1,4 +1,4 @@
-"""LAMA-ckl (Seo et al. 2024, §4.1): tailoring the sets to a model, the benchmark runner, and the paper's table.
+"""LAMA-ckl (Seo et al. 2024, §4.1): tailoring the sets to a model, the benchmark, and the paper's table.
 
     taalm tailor --model smollm2-135m --out runs/split
     taalm bench lama-ckl --model smollm2-135m --preset cpu --out runs/lama
@@ -9,69 +9,33 @@ evaluation part it gets entirely wrong (accuracy 0), Not-To-Forget = invariant_d
 deduplicated by uuid) that is not a Not-To-Forget candidate, less every fact that leaks into what any seed evaluates
 (``lama_split``: shared evidence paragraph, same or swapped subject and object), so φ never trains on what the
 benchmark evaluates, whatever the limits or the seed. ``split=official`` takes the paper's sets instead: all 500
-variant rows To-Learn, all 500 invariant_descriptive rows Not-To-Forget.
+variant rows To-Learn, all 500 invariant_descriptive rows Not-To-Forget. The files and rows: ``lama_data``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from taalm import models, stats
-from taalm.bench import lama_split, runner
+from taalm.bench import lama_data, lama_split, runner
 from taalm.bench.config import BenchOptions, LamaCklConfig, TailorConfig
+from taalm.bench.lama_data import NF_FILE, SEED_SETS, SETS
 from taalm.config import save_config
 from taalm.data import encode, load_pairs, pad_token_id
 from taalm.distributed import Processes
 from taalm.errors import TaalmError
-from taalm.io import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from taalm.io import atomic_dir, atomic_write_json, write_jsonl
+from taalm.scoring import score_probes
 from taalm.stats import FactScores, Means
-from taalm.windowing import answer_window
+from taalm.viz import plot_method_curves
 
 log = logging.getLogger("taalm")
-FILES = ("variant", "invariant_descriptive", "invariant_schematic")
-NF_FILE = "invariant_descriptive"
-REQUIRED = ("uuid", "subject", "object", "evidence", "task_descriptive")
-
-
-def data_file(name: str, data_dir: str = "") -> Path:
-    if data_dir:
-        return Path(data_dir) / f"{name}.jsonl"
-    return Path(__file__).parents[1] / "resources" / "lama_ckl" / f"{name}.jsonl.gz"
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """LAMA-ckl rows, each checked for its fields; ``_where`` records file:line for reports."""
-    rows = []
-    for line, record in read_jsonl(path):
-        for name in REQUIRED:
-            if not isinstance(record.get(name), str) or not record[name].strip():
-                raise TaalmError(f"{path}:{line}: missing field {name!r}")
-        rows.append({**record, "_where": f"{path.name}:{line}"})
-    return rows
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def pair_record(row: dict[str, Any]) -> dict[str, Any]:
-    """The row as taalm's generic record: document (evidence), task (cloze), answer (object); with its relation and
-    the file:line it came from, so a set's relations and sources can be counted."""
-    record = {"document": row["evidence"], "task": row["task_descriptive"], "answer": row["object"],
-              "text": row["evidence"], "uuid": row["uuid"], "subject": row["subject"]}
-    for name, value in (("task_schematic", row.get("task_schematic")), ("relation", row.get("relation_code")),
-                        ("row", row.get("_where"))):
-        if isinstance(value, str):
-            record[name] = value
-    return record
 
 
 class RowScorer:
@@ -83,6 +47,7 @@ class RowScorer:
         self.model = models.load_causal_lm(model_name).to(self.device)
         self.eval_batch, self.max_length = eval_batch, max_length
         self.skipped: list[dict] = []
+        self.progress: tqdm | None = None  # ticks once per scored row (``tailor`` shows it)
 
     def _task(self, row: dict, form: str = "descriptive"):
         return encode(self.tokenizer, row[f"task_{form}"], self.max_length, answer=row["object"], where=row["_where"])
@@ -105,10 +70,11 @@ class RowScorer:
 
     def __call__(self, rows: list[dict], form: str = "descriptive") -> list[float]:
         """Accuracy per row on its task in ``form``; rows must be ``usable`` (``_select`` checks them first)."""
-        from taalm.scoring import score_probes
-
         encoded = [self._task(row, form) for row in rows]
-        return score_probes(self.model, encoded, pad_token_id(self.tokenizer), self.eval_batch, self.device).accuracy
+        accuracy = score_probes(self.model, encoded, pad_token_id(self.tokenizer), self.eval_batch, self.device).accuracy
+        if self.progress is not None:
+            self.progress.update(len(rows))
+        return accuracy
 
 
 def _select(rows: list[dict], keep, limit: int, seed: int, scorer: RowScorer, scores: dict[str, float | None],
@@ -195,29 +161,30 @@ def _rules(cfg: TailorConfig) -> dict[str, Any]:
 def tailor(cfg: TailorConfig, scorer: RowScorer | None = None) -> Path:
     """Write to_learn / not_to_forget / meta_pool (JSONL) and tailor.json (model, hashes, the variant split, counts,
     what the pool left out and why, per-row accuracy). ``scorer`` stands in for the model's (default: ``cfg.model``)."""
-    paths = {name: data_file(name, cfg.data_dir) for name in FILES}
-    rows = {name: read_rows(path) for name, path in paths.items()}
+    paths = {name: lama_data.data_file(name, cfg.data_dir) for name in lama_data.FILES}
+    rows = {name: lama_data.read_rows(path) for name, path in paths.items()}
     scorer = scorer or RowScorer(cfg.model, cfg.eval_batch, cfg.max_length, cfg.device)
     scores: dict[str, float | None] = {}
     official = cfg.split == "official"
     evaluation, phi_part = (rows["variant"], []) if official else lama_split.split_variant(rows["variant"])
-    to_learn = _select(evaluation, lambda a: official or a == 0.0, cfg.to_learn, cfg.seed, scorer, scores,
-                       document=True)
-    # Every NF candidate is scored, whatever the limit: the meta pool leaves out all of them, so a φ trained on one
-    # tailoring's pool never saw a fact that another tailoring (other limits or seed) puts in Not-To-Forget.
-    candidates = _select(rows[NF_FILE], lambda a: official or a == 1.0, 0, cfg.seed, scorer, scores)
+    with tqdm(desc="tailor: base accuracy", unit="row", dynamic_ncols=True) as scorer.progress:
+        to_learn = _select(evaluation, lambda a: official or a == 0.0, cfg.to_learn, cfg.seed, scorer, scores,
+                           document=True)
+        # Every NF candidate is scored, whatever the limit: the meta pool leaves out all of them, so a φ trained on
+        # one tailoring's pool never saw a fact that another tailoring (other limits or seed) puts in Not-To-Forget.
+        candidates = _select(rows[NF_FILE], lambda a: official or a == 1.0, 0, cfg.seed, scorer, scores)
+        pool, pool_scores, pool_report = meta_pool(rows, phi_part, evaluation + candidates, scorer, scores,
+                                                   1.0 if official else cfg.pool_max_accuracy)
     nf = candidates
     if cfg.not_to_forget:
         order = list(candidates)
         random.Random(cfg.seed).shuffle(order)
         nf = order[:cfg.not_to_forget]
-    pool, pool_scores, pool_report = meta_pool(rows, phi_part, evaluation + candidates, scorer, scores,
-                                               1.0 if official else cfg.pool_max_accuracy)
     if scorer.skipped:
         log.warning("%d rows skipped (answer not usable); listed in tailor.json", len(scorer.skipped))
     report = {
         "model": cfg.model, "split": cfg.split,
-        "files": {name: {"path": str(p), "sha256": _sha256(p), "rows": len(rows[name])} for name, p in paths.items()},
+        "files": {name: {"path": str(p), "sha256": lama_data.sha256(p), "rows": len(rows[name])} for name, p in paths.items()},
         "rule": _rules(cfg),
         "variant_split": {"rule": "official: every variant row is To-Learn" if official else lama_split.RULE,
                           "version": None if official else lama_split.SPLIT_VERSION,
@@ -231,13 +198,13 @@ def tailor(cfg: TailorConfig, scorer: RowScorer | None = None) -> Path:
         "meta_pool_schematic_accuracy": pool_scores,
     }
     if official:
-        others = [r for name in FILES if name != "variant" for r in rows[name]]
+        others = [r for name in lama_data.FILES if name != "variant" for r in rows[name]]
         report["official_phi_rule"] = {"rule": lama_split.OFFICIAL_PHI_RULE,
                                        "rows_meeting_it": sum(map(lama_split.meets_official_phi_rule, others)),
                                        "differences": list(lama_split.OFFICIAL_POOL_DIFFERENCES)}
     with atomic_dir(cfg.out) as tmp:
         for name, selected in (("to_learn", to_learn), ("not_to_forget", nf), ("meta_pool", pool)):
-            write_jsonl(tmp / f"{name}.jsonl", [pair_record(r) for r in selected])
+            write_jsonl(tmp / f"{name}.jsonl", [lama_data.pair_record(r) for r in selected])
         atomic_write_json(tmp / "tailor.json", report)
         save_config(cfg, tmp / "config.yaml")
     print(f"tailored LAMA-ckl for {cfg.model}: {report['counts']}")
@@ -291,49 +258,41 @@ def statistic(means: Means) -> dict[str, np.ndarray]:
     return {**columns, "curve_to_learn": curve, "curve_not_to_forget": keep}
 
 
-def _subsample(path: Path, limit: int, seed: int) -> list[dict[str, Any]]:
-    records = [r for _, r in read_jsonl(path)]
-    if limit and limit < len(records):
-        records = sorted(random.Random(seed).sample(records, limit), key=lambda r: r["uuid"])
-    return records
+def curve_band(ci: dict[str, Any]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """The curves' 95% band from ``statistic``'s intervals: (lower, upper) curves of (To-Learn, NF) points."""
+    (learn_lo, learn_hi), (keep_lo, keep_hi) = ci["curve_to_learn"], ci["curve_not_to_forget"]
+    return list(zip(learn_lo, keep_lo, strict=True)), list(zip(learn_hi, keep_hi, strict=True))
 
 
-def _windowed(records: list[dict[str, Any]], tokenizer, max_length: int) -> tuple[list[dict[str, Any]], int]:
-    """Each record's document cut to a window of ``max_length`` tokens around its answer (when it is longer)."""
-    out, count = [], 0
-    for r in records:
-        window = answer_window(tokenizer, r["document"], r["answer"], max_length, where=r.get("uuid", ""))
-        count += window.windowed
-        out.append({**r, "document": window.text, "text": window.text})
-    return out, count
-
-
-SETS = ("to_learn", "not_to_forget", "meta_pool")
-SEED_SETS = ("to_learn", "not_to_forget")  # a seed's own subsample; the meta pool is shared (φ, lr selection)
+def plot_curves(methods: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    """Every method's mean (To-Learn, NF) curve, with its 95% band where the row has intervals."""
+    bands = {n: curve_band(m["ci95"]) for n, m in methods.items() if m.get("ci95")}
+    plot_method_curves({n: [tuple(p) for p in m["curve"]] for n, m in methods.items()}, path, title=title, bands=bands)
 
 
 def prepare_sets(cfg: LamaCklConfig, split_dir: Path, sets: Path, names: tuple[str, ...] = SETS) -> dict[str, Any]:
     """The run's ``names`` files among To-Learn, Not-To-Forget and meta pool: subsets of the tailored split seeded by
     ``cfg.seed`` (documents windowed with --window); returns their counts and how many documents were windowed."""
     limits = {"to_learn": cfg.to_learn, "not_to_forget": cfg.not_to_forget, "meta_pool": cfg.meta_pool}
-    chosen = {name: _subsample(split_dir / f"{name}.jsonl", limits[name], cfg.seed) for name in names}
+    chosen = {name: lama_data.subsample(split_dir / f"{name}.jsonl", limits[name], cfg.seed) for name in names}
     if any(not chosen[name] for name in SEED_SETS if name in names):
         raise TaalmError(f"{split_dir}: empty To-Learn or Not-To-Forget set "
                          f"({ {k: len(v) for k, v in chosen.items()} })")
     windowed = {}
     if cfg.window and set(SEED_SETS) & set(names):
         tokenizer = models.load_tokenizer(cfg.model)
-        for name in (n for n in SEED_SETS if n in names):  # what θ learns (and Mix-Review replays); φ's pool is
-            chosen[name], windowed[name] = _windowed(chosen[name], tokenizer, cfg.max_length)  # windowed by meta-train
+        # what θ learns (and Mix-Review replays); φ's pool is windowed by meta-training
+        for name in (n for n in SEED_SETS if n in names):
+            chosen[name], windowed[name] = lama_data.windowed(chosen[name], tokenizer, cfg.max_length)
     procs = Processes(cfg.device)
-    if procs.is_main:
+    if procs.is_main_process:
         for name, records in chosen.items():
             write_jsonl(sets / f"{name}.jsonl", records)
-    procs.barrier()
+    procs.wait_for_everyone()
     return {"counts": {k: len(v) for k, v in chosen.items()}, "windowed": windowed}
 
 
-def _table(summary: dict[str, Any]) -> str:
+def table(summary: dict[str, Any]) -> str:
     """The paper's columns as ``mean ± half-width`` of the 95% interval (just the mean without one), the top epoch
     of each seed, exact match, and the paired difference to finetune with its interval."""
     seeds = summary["intervals"]["seeds"]
@@ -352,36 +311,31 @@ def _table(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_seed(cfg: LamaCklConfig, out: Path, split_dir: Path, lr_selection: dict | None,
-             phi: dict | None) -> runner.SeedRun:
-    """One seed in ``out``: its To-Learn and NF subsample, every method learned (each resumable on its own)."""
-    data = prepare_sets(cfg, split_dir, out / "sets", SEED_SETS)
-    sets = {name: out / "sets" / f"{name}.jsonl" for name in SEED_SETS}
-    return learn_methods(cfg, out, sets, lr_selection, phi, data, _top_columns)
+def tailored_split(cfg: BenchOptions, out: Path, **options: Any) -> Path:
+    """The tailored split a run uses: --tailor-dir, or ``tailor`` (with ``options``) into OUT/split once, by the
+    main process."""
+    split_dir = Path(cfg.tailor_dir) if cfg.tailor_dir else out / "split"
+    if not (split_dir / "tailor.json").is_file():
+        if cfg.tailor_dir:
+            raise TaalmError(f"option --tailor-dir: {split_dir} has no tailor.json")
+        procs = Processes(cfg.device)
+        if procs.is_main_process:
+            tailor(TailorConfig(model=cfg.model, out=str(split_dir), device=cfg.device, eval_batch=cfg.eval_batch,
+                                **options))
+        procs.wait_for_everyone()
+    return split_dir
 
 
-def _top_columns(metrics: list[dict]) -> dict[str, Any]:
-    top = summarize_curve(curve_from_metrics(metrics))
-    return {**top, "exact_match": exact_match_at(metrics, top["epoch"])}
-
-
-def learn_methods(cfg: BenchOptions, out: Path, sets: dict[str, Path], lr_selection: dict | None, phi: dict | None,
-                  data: dict[str, Any], columns: Callable[[list[dict]], dict[str, Any]]) -> runner.SeedRun:
-    """Every method learns ``sets["to_learn"]`` in ``out/methods/<name>`` (each resumable on its own), probed on
-    To-Learn and Not-To-Forget after every epoch (Mix-Review replays the NF documents, as the official code does);
-    ``columns`` turns a method's metrics into its summary row. Shared by LAMA-ckl and the fictional benchmark."""
-    if Processes(cfg.device).is_main:
-        save_config(cfg, out / "config.yaml")
-    results, scores = {}, {}
-    for name in cfg.method_list():
-        metrics, seconds = runner.learn_run(runner.learn_config(
-            runner.with_lr(cfg, lr_selection, name), method=name, docs=str(sets["to_learn"]),
-            out=str(out / "methods" / name), phi=phi["dir"] if phi else "",
-            probes=[f"to_learn={sets['to_learn']}", f"not_to_forget={sets['not_to_forget']}"],
-            review_docs=str(sets["not_to_forget"]), checkpoint_every=1))
-        results[name] = {**columns(metrics), "seconds": round(seconds, 1)}
-        scores[name] = fact_scores(metrics)
-    return runner.SeedRun(cfg.seed, results, None if None in scores.values() else scores, data)
+def learn_method(cfg: BenchOptions, name: str, out: Path, lr_selection: dict | None,
+                 phi: dict | None) -> tuple[list[dict], float]:
+    """Method ``name`` learns the seed's ``sets/to_learn.jsonl`` in ``out/methods/<name>`` (resumable), at the lr
+    chosen for its adapter family, probed on To-Learn and Not-To-Forget after every epoch (Mix-Review replays the NF
+    documents, as the official code does). Shared by LAMA-ckl and the fictional benchmark."""
+    to_learn, nf = out / "sets" / "to_learn.jsonl", out / "sets" / "not_to_forget.jsonl"
+    return runner.learn_run(runner.learn_config(
+        runner.with_lr(cfg, lr_selection, name), method=name, docs=str(to_learn), out=str(out / "methods" / name),
+        phi=phi["dir"] if phi else "", probes=[f"to_learn={to_learn}", f"not_to_forget={nf}"], review_docs=str(nf),
+        checkpoint_every=1))
 
 
 def method_summary(name: str, runs: list[runner.SeedRun], bootstrap: dict | None, epochs: int) -> dict[str, Any]:
@@ -397,72 +351,61 @@ def method_summary(name: str, runs: list[runner.SeedRun], bootstrap: dict | None
     return runner.with_intervals(entry, bootstrap)
 
 
+class LamaCkl(runner.Benchmark):
+    """Tailor every candidate once (or reuse --tailor-dir); the meta pool (φ's pairs, the lr selection's held-out
+    ones) is shared; each seed subsamples its own To-Learn and NF rows and learns them with every method."""
+
+    name = "lama-ckl"
+    settings = ("epochs", "lr", "batch_size", "max_length", "window", "review_ratio", "review_decay", "lora_r",
+                "lora_dropout", "seed")
+
+    def prepare(self, cfg: LamaCklConfig, out: Path) -> None:
+        self.split_dir = tailored_split(cfg, out, split=cfg.split)  # every candidate, no limit
+        self.shared = prepare_sets(cfg, self.split_dir, out / "sets", ("meta_pool",))
+        self.phi_pairs = out / "sets" / "meta_pool.jsonl"
+
+    def held_out(self, cfg: LamaCklConfig, out: Path) -> tuple[list[dict], list[dict]]:
+        held = [{"document": p.document, "task": p.task, "answer": p.answer}
+                for p in runner.held_out_pairs(load_pairs(self.phi_pairs, cfg.task_format), cfg)]
+        if cfg.window:
+            held, _ = lama_data.windowed(held, models.load_tokenizer(cfg.model), cfg.max_length)
+        return ([{"text": r["document"], "answer": r["answer"]} for r in held],
+                [{"task": r["task"], "answer": r["answer"]} for r in held])
+
+    def meta_overrides(self, cfg: LamaCklConfig) -> dict[str, Any]:
+        return {"task_format": cfg.task_format}
+
+    def prepare_seed(self, cfg: LamaCklConfig, out: Path) -> runner.SeedRun:
+        return runner.SeedRun(cfg.seed, data=prepare_sets(cfg, self.split_dir, out / "sets", SEED_SETS))
+
+    def run_method(self, cfg: LamaCklConfig, name: str, out: Path,
+                   run: runner.SeedRun) -> tuple[dict[str, Any], FactScores | None]:
+        metrics, seconds = learn_method(cfg, name, out, self.lr_selection, self.phi)
+        top = summarize_curve(curve_from_metrics(metrics))
+        return ({**top, "exact_match": exact_match_at(metrics, top["epoch"]), "seconds": round(seconds, 1)},
+                fact_scores(metrics))
+
+    def statistic(self, cfg: LamaCklConfig) -> stats.Statistic:
+        return statistic
+
+    def summary(self, cfg: LamaCklConfig, runs: list[runner.SeedRun], bootstraps: dict, out: Path) -> dict[str, Any]:
+        return {"split": {**runs[0].data["counts"], **self.shared["counts"]}, "split_kind": cfg.split,
+                "windowed": runner.mean_over_seeds([r.data["windowed"] for r in runs]),
+                "seed_splits": {str(r.seed): r.data for r in runs},
+                "methods": {name: method_summary(name, runs, bootstraps.get(name), cfg.epochs)
+                            for name in cfg.method_list()}}
+
+    def table(self, summary: dict[str, Any]) -> str:
+        return table(summary)
+
+    def plots(self, cfg: LamaCklConfig, summary: dict[str, Any], runs: list[runner.SeedRun], out: Path) -> None:
+        counts = summary["split"]
+        plot_curves(summary["methods"], out / "curves.png",
+                    title=f"LAMA-ckl, {cfg.model} ({counts['to_learn']} to learn, {counts['not_to_forget']} NF, "
+                          f"{len(runs)} seed{'s' if len(runs) > 1 else ''}; band: 95% interval)")
+
+
 def run_bench(cfg: LamaCklConfig, command: str = "") -> dict[str, Any]:
     """Tailor every candidate once (or reuse), choose the lr (optional) and get φ, shared by every seed; then per
     seed (``--seeds``) its split and every method in OUT/seed-<s>; intervals over facts and seeds; resumable."""
-    from taalm.viz import plot_method_curves
-
-    started = time.time()
-    runner.check_phi_model(cfg)
-    procs = Processes(cfg.device)  # under accelerate launch: every process runs this; the main one writes
-    out = Path(cfg.out)
-    previous = runner.previous_summary(out)
-    split_dir = Path(cfg.tailor_dir) if cfg.tailor_dir else out / "split"
-    if not (split_dir / "tailor.json").is_file():
-        if cfg.tailor_dir:
-            raise TaalmError(f"option --tailor-dir: {split_dir} has no tailor.json")
-        if procs.is_main:  # every candidate, no limit: each seed subsamples its own To-Learn and NF rows from them
-            tailor(TailorConfig(model=cfg.model, out=str(split_dir), split=cfg.split, device=cfg.device,
-                                eval_batch=cfg.eval_batch))
-        procs.barrier()
-    shared = prepare_sets(cfg, split_dir, out / "sets", ("meta_pool",))
-    pool = out / "sets" / "meta_pool.jsonl"
-
-    lr_selection = None
-    if cfg.lr_candidate_list():
-        held = [{"document": p.document, "task": p.task, "answer": p.answer}
-                for p in runner.held_out_pairs(load_pairs(pool, cfg.task_format), cfg)]
-        if cfg.window:
-            held, _ = _windowed(held, models.load_tokenizer(cfg.model), cfg.max_length)
-        lr_selection = runner.select_lrs(cfg, [{"text": r["document"], "answer": r["answer"]} for r in held],
-                                         [{"task": r["task"], "answer": r["answer"]} for r in held],
-                                         out / "lr_selection")
-        cfg = runner.with_lr(cfg, lr_selection)
-    if procs.is_main:
-        save_config(cfg, out / "config.yaml")
-    phi = runner.obtain_phi(cfg, pool, out / "phi", task_format=cfg.task_format) if cfg.needs_phi() else None
-
-    runs = runner.run_seeds(cfg, lambda c, d: run_seed(c, d, split_dir, lr_selection, phi))
-    bootstraps, record = runner.intervals(runs, statistic)
-    results = {name: method_summary(name, runs, bootstraps.get(name), cfg.epochs) for name in cfg.method_list()}
-    summary = {
-        "benchmark": "lama-ckl", "model": cfg.model,
-        "split": {**runs[0].data["counts"], **shared["counts"]}, "split_kind": cfg.split,
-        "windowed": runner.mean_over_seeds([r.data["windowed"] for r in runs]),
-        "seed_splits": {str(r.seed): r.data for r in runs}, "device": runner.device_name(cfg.device),
-        "command": runner.command_line(cfg, command, "lama-ckl"),
-        "wall_seconds": round(time.time() - started + previous.get("wall_seconds", 0.0), 1),
-        "settings": {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "max_length": cfg.max_length,
-                     "window": cfg.window, "review_ratio": cfg.review_ratio, "review_decay": cfg.review_decay,
-                     "lora_r": cfg.lora_r, "lora_dropout": cfg.lora_dropout, "seed": cfg.seed,
-                     "seeds": cfg.seed_list()},
-        "intervals": record, "lr_selection": lr_selection, "phi": phi, "methods": results,
-    }
-    if procs.is_main:
-        atomic_write_json(out / "summary.json", summary)
-        atomic_write_text(out / "table.md", _table(summary))
-        bands = {n: _band(m["ci95"]) for n, m in results.items() if m.get("ci95")}
-        counts = summary["split"]
-        plot_method_curves({n: [tuple(p) for p in m["curve"]] for n, m in results.items()}, out / "curves.png",
-                           title=f"LAMA-ckl, {cfg.model} ({counts['to_learn']} to learn, {counts['not_to_forget']} "
-                                 f"NF, {len(runs)} seed{'s' if len(runs) > 1 else ''}; band: 95% interval)",
-                           bands=bands)
-        print(_table(summary))
-        print(record.get("note", record["method"]))
-    return summary
-
-
-def _band(ci: dict[str, Any]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """The curves' 95% band as (lower, upper) curves of (To-Learn, NF) points."""
-    (learn_lo, learn_hi), (keep_lo, keep_hi) = ci["curve_to_learn"], ci["curve_not_to_forget"]
-    return list(zip(learn_lo, keep_lo, strict=True)), list(zip(learn_hi, keep_hi, strict=True))
+    return runner.run(LamaCkl(), cfg, command)

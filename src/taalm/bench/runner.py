@@ -1,38 +1,42 @@
-"""What every benchmark run shares: resumable learning runs, φ (shipped, given or meta-trained), learning-rate
-selection on held-out data, the device and command record, and atomic summaries.
+"""The skeleton every benchmark fills, and what their runs share: resumable learning runs, φ (shipped, given or
+meta-trained), learning-rate selection on held-out data, the device and command record, and atomic summaries.
+
+``run(bench, cfg)`` is one benchmark run, the same for every benchmark: ``prepare`` the shared data, choose the lr on
+``held_out`` pairs, obtain φ, then for every seed ``prepare_seed`` and ``run_method`` for every method (one progress
+bar over seeds × methods), pool the seeds into 95% intervals (``taalm.stats``) and write the summary, ``table`` and
+``plots``. A benchmark (``Benchmark``) fills those hooks with its data and its metric.
 
 A benchmark run is a directory; every part of it (φ, each lr candidate, each method) is a sub-directory that is
 skipped when finished (``DONE``), resumed from its checkpoint when killed, and restarted when killed before its first
 checkpoint. Each seed (``--seeds``) is a run directory ``OUT/seed-<s>`` of its own (its split, data order and LoRA
-init); the benchmark's per-seed function returns a ``SeedRun`` (per-method results and per-fact scores) and
-``intervals`` pools the seeds into 95% intervals (``taalm.stats``), whatever the benchmark.
+init); shared parts (tailoring, lr selection, φ) are computed once outside.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import platform
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
-from taalm import models
+from taalm import ckl, meta_train, models
 from taalm.bench.config import BenchOptions
-from taalm.config import LearnConfig, MetaTrainConfig, ModelOptions, held_out_count, loop_options
+from taalm.config import LearnConfig, MetaTrainConfig, ModelOptions, held_out_count, loop_options, save_config
 from taalm.data import Pair
 from taalm.distributed import Processes
 from taalm.errors import TaalmError
-from taalm.io import atomic_write_json, read_jsonl, write_jsonl
+from taalm.io import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from taalm.methods import parse_method
 from taalm.stats import FactScores, Statistic, bootstrap, describe
-
-log = logging.getLogger("taalm")
+from taalm.weighting import resolve_phi, shipped_phis
 
 
 def finished(directory: Path) -> bool:
@@ -52,9 +56,9 @@ def resumable(directory: Path) -> bool:
 def resume_part(directory: Path, procs: Processes) -> bool:
     """``resumable`` for every process of a data-parallel run: the main one clears a part killed before its first
     checkpoint, then all agree on whether it resumes."""
-    if procs.is_main:
+    if procs.is_main_process:
         resumable(directory)
-    procs.barrier()
+    procs.wait_for_everyone()
     return (directory / "checkpoint").exists()
 
 
@@ -63,8 +67,6 @@ def model_options(cfg: ModelOptions) -> dict[str, Any]:
 
 
 def device_name(device: str) -> str:
-    import torch
-
     resolved = models.pick_device(device)
     if resolved.type == "cuda":
         return torch.cuda.get_device_name(resolved)
@@ -81,22 +83,20 @@ def command_line(cfg: Any, command: str, benchmark: str) -> str:
 
 def learn_run(cfg: LearnConfig) -> tuple[list[dict], float]:
     """``taalm learn`` as one part of a benchmark: skipped when finished, else resumed or restarted. Returns the
-    metrics and the run's seconds: the per-epoch seconds (training and evaluation, not loading) summed, so a run
-    resumed in another invocation still counts all of its epochs."""
-    from taalm import ckl
-
+    metrics (those the run just recorded, or a finished run's metrics.jsonl) and the run's seconds: the per-epoch
+    seconds (training and evaluation, not loading) summed, so a run resumed in another invocation still counts all
+    of its epochs."""
     out = Path(cfg.out)
-    if not finished(out):
-        ckl.learn(dataclasses.replace(cfg, resume=resume_part(out, Processes(cfg.device))))
-    metrics = [r for _, r in read_jsonl(out / "metrics.jsonl")]
+    if finished(out):
+        metrics = [r for _, r in read_jsonl(out / "metrics.jsonl")]
+    else:
+        metrics = ckl.learn(dataclasses.replace(cfg, resume=resume_part(out, Processes(cfg.device)))).metrics
     return metrics, sum({r["epoch"]: r.get("seconds", 0.0) for r in metrics}.values())
 
 
 def held_out_pairs(pairs: list[Pair], cfg: BenchOptions) -> list[Pair]:
     """The pairs meta-training holds out for validation (the same seeded split): where the lr is chosen."""
-    from taalm.meta_train import split_held_out
-
-    return split_held_out(pairs, held_out_count(cfg.meta.held_out, len(pairs)), cfg.seed)[1]
+    return meta_train.split_held_out(pairs, held_out_count(cfg.meta.held_out, len(pairs)), cfg.seed)[1]
 
 
 def meta_train_config(cfg: BenchOptions, pairs: str, out: Path, **overrides: Any) -> MetaTrainConfig:
@@ -119,8 +119,6 @@ def check_phi_model(cfg: BenchOptions) -> None:
 
 def phi_source(cfg: BenchOptions, shipped_suffix: str = "") -> str:
     """``--phi`` resolved: ``auto`` becomes the φ shipped as ``<model><suffix>`` if there is one, else ``train``."""
-    from taalm.weighting import shipped_phis
-
     if cfg.phi != "auto":
         return cfg.phi
     return cfg.model + shipped_suffix if cfg.model + shipped_suffix in shipped_phis() else "train"
@@ -130,8 +128,6 @@ def obtain_phi(cfg: BenchOptions, pairs: Path | None, directory: Path, shipped_s
                **meta_overrides: Any) -> dict[str, Any]:
     """φ for the run: a shipped alias or a given directory, or meta-trained on ``pairs`` into ``directory``
     (resumable). ``auto`` takes the φ shipped for ``cfg.model`` when there is one. Returns what the summary records."""
-    from taalm.weighting import resolve_phi, shipped_phis
-
     source = phi_source(cfg, shipped_suffix)
     if source != "train":
         path = resolve_phi(source)
@@ -140,13 +136,11 @@ def obtain_phi(cfg: BenchOptions, pairs: Path | None, directory: Path, shipped_s
                 "selection": json.loads(selection.read_text()) if selection.is_file() else None}
     if pairs is None:
         raise TaalmError("option --phi: this benchmark has no meta-training pairs here; give a trained φ")
-    from taalm.meta_train import meta_train
-
     seconds = None
     if not finished(directory):
         started = time.time()
-        meta_train(meta_train_config(cfg, str(pairs), directory, resume=resume_part(directory, Processes(cfg.device)),
-                                     **meta_overrides))
+        meta_train.meta_train(meta_train_config(cfg, str(pairs), directory,
+                                                resume=resume_part(directory, Processes(cfg.device)), **meta_overrides))
         seconds = round(time.time() - started, 1)
     return {"source": "meta-trained", "phi": str(directory), "dir": str(directory), "meta_train_seconds": seconds,
             "selection": json.loads((directory / "selection.json").read_text())}
@@ -162,10 +156,10 @@ def select_lr(cfg: BenchOptions, docs: list[dict], tasks: list[dict], directory:
     if not candidates:
         return None
     procs = Processes(cfg.device)
-    if procs.is_main:
+    if procs.is_main_process:
         write_jsonl(directory / "docs.jsonl", docs)
         write_jsonl(directory / "tasks.jsonl", tasks)
-    procs.barrier()
+    procs.wait_for_everyone()
     sign = 1.0 if metric == "accuracy" else -1.0
     scores = {}
     for lr in sorted(candidates):
@@ -180,7 +174,7 @@ def select_lr(cfg: BenchOptions, docs: list[dict], tasks: list[dict], directory:
                       "the smaller lr and the earlier epoch on ties",
               "metric": metric, "held_out": len(docs), "candidates": scores, "chosen": float(chosen),
               "epoch": scores[chosen]["epoch"]}
-    if procs.is_main:
+    if procs.is_main_process:
         atomic_write_json(directory / "selection.json", record)
     return record
 
@@ -190,21 +184,17 @@ def select_lrs(cfg: BenchOptions, docs: list[dict], tasks: list[dict], directory
     """``select_lr`` per adapter family: LoRA methods take finetune's choice; when the run has K-Adapter methods they
     take the kadapter method's own choice among ``--kadapter-lr-candidates`` on the same pairs (recorded under
     ``"kadapter"``), because freshly initialised adapter blocks diverge at learning rates a LoRA adapter takes."""
-    from taalm.methods import parse_method
-
     selection = select_lr(cfg, docs, tasks, directory, metric)
     if selection is not None and any(parse_method(name).kadapter for name in cfg.method_list()):
         selection["kadapter"] = select_lr(cfg, docs, tasks, directory / "kadapter", metric, method="kadapter",
                                           candidates=cfg.kadapter_lr_candidate_list())
-        if Processes(cfg.device).is_main:
+        if Processes(cfg.device).is_main_process:
             atomic_write_json(directory / "selection.json", selection)
     return selection
 
 
 def with_lr(cfg: Any, selection: dict[str, Any] | None, method: str = "finetune", epochs: bool = False) -> Any:
     """``cfg`` with the lr (and, with ``epochs``, the epoch count) chosen for ``method``'s adapter family."""
-    from taalm.methods import parse_method
-
     if selection is None:
         return cfg
     if parse_method(method).kadapter and selection.get("kadapter"):
@@ -216,8 +206,6 @@ def with_lr(cfg: Any, selection: dict[str, Any] | None, method: str = "finetune"
 def learn_config(cfg: BenchOptions, **values: Any) -> LearnConfig:
     """A method's ``taalm learn`` settings: the benchmark's model and loop options plus ``values``. With Mix-Review
     and --review-in-batch the step's documents are shared: batch_size / (1 + ratio) new ones, the rest reviews."""
-    from taalm.methods import parse_method
-
     options = {**loop_options(cfg), **values}
     if "method" in values and parse_method(values["method"]).mixreview and cfg.review_in_batch:
         options["batch_size"] = max(1, round(options["batch_size"] / (1 + options["review_ratio"])))
@@ -229,7 +217,7 @@ def previous_summary(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-# --- seeds: one run directory per seed, intervals over all of them ------------------------------------------------
+# --- the skeleton: one benchmark run, whatever the benchmark ------------------------------------------------------
 
 
 @dataclass
@@ -239,20 +227,122 @@ class SeedRun:
     and anything else of the seed's (``data``: its split, provenance)."""
 
     seed: int
-    methods: dict[str, dict[str, Any]]
-    scores: dict[str, FactScores] | None
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scores: dict[str, FactScores | None] | None = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+
+
+class Benchmark:
+    """The hooks ``run`` calls, in its order. ``prepare`` may set ``phi_pairs`` (φ's meta-training pairs); ``run``
+    sets ``lr_selection`` and ``phi`` before the seeds, so ``run_method`` can use them. ``cfg`` is the run's config,
+    with the chosen lr (and, with ``lr_epochs``, epochs) once chosen, and each seed's ``--seed`` inside the seed."""
+
+    name: ClassVar[str] = ""  # as in `taalm bench <name>`: the summary's "benchmark" and the rebuilt command
+    settings: ClassVar[tuple[str, ...]] = ()  # config fields the summary records under "settings" (with "seeds")
+    lr_metric: ClassVar[str] = "accuracy"  # how held-out learning runs are compared (accuracy: highest; nll: lowest)
+    lr_epochs: ClassVar[bool] = False  # the lr selection also chooses the number of epochs
+    shipped_suffix: ClassVar[str] = ""  # --phi auto takes the φ shipped as "<model><suffix>"
+
+    def __init__(self) -> None:
+        self.phi_pairs: Path | None = None
+        self.lr_selection: dict[str, Any] | None = None
+        self.phi: dict[str, Any] | None = None
+
+    def prepare(self, cfg: Any, out: Path) -> None:
+        """The data every seed shares (tailoring, φ's pairs), checked before anything is learned."""
+
+    def held_out(self, cfg: Any, out: Path) -> tuple[list[dict], list[dict]] | None:
+        """The lr selection's documents ({text[, answer]}) and tasks ({task, answer}); never an evaluated fact."""
+        return None
+
+    def meta_overrides(self, cfg: Any) -> dict[str, Any]:
+        """Meta-training options of this benchmark's own (beyond ``meta_train_config``)."""
+        return {}
+
+    def prepare_seed(self, cfg: Any, out: Path) -> SeedRun:
+        """A seed's own data under ``out``; the returned run may already hold rows' scores (a base model's)."""
+        return SeedRun(cfg.seed)
+
+    def run_method(self, cfg: Any, name: str, out: Path, run: SeedRun) -> tuple[dict[str, Any], FactScores | None]:
+        """Method ``name`` learned in seed directory ``out`` (resumable): its summary row and per-fact scores."""
+        raise NotImplementedError
+
+    def statistic(self, cfg: Any) -> Statistic:
+        """The bootstrap's statistic (``taalm.stats``) on mean per-fact scores."""
+        raise NotImplementedError
+
+    def summary(self, cfg: Any, runs: list[SeedRun], bootstraps: dict, out: Path) -> dict[str, Any]:
+        """The summary's own keys: the data and the rows over seeds ("methods" last)."""
+        raise NotImplementedError
+
+    def table(self, summary: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def plots(self, cfg: Any, summary: dict[str, Any], runs: list[SeedRun], out: Path) -> None:
+        """Figures into ``out`` (the main process only)."""
+
+
+def run(bench: Benchmark, cfg: BenchOptions, command: str = "") -> dict[str, Any]:
+    """One benchmark run in ``cfg.out``: shared data, lr selection, φ, every seed × method, intervals, summary.json,
+    table.md and plots; resumable. Under accelerate launch every process runs this and the main one writes."""
+    started = time.time()
+    check_phi_model(cfg)
+    procs = Processes(cfg.device)
+    out = Path(cfg.out)
+    previous = previous_summary(out)
+    bench.prepare(cfg, out)
+    held = bench.held_out(cfg, out) if cfg.lr_candidate_list() else None
+    if held is not None:
+        bench.lr_selection = select_lrs(cfg, *held, out / "lr_selection", bench.lr_metric)
+        cfg = with_lr(cfg, bench.lr_selection, epochs=bench.lr_epochs)
+    if procs.is_main_process:
+        save_config(cfg, out / "config.yaml")
+    if cfg.needs_phi():
+        bench.phi = obtain_phi(cfg, bench.phi_pairs, out / "phi", bench.shipped_suffix, **bench.meta_overrides(cfg))
+    runs = run_seeds(bench, cfg)
+    bootstraps, record = intervals(runs, bench.statistic(cfg))
+    own = bench.summary(cfg, runs, bootstraps, out)
+    summary = {"benchmark": bench.name, "model": cfg.model, "device": device_name(cfg.device),
+               "command": command_line(cfg, command, bench.name),
+               "wall_seconds": round(time.time() - started + previous.get("wall_seconds", 0.0), 1),
+               "settings": {**{name: getattr(cfg, name) for name in bench.settings}, "seeds": cfg.seed_list()},
+               "intervals": record, "lr_selection": bench.lr_selection, "phi": bench.phi, **own}
+    if procs.is_main_process:
+        table = bench.table(summary)
+        atomic_write_json(out / "summary.json", summary)
+        atomic_write_text(out / "table.md", table)
+        bench.plots(cfg, summary, runs, out)
+        print(table)
+        print(record.get("note", record["method"]))
+    return summary
 
 
 def seed_dir(out: Path, seed: int) -> Path:
     return out / f"seed-{seed}"
 
 
-def run_seeds(cfg: BenchOptions, run_seed: Callable[[Any, Path], SeedRun]) -> list[SeedRun]:
-    """``run_seed(cfg with seed s, OUT/seed-<s>)`` for every seed, in order. A seed changes the split, the data order
-    and the LoRA init; what is shared (tailoring, lr selection, φ) is computed once outside. Each seed's parts are
-    resumable on their own, so a second invocation with more seeds runs only the new ones."""
-    return [run_seed(dataclasses.replace(cfg, seed=s), seed_dir(Path(cfg.out), s)) for s in cfg.seed_list()]
+def run_seeds(bench: Benchmark, cfg: BenchOptions) -> list[SeedRun]:
+    """Every seed in order in ``OUT/seed-<s>`` (``cfg`` with that seed: it changes the split, the data order and the
+    LoRA init), and in it every method; one progress bar over both. Each method's run is resumable on its own, so a
+    second invocation with more seeds runs only the new ones."""
+    procs = Processes(cfg.device)
+    seeds, methods = cfg.seed_list(), cfg.method_list()
+    runs = []
+    with tqdm(total=len(seeds) * len(methods), desc=f"bench {bench.name}", unit="run", dynamic_ncols=True,
+              disable=not procs.is_main_process) as progress:
+        for seed in seeds:
+            seed_cfg, out = dataclasses.replace(cfg, seed=seed), seed_dir(Path(cfg.out), seed)
+            run = bench.prepare_seed(seed_cfg, out)
+            if procs.is_main_process:
+                save_config(seed_cfg, out / "config.yaml")
+            for name in methods:
+                progress.set_postfix_str(f"seed {seed}, {name}")
+                run.methods[name], run.scores[name] = bench.run_method(seed_cfg, name, out, run)
+                progress.update()
+            if None in run.scores.values():
+                run.scores = None
+            runs.append(run)
+    return runs
 
 
 def per_probe(records: list[dict], probe: str, epochs: list[int]) -> dict[str, np.ndarray] | None:
@@ -299,4 +389,3 @@ def mean_over_seeds(values: list[Any]) -> Any:
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return sum(values) / len(values) if len(values) > 1 else first
     return first if all(v == first for v in values) else None
-

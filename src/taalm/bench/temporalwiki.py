@@ -13,7 +13,6 @@ every period once. φ is meta-trained on period 0801-0901 only (or given). Witho
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +22,22 @@ from taalm import models, stats
 from taalm.bench import runner
 from taalm.bench import twiki_data as data
 from taalm.bench.config import TemporalWikiConfig
-from taalm.config import save_config
-from taalm.data import load_pairs
+from taalm.config import probe_sets
+from taalm.data import load_pairs, load_probes, pad_token_id
 from taalm.distributed import Processes
 from taalm.errors import TaalmError
-from taalm.io import atomic_write_json, atomic_write_text, write_jsonl
+from taalm.io import atomic_write_json, write_jsonl
+from taalm.position_check import position_check_for_benchmark
+from taalm.scoring import encode_probes, evaluate
 from taalm.stats import FactScores, Means, Statistic
+from taalm.viz import plot_period_curves, plot_tradeoff
 
 KINDS = ("changed", "unchanged")
 SHIPPED_SUFFIX = "-temporalwiki"  # --phi auto takes the φ shipped as "<model>-temporalwiki" (trained on 0801-0901)
 POSITION_CHECK_LENGTH = 1024  # whole documents: a fact cut off by --max-length would drop out of the check
 METRICS = ("nll", "accuracy", "perplexity")
-
-
-def _period_seed(seed: int, period: str) -> int:
-    return data.period_seed(seed, period)
+METRIC = ("per probe the mean NLL of the object's tokens (last occurrence), averaged over probes; not exponentiated, "
+          "lower is better")
 
 
 # Where Mix-Review's replayed text differs from the official runs (which replay a Wikipedia 08 snapshot).
@@ -64,8 +64,8 @@ def prepare_data(cfg: TemporalWikiConfig, sets: Path) -> dict[str, Any]:
             record = {"documents": len(texts), "source": str(data.diffset_file(cfg.diffsets, period))}
             files[f"{period}/docs.jsonl"] = [{"text": t} for t in texts]
         else:
-            built = data.build_documents(changed, context, _period_seed(cfg.seed, period))
-            record = data.provenance(changed, built, _period_seed(cfg.seed, period))
+            built = data.build_documents(changed, context, data.period_seed(cfg.seed, period))
+            record = data.provenance(changed, built, data.period_seed(cfg.seed, period))
             files[f"{period}/docs.jsonl"] = [data.document_record(d) for d in built]
         files[f"{period}/changed.jsonl"] = [data.probe_record(f) for f in changed]
         files[f"{period}/unchanged.jsonl"] = [data.probe_record(f) for f in unchanged]
@@ -74,10 +74,10 @@ def prepare_data(cfg: TemporalWikiConfig, sets: Path) -> dict[str, Any]:
         meta_facts = data.select_subjects(facts[data.PHI_PERIOD]["changed"], cfg.meta_subjects, cfg.seed)
         files["phi_pairs.jsonl"], provenance["phi_pairs"] = _phi_pairs(cfg, meta_facts, context)
     procs = Processes(cfg.device)
-    if procs.is_main:
+    if procs.is_main_process:
         for name, records in files.items():
             write_jsonl(sets / name, records)
-    procs.barrier()
+    procs.wait_for_everyone()
     return provenance
 
 
@@ -91,8 +91,8 @@ def _phi_pairs(cfg: TemporalWikiConfig, facts: list[data.Fact], context: list[st
             raise TaalmError(f"{path}: no {data.PHI_PERIOD} changed fact has a diff document that contains its "
                              "subject and object (φ's meta-training pairs come from these)")
         return pairs, {**record, "documents": "diffsets", "source": str(path), "period": data.PHI_PERIOD}
-    built = data.build_documents(facts, context, _period_seed(cfg.seed, data.PHI_PERIOD))
-    return data.meta_pairs(built), {**data.provenance(facts, built, _period_seed(cfg.seed, data.PHI_PERIOD)),
+    built = data.build_documents(facts, context, data.period_seed(cfg.seed, data.PHI_PERIOD))
+    return data.meta_pairs(built), {**data.provenance(facts, built, data.period_seed(cfg.seed, data.PHI_PERIOD)),
                                     "documents": "built-from-probes", "period": data.PHI_PERIOD, "pairs": len(facts)}
 
 
@@ -111,18 +111,14 @@ def evaluate_base(cfg: TemporalWikiConfig, sets: Path, out: Path) -> dict[str, A
     per-probe scores the intervals need)."""
     path = out / "base.json"
     procs = Processes(cfg.device)
-    if not path.is_file() and procs.is_main:
+    if not path.is_file() and procs.is_main_process:
         atomic_write_json(path, _score_base(cfg, sets))
-    procs.barrier()
+    procs.wait_for_everyone()
     return json.loads(path.read_text())
 
 
 def _score_base(cfg: TemporalWikiConfig, sets: Path) -> dict[str, Any]:
     """The base model's scores of each period's own changed and unchanged probes."""
-    from taalm.config import probe_sets
-    from taalm.data import load_probes, pad_token_id
-    from taalm.scoring import encode_probes, evaluate
-
     tokenizer = models.load_tokenizer(cfg.model)
     device = models.pick_device(cfg.device)
     model = models.load_causal_lm(cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn_implementation).to(device)
@@ -140,8 +136,8 @@ def _scores(metrics: list[dict], epoch: int) -> dict[str, dict[str, float]]:
             if r["epoch"] == epoch}
 
 
-def run_method(cfg: TemporalWikiConfig, name: str, sets: Path, out: Path, phi: dict | None,
-               lr_selection: dict | None = None) -> tuple[dict[str, Any], FactScores | None]:
+def learn_periods(cfg: TemporalWikiConfig, name: str, sets: Path, out: Path, phi: dict | None,
+                  lr_selection: dict | None = None) -> tuple[dict[str, Any], FactScores | None]:
     """One method through the periods in order, each continuing the previous period's adapter, at the lr and epochs
     chosen for its adapter family. Returns the scores before and after each period, and the per-probe NLL after each
     period (``changed@PERIOD`` / ``unchanged@PERIOD``; None without per-probe lists) for the intervals."""
@@ -167,7 +163,7 @@ def run_method(cfg: TemporalWikiConfig, name: str, sets: Path, out: Path, phi: d
 
 
 def _base_facts(base: dict[str, Any]) -> FactScores | None:
-    """The base model's per-probe NLL per period, like ``run_method``'s (None in a base.json without them)."""
+    """The base model's per-probe NLL per period, like ``learn_periods``' (None in a base.json without them)."""
     try:
         return {f"{kind}@{p}": {"nll": np.array(base[p][kind]["per_probe"]["nll"], dtype=float)}
                 for p in base for kind in KINDS}
@@ -192,32 +188,13 @@ def _numbers(base: dict[str, Any]) -> dict[str, Any]:
             for p, by_kind in base.items()}
 
 
-def run_seed(cfg: TemporalWikiConfig, out: Path, phi: dict | None, lr_selection: dict | None) -> runner.SeedRun:
-    """One seed in ``out``: its subjects, probes and documents, the base row and every method through every period
-    (each resumable on its own). φ's pairs are not the seed's (shared, in OUT/sets): none are kept here."""
-    procs = Processes(cfg.device)
-    sets = out / "sets"
-    provenance = prepare_data(cfg, sets)  # checks every input before the first write
-    provenance.pop("phi_pairs", None)
-    if procs.is_main:
-        (sets / "phi_pairs.jsonl").unlink(missing_ok=True)
-        save_config(cfg, out / "config.yaml")
-    procs.barrier()
-    base = evaluate_base(cfg, sets, out)
-    methods, scores = {}, {"base": _base_facts(base)}
-    for name in cfg.method_list():
-        methods[name], scores[name] = run_method(cfg, name, sets, out, phi, lr_selection)
-    return runner.SeedRun(cfg.seed, methods, None if None in scores.values() else scores,
-                          {"data": provenance, "base": _numbers(base)})
-
-
 def shared_pairs(cfg: TemporalWikiConfig, out: Path) -> tuple[Path | None, dict[str, Any] | None]:
     """φ's 0801-0901 pairs, shared by every seed (φ and the lr selection): prepared with --seed into OUT/sets,
     where nothing else is kept (each seed's own data is in OUT/seed-<s>/sets). None when the run needs none."""
     sets = out / "sets"
     provenance = prepare_data(cfg, sets)
     procs = Processes(cfg.device)
-    if procs.is_main:
+    if procs.is_main_process:
         for path in sorted(sets.rglob("*"), key=lambda p: len(p.parts), reverse=True):
             if path.is_file() and path != sets / "phi_pairs.jsonl":
                 path.unlink()
@@ -225,7 +202,7 @@ def shared_pairs(cfg: TemporalWikiConfig, out: Path) -> tuple[Path | None, dict[
                 path.rmdir()
         if sets.is_dir() and not any(sets.iterdir()):
             sets.rmdir()
-    procs.barrier()
+    procs.wait_for_everyone()
     pairs = sets / "phi_pairs.jsonl"
     return (pairs, provenance.get("phi_pairs")) if pairs.is_file() else (None, None)
 
@@ -272,72 +249,88 @@ def table(summary: dict[str, Any]) -> str:
 def phi_position_check(cfg: TemporalWikiConfig, phi: dict[str, Any], out: Path) -> dict[str, Any]:
     """φ's fact-weight lift with the facts in place and moved (``taalm.position_check``) on the first learned
     period's built documents of ``--seed``: whether φ finds facts or a place. Computed once (``position_check.json``)."""
-    from taalm.position_check import position_check_for_benchmark
-
     path = out / "position_check.json"
     procs = Processes(cfg.device)
-    if not path.is_file() and procs.is_main:
+    if not path.is_file() and procs.is_main_process:
         period = cfg.period_list()[0]
         docs = data.period_documents(period, cfg.changed_subjects, cfg.seed, cfg.data_dir, cfg.review_paragraphs)
         atomic_write_json(path, {"period": period, "seed": cfg.seed, **position_check_for_benchmark(
             phi["dir"], docs, models.load_tokenizer(cfg.model), cfg.device, POSITION_CHECK_LENGTH)})
-    procs.barrier()
+    procs.wait_for_everyone()
     return json.loads(path.read_text())
+
+
+def base_average(base: dict[str, Any], periods: list[str]) -> dict[str, float]:
+    return {kind: sum(base[p][kind]["nll"] for p in periods) / len(periods) for kind in KINDS}
+
+
+class TemporalWiki(runner.Benchmark):
+    """φ's 0801-0901 pairs (φ and the lr selection; lr and epochs chosen by answer NLL) shared by every seed; each
+    seed its own subjects, probes and documents, the base row and every method through every period."""
+
+    name = "temporalwiki"
+    settings = ("epochs", "lr", "batch_size", "max_length", "review_ratio", "review_decay", "recadam_t0", "lora_r",
+                "lora_dropout", "seed")
+    lr_metric, lr_epochs, shipped_suffix = "nll", True, SHIPPED_SUFFIX
+
+    def prepare(self, cfg: TemporalWikiConfig, out: Path) -> None:
+        self.phi_pairs, self.phi_data = shared_pairs(cfg, out)  # checks every input before the first write
+
+    def held_out(self, cfg: TemporalWikiConfig, out: Path) -> tuple[list[dict], list[dict]] | None:
+        if self.phi_pairs is None:
+            return None
+        held = runner.held_out_pairs(load_pairs(self.phi_pairs), cfg)
+        docs = list(dict.fromkeys(p.document for p in held))
+        return [{"text": d} for d in docs], [{"task": p.task, "answer": p.answer} for p in held]
+
+    def meta_overrides(self, cfg: TemporalWikiConfig) -> dict[str, Any]:
+        return {"val_metric": "nll"}  # φ is selected by the benchmark's own metric, the answer NLL
+
+    def prepare_seed(self, cfg: TemporalWikiConfig, out: Path) -> runner.SeedRun:
+        """The seed's subjects, probes and documents, and the base model's scores (once). φ's pairs are not the
+        seed's (shared, in OUT/sets): none are kept here."""
+        procs = Processes(cfg.device)
+        sets = out / "sets"
+        provenance = prepare_data(cfg, sets)  # checks every input before the first write
+        provenance.pop("phi_pairs", None)
+        if procs.is_main_process:
+            (sets / "phi_pairs.jsonl").unlink(missing_ok=True)
+        procs.wait_for_everyone()
+        base = evaluate_base(cfg, sets, out)
+        return runner.SeedRun(cfg.seed, scores={"base": _base_facts(base)},
+                              data={"data": provenance, "base": _numbers(base)})
+
+    def run_method(self, cfg: TemporalWikiConfig, name: str, out: Path,
+                   run: runner.SeedRun) -> tuple[dict[str, Any], FactScores | None]:
+        return learn_periods(cfg, name, out / "sets", out, self.phi, self.lr_selection)
+
+    def statistic(self, cfg: TemporalWikiConfig) -> Statistic:
+        return statistic_over(cfg.period_list())
+
+    def summary(self, cfg: TemporalWikiConfig, runs: list[runner.SeedRun], bootstraps: dict,
+                out: Path) -> dict[str, Any]:
+        periods = cfg.period_list()
+        methods = {name: _row({str(r.seed): r.methods[name] for r in runs}, bootstraps.get(name), periods)
+                   for name in cfg.method_list()}
+        base_row = _row({str(r.seed): {**r.data["base"], "average": base_average(r.data["base"], periods)}
+                         for r in runs}, bootstraps.get("base"), [])
+        return {"data": {**runs[0].data["data"], **({"phi_pairs": self.phi_data} if self.phi_data else {})},
+                "seed_data": {str(r.seed): r.data["data"] for r in runs}, "periods": periods, "metric": METRIC,
+                "phi_position_check": phi_position_check(cfg, self.phi, out) if self.phi and not cfg.diffsets else None,
+                "base": runner.mean_over_seeds([r.data["base"] for r in runs]),
+                "base_row": {k: v for k, v in base_row.items() if k not in periods}, "methods": methods}
+
+    def table(self, summary: dict[str, Any]) -> str:
+        return table(summary)
+
+    def plots(self, cfg: TemporalWikiConfig, summary: dict[str, Any], runs: list[runner.SeedRun], out: Path) -> None:
+        title = (f"TemporalWiki, {cfg.model} ({summary['data']['documents']}, "
+                 f"{len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        plot_period_curves(summary, out / "curves.png", title=title)
+        plot_tradeoff(summary, out / "tradeoff.png", title=title)
 
 
 def run_bench(cfg: TemporalWikiConfig, command: str = "") -> dict[str, Any]:
     """φ's pairs, lr/epochs chosen on 0801-0901 (optional) and φ, shared by every seed; then per seed (``--seeds``)
     its data, the base row and every method through every period in OUT/seed-<s>; intervals over probes and seeds."""
-    from taalm.viz import plot_period_curves, plot_tradeoff
-
-    started = time.time()
-    runner.check_phi_model(cfg)
-    out = Path(cfg.out)
-    previous = runner.previous_summary(out)
-    pairs, phi_data = shared_pairs(cfg, out)  # checks every input before the first write
-    lr_selection = None
-    if pairs is not None and cfg.lr_candidate_list():  # lr and epochs are chosen on 0801-0901 held-out pairs
-        held = runner.held_out_pairs(load_pairs(pairs), cfg)
-        docs = list(dict.fromkeys(p.document for p in held))
-        lr_selection = runner.select_lrs(cfg, [{"text": d} for d in docs], [{"task": p.task, "answer": p.answer}
-                                                                            for p in held], out / "lr_selection", "nll")
-        cfg = runner.with_lr(cfg, lr_selection, epochs=True)
-    procs = Processes(cfg.device)
-    if procs.is_main:
-        save_config(cfg, out / "config.yaml")
-    # φ is selected by the benchmark's own metric, the answer NLL
-    phi = runner.obtain_phi(cfg, pairs, out / "phi", SHIPPED_SUFFIX, val_metric="nll") if cfg.needs_phi() else None
-    position = phi_position_check(cfg, phi, out) if phi and not cfg.diffsets else None
-    runs = runner.run_seeds(cfg, lambda c, d: run_seed(c, d, phi, lr_selection))
-    bootstraps, record = runner.intervals(runs, statistic_over(cfg.period_list()))
-    periods = cfg.period_list()
-    methods = {name: _row({str(r.seed): r.methods[name] for r in runs}, bootstraps.get(name), periods)
-               for name in cfg.method_list()}
-    base_average = lambda base: {kind: sum(base[p][kind]["nll"] for p in periods) / len(periods) for kind in KINDS}
-    base_row = _row({str(r.seed): {**r.data["base"], "average": base_average(r.data["base"])} for r in runs},
-                    bootstraps.get("base"), [])
-    data = {**runs[0].data["data"], **({"phi_pairs": phi_data} if phi_data else {})}
-    summary = {
-        "benchmark": "temporalwiki", "model": cfg.model, "device": runner.device_name(cfg.device),
-        "command": runner.command_line(cfg, command, "temporalwiki"),
-        "wall_seconds": round(time.time() - started + previous.get("wall_seconds", 0.0), 1),
-        "data": data, "seed_data": {str(r.seed): r.data["data"] for r in runs}, "periods": periods,
-        "settings": {"epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "max_length": cfg.max_length,
-                     "review_ratio": cfg.review_ratio, "review_decay": cfg.review_decay, "recadam_t0": cfg.recadam_t0,
-                     "lora_r": cfg.lora_r, "lora_dropout": cfg.lora_dropout, "seed": cfg.seed,
-                     "seeds": cfg.seed_list()},
-        "metric": "per probe the mean NLL of the object's tokens (last occurrence), averaged over probes; "
-                  "not exponentiated, lower is better",
-        "intervals": record, "lr_selection": lr_selection, "phi": phi, "phi_position_check": position,
-        "base": runner.mean_over_seeds([r.data["base"] for r in runs]),
-        "base_row": {k: v for k, v in base_row.items() if k not in periods}, "methods": methods,
-    }
-    if procs.is_main:
-        atomic_write_json(out / "summary.json", summary)
-        atomic_write_text(out / "table.md", table(summary))
-        title = f"TemporalWiki, {cfg.model} ({data['documents']}, {len(runs)} seed{'s' if len(runs) > 1 else ''})"
-        plot_period_curves(summary, out / "curves.png", title=title)
-        plot_tradeoff(summary, out / "tradeoff.png", title=title)
-        print(table(summary))
-        print(record.get("note", record["method"]))
-    return summary
+    return runner.run(TemporalWiki(), cfg, command)

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taalm.bench.lama_ckl import FILES as LAMA_FILES
-from taalm.bench.lama_ckl import data_file as lama_data_file
+from taalm.bench import lama_data
 from taalm.errors import TaalmError
 from taalm.io import read_jsonl
 from taalm.windowing import sentence_spans
@@ -216,7 +215,7 @@ class _Matcher:
 
 def _lama_paragraphs() -> list[str]:
     """LAMA-ckl evidence paragraphs (Wikipedia), deduplicated, in file order."""
-    texts = (record["evidence"] for name in LAMA_FILES for _, record in read_jsonl(lama_data_file(name))
+    texts = (record["evidence"] for name in lama_data.FILES for _, record in read_jsonl(lama_data.data_file(name))
              if isinstance(record.get("evidence"), str))
     return list(dict.fromkeys(texts))
 
