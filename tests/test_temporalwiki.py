@@ -178,7 +178,7 @@ def test_built_documents_record_where_their_facts_are(tiny_model, tmp_path):
     for row, doc in zip(rows, built, strict=True):
         assert row["text"][slice(*row["fact_span"])] == doc.statement and row["fact_slot"] == doc.fact_slot
     record = provenance["periods"]["0901-1001"]
-    assert record["builder_version"] == provenance["builder_version"] == "2"
+    assert record["builder_version"] == provenance["builder_version"] == "3"
     assert sum(record["fact_places"].values()) == len(rows) == 12
     assert "LAMA-ckl" in provenance["review"] and "official: the Wikipedia 0801 snapshot" in provenance["review"]
 

@@ -331,7 +331,7 @@ def test_provenance_counts_the_build(changed, built):
     assert record["facts"] == 1108 and record["documents"] == record["subjects"] == len(docs) < 1108
     assert record["characters"] == sum(len(d.text) for d in docs)
     assert 0.05 < record["mean_fact_share"] < record["max_fact_share"] <= tw.MAX_FACT_SHARE
-    assert record["builder_version"] == "2"
+    assert record["builder_version"] == "3"
     assert record["fact_places"] == dict(collections.Counter(d.fact_place for d in docs))
     assert sum(record["fact_places"].values()) == len(docs) and 0.4 < record["mean_relative_slot"] < 0.6
     json.dumps(record)  # goes into run records as is

@@ -41,7 +41,8 @@ METRIC = ("per probe the mean NLL of the object's tokens (last occurrence), aver
 
 
 # Where Mix-Review's replayed text differs from the official runs (which replay a Wikipedia 08 snapshot).
-REVIEW_SOURCE = ("LAMA-ckl evidence paragraphs (T-REx Wikipedia abstracts, none able to state an evaluated fact), "
+REVIEW_SOURCE = ("LAMA-ckl evidence paragraphs (T-REx Wikipedia abstracts, none able to state an evaluated fact) on "
+                 "φ's side of the context split, so never around an evaluated fact, "
                  "shuffled by the seed (official: the Wikipedia 0801 snapshot, Wikipedia_Full/wikipedia_08_gpt2)")
 
 
@@ -72,7 +73,8 @@ def prepare_data(cfg: TemporalWikiConfig, sets: Path) -> dict[str, Any]:
         provenance["periods"][period] = {**record, "changed_probes": len(changed), "unchanged_probes": len(unchanged)}
     if cfg.lr_candidate_list() or cfg.needs_phi() and runner.phi_source(cfg, SHIPPED_SUFFIX) == "train":
         meta_facts = data.select_subjects(facts[data.PHI_PERIOD]["changed"], cfg.meta_subjects, cfg.seed)
-        files["phi_pairs.jsonl"], provenance["phi_pairs"] = _phi_pairs(cfg, meta_facts, context)
+        phi_context = data.sided_context(facts, cfg.seed, data.PHI_SIDE)  # never the evaluated documents' context
+        files["phi_pairs.jsonl"], provenance["phi_pairs"] = _phi_pairs(cfg, meta_facts, phi_context)
     procs = Processes(cfg.device)
     if procs.is_main_process:
         for name, records in files.items():

@@ -41,7 +41,11 @@ KINDS = ("changed", "unchanged")
 FIELDS = ("subject", "relation", "object")
 # The official probe: the metric is the mean NLL of the object's tokens at the end of this text.
 PROBE_TEMPLATE = "Guess the object. \n  subject is {subject} , relation is {relation} , object is {object}"
-BUILDER_VERSION = "2"  # 2: the fact sentences at a random slot among the context
+BUILDER_VERSION = "3"  # 2: the fact sentences at a random slot among the context; 3: context split with φ's data
+# A context paragraph's side is fixed by a hash of its text: evaluated documents take only EVALUATION_SIDE
+# paragraphs, φ's built documents only PHI_SIDE ones, so φ never meets (and learns to ignore) the very paragraphs
+# that surround the facts it is evaluated on.
+EVALUATION_SIDE, PHI_SIDE = "evaluation", "phi"
 
 MIN_CHARS, MIN_LETTERS = 50, 0.3  # the official diffset filter: drop rows under 50 characters or under 30% letters
 MAX_PARAGRAPH = 600  # context paragraphs are cut to whole sentences within this many characters
@@ -527,14 +531,26 @@ def load_all_facts(data_dir: str = "") -> dict[str, dict[str, list[Fact]]]:
     return {p: {k: load_facts(probe_file(p, k, data_dir)) for k in KINDS} for p in PERIODS}
 
 
+def context_side(paragraph: str) -> str:
+    """EVALUATION_SIDE or PHI_SIDE, by a hash of the paragraph's words (about half each)."""
+    digest = hashlib.sha256(" ".join(_words(paragraph)).encode("utf-8")).digest()
+    return PHI_SIDE if digest[0] % 2 else EVALUATION_SIDE
+
+
+def sided_context(facts: dict[str, dict[str, list[Fact]]], seed: int, side: str) -> list[str]:
+    """The context pool's ``side``, without any paragraph that could state a fact of any period, shuffled by
+    ``seed``."""
+    everything = [f for period in facts.values() for kind in period.values() for f in kind]
+    pool = [p for p in context_pool(exclude_facts=everything) if context_side(p) == side]
+    random.Random(seed).shuffle(pool)
+    return pool
+
+
 def review_and_context(facts: dict[str, dict[str, list[Fact]]], seed: int,
                        review_paragraphs: int) -> tuple[list[str], list[str]]:
-    """The context pool without any paragraph that could state an evaluated fact, shuffled by ``seed``, split into
-    Mix-Review's paragraphs (the first ``review_paragraphs``) and the builder's context (the rest; all if none)."""
-    everything = [f for period in facts.values() for kind in period.values() for f in kind]
-    pool = context_pool(exclude_facts=everything)
-    random.Random(seed).shuffle(pool)
-    return pool[:review_paragraphs], pool[review_paragraphs:] or pool
+    """Mix-Review's paragraphs (the first ``review_paragraphs`` of φ's side: θ replays them, no benchmark evaluates
+    them) and the builder's context (the evaluation side)."""
+    return sided_context(facts, seed, PHI_SIDE)[:review_paragraphs], sided_context(facts, seed, EVALUATION_SIDE)
 
 
 def period_documents(period: str, subjects: int, seed: int, data_dir: str = "",

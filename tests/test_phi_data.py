@@ -1,0 +1,72 @@
+"""Tests for taalm.bench.phi_data (φ's mixture of kinds of documents) and the context split it relies on.
+
+python -m pytest -q tests/test_phi_data.py
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from taalm.bench import fictional_data, lama_data, phi_data
+from taalm.bench import twiki_data as twiki
+from taalm.data import load_pairs
+from taalm.errors import TaalmError
+from taalm.io import read_jsonl, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def lama_pool(tmp_path_factory):
+    """A meta pool as `taalm tailor` writes it: LAMA-ckl invariant rows as pairs, both sides of the context split."""
+    rows = [r for r in lama_data.read_rows(lama_data.data_file("invariant_schematic"))][:120]
+    path = tmp_path_factory.mktemp("pool") / "meta_pool.jsonl"
+    write_jsonl(path, [{"document": r["evidence"], "task": r["task_descriptive"], "answer": r["object"],
+                        "uuid": r["uuid"]} for r in rows])
+    return path
+
+
+@pytest.fixture(scope="module")
+def mixture(lama_pool, tmp_path_factory):
+    return phi_data.build(str(lama_pool), str(tmp_path_factory.mktemp("mix") / "pairs.jsonl"), per_kind=24, seed=1)
+
+
+def test_the_mixture_is_balanced_and_loads_with_kinds(mixture):
+    pairs = load_pairs(mixture)
+    assert {k: sum(p.kind == k for p in pairs) for k in phi_data.RULES} == {k: 24 for k in phi_data.RULES}
+    record = json.loads(mixture.with_suffix(".json").read_text())
+    assert record["counts"] == {k: 24 for k in phi_data.RULES} and set(record["rules"]) == set(phi_data.RULES)
+    assert [p.kind for p in pairs[:12]] != sorted(p.kind for p in pairs[:12])  # shuffled, not grouped by kind
+
+
+def test_each_kind_is_disjoint_from_what_the_benchmarks_evaluate(mixture):
+    rows = [r for _, r in read_jsonl(mixture)]
+    evaluated = phi_data.lama_evaluated_evidence()
+    for row in rows:
+        if row["kind"] == "fictional":  # only train-side invented words
+            fact = next(f for f in fictional_data.generate("train", 24, 1) if f.document == row["document"])
+            assert all(fictional_data.side_of(w) == "train" for w in fact.words)
+        if row["kind"] == "lama":  # never evidence the TemporalWiki benchmark puts around its facts
+            assert twiki.context_side(row["document"]) == twiki.PHI_SIDE
+        if row["kind"] == "temporalwiki":  # 0801-0901 facts, context from φ's side only, no evaluated LAMA evidence
+            paragraphs = row["document"].split("\n\n")[1:]
+            context = [p for p in paragraphs if row["answer"] not in p]
+            assert context and all(twiki.context_side(p) == twiki.PHI_SIDE for p in context)
+            assert not any(p[:100] in e for p in context for e in evaluated)
+
+
+def test_the_context_split_keeps_evaluated_documents_and_phi_apart():
+    facts = twiki.load_all_facts()
+    evaluation, phi = (set(twiki.sided_context(facts, 0, side)) for side in (twiki.EVALUATION_SIDE, twiki.PHI_SIDE))
+    assert evaluation and phi and not evaluation & phi
+    assert 0.4 < len(evaluation) / (len(evaluation) + len(phi)) < 0.6
+    review, context = twiki.review_and_context(facts, 0, 64)
+    assert set(context) == evaluation and set(review) <= phi  # θ's replayed text never surrounds an evaluated fact
+    docs = twiki.period_documents("0901-1001", 8, 0)
+    assert all(p in evaluation for doc in docs for p in doc.context)
+
+
+def test_a_missing_pool_is_a_one_line_error(tmp_path):
+    with pytest.raises(TaalmError, match="--lama-pool"):
+        phi_data.build(str(tmp_path / "nope.jsonl"), str(tmp_path / "pairs.jsonl"))
+    assert not (tmp_path / "pairs.jsonl").exists()
