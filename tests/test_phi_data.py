@@ -70,3 +70,14 @@ def test_a_missing_pool_is_a_one_line_error(tmp_path):
     with pytest.raises(TaalmError, match="--lama-pool"):
         phi_data.build(str(tmp_path / "nope.jsonl"), str(tmp_path / "pairs.jsonl"))
     assert not (tmp_path / "pairs.jsonl").exists()
+
+
+def test_the_command_writes_the_mixture_and_refuses_a_missing_pool(lama_pool, tmp_path, capsys):
+    from taalm import cli
+
+    out = tmp_path / "pairs.jsonl"
+    assert cli.main(["phi-data", "--lama_pool", str(lama_pool), "--out", str(out), "--per_kind", "4"]) == 0
+    assert sum(1 for _ in read_jsonl(out)) == 12 and out.with_suffix(".json").is_file()
+    assert cli.main(["phi-data", "--lama_pool", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "x.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--lama-pool" in err[0] and not (tmp_path / "x.jsonl").exists()

@@ -57,6 +57,11 @@ def _commands(argv: list[str] | None = None) -> dict[str, tuple[type, Callable[[
 
         run(cfg)
 
+    def phi_data(cfg):
+        from taalm.bench.phi_data import build
+
+        build(cfg.lama_pool, cfg.out, cfg.per_kind, cfg.seed, cfg.filler)
+
     def bench_lama_ckl(cfg):
         from taalm.bench.lama_ckl import run_bench
 
@@ -94,6 +99,7 @@ def _commands(argv: list[str] | None = None) -> dict[str, tuple[type, Callable[[
 
     return {
         "tailor": (bench.TailorConfig, tailor, "select the LAMA-ckl sets that fit a model"),
+        "phi-data": (bench.PhiDataConfig, phi_data, "φ's meta-training pairs from three kinds of documents"),
         "bench lama-ckl": (bench.LamaCklConfig, bench_lama_ckl,
                            "LAMA-ckl with every method: the paper's table, curves and a summary"),
         "bench temporalwiki": (bench.TemporalWikiConfig, bench_temporalwiki,

@@ -165,6 +165,31 @@ class TailorConfig:
 
 
 @dataclass
+class PhiDataConfig:
+    """``taalm phi-data``: φ's meta-training pairs from several kinds of documents (``taalm.bench.phi_data``), for
+    ``taalm meta-train --pairs``, which validates φ on each kind and selects it by the worst."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("lama_pool", "out")
+
+    lama_pool: str = ""
+    """the LAMA-ckl meta pool tailored to θ: meta_pool.jsonl of `taalm tailor --model THETA --out DIR`"""
+    out: str = ""
+    """JSONL to write (document, task, answer, kind, source); the mixture's record goes beside it (.json)"""
+    per_kind: int = 256
+    """pairs of each kind (lama, fictional, temporalwiki), seeded"""
+    seed: int = 0
+    """seed of the sampling, the generated facts and the built documents"""
+    filler: int = 4
+    """fictional documents: filler sentences around the fact"""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.lama_pool), "lama_pool", "is required")
+        _check(bool(self.out), "out", "is required")
+        _check(self.per_kind > 0, "per_kind", "must be positive")
+        _check(self.filler >= 0, "filler", "must be >= 0")
+
+
+@dataclass
 class LamaCklConfig(BenchOptions):
     """``taalm bench lama-ckl``: every method on LAMA-ckl, the paper's table, curves and a summary."""
 
