@@ -413,3 +413,22 @@ def test_shipped_yaml_parses_on_the_command_line(path, capsys):
         else:
             assert (str(printed[key]).lower() if key == "qlora" else printed[key]) == \
                 (str(value).lower() if key == "qlora" else value), key  # qlora: true or "true"
+
+
+def test_the_hub_download_bars_stay_on_while_the_load_bars_go(monkeypatch):
+    import huggingface_hub.utils as hub
+    import transformers
+
+    monkeypatch.setattr(cli, "_commands", lambda argv=None: {"noop": (NoopConfig, lambda cfg: None, "nothing")})
+    hub.disable_progress_bars()
+    try:
+        assert cli.main(["noop"]) == 0
+        assert not hub.are_progress_bars_disabled()  # a model download shows its bar
+        assert not transformers.utils.logging.is_progress_bar_enabled()  # no bar per model load
+    finally:
+        transformers.utils.logging.enable_progress_bar()
+
+
+@dataclasses.dataclass
+class NoopConfig:
+    pass

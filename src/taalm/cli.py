@@ -288,7 +288,10 @@ def _quiet_libraries() -> None:
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()  # its "Loading weights" bar on every θ and φ load
+    from huggingface_hub.utils import enable_progress_bars
+
+    enable_progress_bars()  # ...which also turned off the Hub's: a model download shows its progress
 
 
 def main(argv: list[str] | None = None) -> int:
