@@ -99,3 +99,21 @@ def test_learn_run_takes_the_metrics_the_run_returns(tmp_path, monkeypatch):
     (out / "metrics.jsonl").write_text(json.dumps(records[0]) + "\n")
     monkeypatch.setattr(ckl, "learn", lambda cfg: pytest.fail("a finished run is not learned again"))
     assert runner.learn_run(cfg) == (records[:1], 1.5)
+
+
+def test_a_rebuilt_command_parses_back_to_the_same_config(monkeypatch):
+    """A Python-API run records a command; the CLI reads it back as the very same config (nested --meta.*, lists)."""
+    import shlex
+
+    from taalm import cli
+    from taalm.bench.config import LamaCklConfig
+
+    cfg = LamaCklConfig(out="runs/x", seeds=[0, 2], methods=["finetune", "taalm"], meta={"inner_lr": 1e-3},
+                        lr_candidates=[1e-3, 3e-3])
+    command = runner.command_line(cfg, "", "lama-ckl")
+    real = cli._commands()
+    parsed = []
+    monkeypatch.setattr(cli, "_commands", lambda argv=None: {
+        name: (cls, parsed.append if name == "bench lama-ckl" else run, text) for name, (cls, run, text) in real.items()})
+    assert cli.main(shlex.split(command)[1:]) == 0
+    assert parsed == [cfg]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import shlex
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -77,8 +78,19 @@ def command_line(cfg: Any, command: str, benchmark: str) -> str:
     """The command that reproduces the run: as typed, or rebuilt from the config (Python API)."""
     if command:
         return command
-    options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in dataclasses.asdict(cfg).items() if v not in ("", None))
-    return f"taalm bench {benchmark} {options}"
+    return f"taalm bench {benchmark} {' '.join(_flags(dataclasses.asdict(cfg)))}"
+
+
+def _flags(values: dict[str, Any], prefix: str = "") -> list[str]:
+    """Options as the CLI reads them: nested configs as ``--meta.inner_lr``, lists and booleans as JSON."""
+    flags = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flags += _flags(value, f"{prefix}{key}.")
+        elif value not in ("", None, []):
+            text = json.dumps(value, separators=(",", ":")) if isinstance(value, list | bool) else str(value)
+            flags.append(f"--{prefix}{key} {shlex.quote(text)}")
+    return flags
 
 
 def learn_run(cfg: LearnConfig) -> tuple[list[dict], float]:
