@@ -323,6 +323,8 @@ def test_kinds_are_held_out_and_validated_each_and_selected_by_the_worst(tiny_mo
     selection = json.loads((out / "selection.json").read_text())
     best = max(validated, key=lambda h: (h["gain_accuracy"], h["gain_nll"], -h["update"]))
     assert selection["update"] == best["update"] and selection["validation"]["worst_kind"] == best["worst_kind"]
+    card = (out / "README.md").read_text()
+    assert "| worst kind | a: gain / answer AUC | b: gain / answer AUC |" in card
 
     # resume: each kind's uniform run is restored from the checkpoint, not rerun, and the history is the same
     killed = tmp_path / "killed"

@@ -64,15 +64,26 @@ def _validation_table(history: list[dict[str, Any]], chosen: int | None) -> list
     rows = [h for h in history if "gain_accuracy" in h]
     if not rows:
         return []
-    lines = ["| update | held-out accuracy φ / uniform | accuracy gain | answer NLL φ / uniform | NLL gain |",
-             "|---|---|---|---|---|"]
+    kinds = sorted({k.split("/")[0] for h in rows for k in h if k.endswith("/gain_accuracy")})
+    per_kind = [f"{kind}: gain / answer AUC" for kind in kinds]
+    worst = ["worst kind"] if kinds else []
+    lines = ["| " + " | ".join(["update", "held-out accuracy φ / uniform", "accuracy gain", "answer NLL φ / uniform",
+                                "NLL gain", *worst, *per_kind]) + " |",
+             "|" + "---|" * (5 + len(worst) + len(per_kind))]
     for h in rows:
         cells = [str(h["update"]), f"{h['val_accuracy']:.3f} / {h['uniform_accuracy']:.3f}",
                  f"{h['gain_accuracy']:+.3f}", f"{h['val_nll']:.3f} / {h['uniform_nll']:.3f}", f"{h['gain_nll']:+.3f}"]
+        if kinds:
+            cells += [str(h.get("worst_kind", "")), *(_kind_cell(h, kind) for kind in kinds)]
         if h["update"] == chosen:
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _kind_cell(record: dict[str, Any], kind: str) -> str:
+    auc = record.get(f"{kind}/answer_auc")
+    return f"{record[f'{kind}/gain_accuracy']:+.3f} / " + (f"{auc:.2f}" if auc is not None else "–")
 
 
 def _phi_section(phi: dict[str, Any]) -> list[str]:
