@@ -1,0 +1,54 @@
+"""Does φ rank a new document's answer tokens above its other tokens, on every kind of document?
+
+φ's answer-token ROC-AUC on a document is the chance that an answer token outweighs another token (ties half); 0.5
+is a random ranking, 1 a perfect one. It is measured on a few fixed documents of each kind, all from the sides the
+benchmarks evaluate and never from φ's data: LAMA-ckl variant rows of the split's evaluation part, generated
+test-side fictional facts, and TemporalWiki 0901-1001 v3 documents stating one changed fact. The shipped φs are
+tested against a bound with it, and it is how a φ that learned one benchmark's habits shows on the others.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from taalm.bench import fictional_data, lama_split
+from taalm.bench import twiki_data as twiki
+from taalm.bench.lama_data import data_file, read_rows
+from taalm.data import encode
+from taalm.errors import TaalmError
+from taalm.weighting import answer_auc, document_weights
+
+KINDS = ("lama", "fictional", "temporalwiki")
+PERIOD = "0901-1001"
+
+
+def evaluation_documents(per_kind: int = 8, seed: int = 0) -> dict[str, list[tuple[str, str]]]:
+    """``per_kind`` seeded (document, answer) pairs of each kind, answers verbatim in their documents."""
+    evaluation, _ = lama_split.split_variant(read_rows(data_file("variant")))
+    lama = [(r["evidence"], r["object"]) for r in evaluation if r["object"] in r["evidence"]]
+    fictional = [(f.document, f.answer) for f in fictional_data.generate("test", per_kind, seed)]
+    docs = twiki.period_documents(PERIOD, 4 * per_kind, seed)
+    temporalwiki = [(d.text, d.facts[0].object) for d in docs if len(d.facts) == 1 and d.facts[0].object in d.text]
+    rng = random.Random(seed)
+    return {"lama": rng.sample(lama, per_kind), "fictional": fictional,
+            "temporalwiki": temporalwiki[:per_kind]}
+
+
+def answer_ranking(phi, tokenizer, documents: dict[str, list[tuple[str, str]]],
+                   max_length: int = 512) -> dict[str, float]:
+    """φ's mean answer-token ROC-AUC per kind (documents cut to ``max_length`` tokens keep only a visible answer)."""
+    result = {}
+    for kind, pairs in documents.items():
+        encoded = []
+        for text, answer in pairs:
+            try:
+                encoded.append(encode(tokenizer, text, max_length, answer=answer, where=kind))
+            except TaalmError:
+                continue  # the answer is cut off: nothing to rank
+        if not encoded:
+            raise TaalmError(f"{kind}: no document keeps its answer within {max_length} tokens")
+        weights = document_weights(phi, [e.input_ids for e in encoded], progress=False)
+        result[kind] = answer_auc([torch.tensor(w) for w in weights], [e.label for e in encoded])
+    return result

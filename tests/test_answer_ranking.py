@@ -1,0 +1,55 @@
+"""Tests for taalm.bench.answer_ranking: fixed evaluation-side documents of each kind, and φ's answer-token AUC.
+
+python -m pytest -q tests/test_answer_ranking.py
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from taalm import models
+from taalm.bench import answer_ranking, fictional_data, lama_split, phi_data
+from taalm.bench import twiki_data as twiki
+from taalm.bench.lama_data import data_file, read_rows
+
+
+@pytest.fixture(scope="module")
+def documents():
+    return answer_ranking.evaluation_documents(per_kind=6, seed=3)
+
+
+def test_documents_come_from_the_evaluated_sides_only(documents):
+    assert {k: len(v) for k, v in documents.items()} == {k: 6 for k in answer_ranking.KINDS}
+    assert all(answer in text for pairs in documents.values() for text, answer in pairs)
+    evaluation, phi_part = lama_split.split_variant(read_rows(data_file("variant")))
+    evidence = {r["evidence"] for r in evaluation}
+    assert all(text in evidence for text, _ in documents["lama"])
+    assert not {text for text, _ in documents["lama"]} & {r["evidence"] for r in phi_part}
+    test_side = {f.document for f in fictional_data.generate("test", 6, 3)}
+    assert {text for text, _ in documents["fictional"]} == test_side
+    for text, answer in documents["temporalwiki"]:  # a learned period's document: evaluation-side context only
+        context = [p for p in text.split("\n\n")[1:] if answer not in p]
+        assert all(twiki.context_side(p) == twiki.EVALUATION_SIDE for p in context)
+    mixture_kinds = set(phi_data.RULES)
+    assert set(answer_ranking.KINDS) == mixture_kinds  # every kind φ trains on is checked
+
+
+def test_a_phi_weighing_the_answers_ranks_them_perfectly_and_a_flat_one_at_chance(documents, tiny_model,
+                                                                                  monkeypatch):
+    tokenizer = models.load_tokenizer(tiny_model)
+    some = {kind: pairs[:2] for kind, pairs in documents.items()}
+    labels = {}
+    original = answer_ranking.encode
+
+    def remember(tok, text, max_length, answer=None, where=""):
+        encoded = original(tok, text, max_length, answer=answer, where=where)
+        labels[tuple(encoded.input_ids)] = encoded.label
+        return encoded
+
+    monkeypatch.setattr(answer_ranking, "encode", remember)
+    answers = lambda phi, ids, progress=True: [[1.0 if x else 0.1 for x in labels[tuple(i)][1:]] for i in ids]
+    monkeypatch.setattr(answer_ranking, "document_weights", answers)
+    assert answer_ranking.answer_ranking(None, tokenizer, some) == {k: 1.0 for k in answer_ranking.KINDS}
+    flat = lambda phi, ids, progress=True: [[0.5] * (len(i) - 1) for i in ids]
+    monkeypatch.setattr(answer_ranking, "document_weights", flat)
+    assert answer_ranking.answer_ranking(None, tokenizer, some) == {k: 0.5 for k in answer_ranking.KINDS}
