@@ -277,5 +277,5 @@ def test_bench_fictional_help(capsys, monkeypatch):
         cli.main()
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--to-learn", "--not-to-forget", "--phi-pairs", "--held-out", "--filler", "--tailor-dir"):
+    for flag in ("--to_learn", "--not_to_forget", "--phi_pairs", "--held_out", "--filler", "--tailor_dir"):
         assert flag in text
