@@ -137,7 +137,9 @@ def test_stacked_inner_problems_equal_one_at_a_time(tiny_model, objective, restr
     got = {n: p.grad.clone() for n, p in phi.named_parameters() if p.grad is not None}
     assert expected.keys() == got.keys() and float(expected["head.weight"].abs().max()) > 0
     for name, value in expected.items():
-        torch.testing.assert_close(got[name], value, rtol=1e-8, atol=1e-12)
+        # float64, but the inner AdamW step divides by sqrt(v) = |g| on its first step: for θ's near-zero gradient
+        # entries a last-bit change (the thread count changes the summation order) moves φ's gradient by up to ~3e-10
+        torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-9)
     assert stacked.outer_loss == pytest.approx(sum(r.outer_loss for r in loop) / 3, rel=1e-9)
     # θ's own LoRA parameters were never touched, and peft's adapter is back on
     assert all(torch.equal(p, start[n]) for n, p in theta.named_parameters() if n in start)

@@ -271,7 +271,10 @@ def test_stacked_pairs_train_the_same_phi(tiny_model, tmp_path):
                     for name, size in (("one", 1), ("stacked", 4)))
     assert one[0].keys() == stacked[0].keys()
     for name in one[0]:
-        torch.testing.assert_close(stacked[0][name], one[0][name], rtol=1e-6, atol=1e-9)
+        # AdamW divides by sqrt(v): a near-zero gradient entry whose last bits change (the thread count changes the
+        # summation order) moves its parameter by up to ~1e-6 after two updates at lr 1e-2 (seen: 1.2e-6 with one
+        # thread), 1e-3 of one step; a wrong stacked problem changes the meta-gradient itself, not its last bits
+        torch.testing.assert_close(stacked[0][name], one[0][name], rtol=1e-6, atol=1e-5)
     for a, b in zip(one[1], stacked[1]):
         assert a["outer_loss"] == pytest.approx(b["outer_loss"], rel=1e-9)
 
