@@ -57,10 +57,11 @@ def test_each_kind_is_disjoint_from_what_the_benchmarks_evaluate(mixture):
 
 def test_the_context_split_keeps_evaluated_documents_and_phi_apart():
     facts = twiki.load_all_facts()
-    evaluation, phi = (set(twiki.sided_context(facts, 0, side)) for side in (twiki.EVALUATION_SIDE, twiki.PHI_SIDE))
+    sides = twiki.context_sides(facts, 0)
+    evaluation, phi = (set(sides[side]) for side in (twiki.EVALUATION_SIDE, twiki.PHI_SIDE))
     assert evaluation and phi and not evaluation & phi
     assert 0.4 < len(evaluation) / (len(evaluation) + len(phi)) < 0.6
-    review, context = twiki.review_and_context(facts, 0, 64)
+    review, context = twiki.review_and_context(sides, 64)
     assert set(context) == evaluation and set(review) <= phi  # θ's replayed text never surrounds an evaluated fact
     docs = twiki.period_documents("0901-1001", 8, 0)
     assert all(p in evaluation for doc in docs for p in doc.context)

@@ -397,7 +397,7 @@ def test_diff_meta_pairs_take_the_first_diff_document_with_subject_and_object():
 def test_period_documents_are_the_benchmark_build(changed):
     docs = tw.period_documents("0901-1001", 6, seed=3)
     facts = tw.load_all_facts()
-    _, context = tw.review_and_context(facts, 3, 512)
+    _, context = tw.review_and_context(tw.context_sides(facts, 3), 512)
     again = tw.build_documents(tw.select_subjects(changed["0901-1001"], 6, 3), context, tw.period_seed(3, "0901-1001"))
     assert len(docs) == 6 and docs == again
     assert docs != tw.period_documents("0901-1001", 6, seed=4)

@@ -73,7 +73,7 @@ def temporalwiki_pairs(n: int, seed: int) -> tuple[list[dict], dict[str, Any]]:
     no LAMA-ckl evaluated evidence (a paragraph is left out when its first 100 characters occur in such evidence)."""
     facts = twiki.load_all_facts()
     evaluated = lama_evaluated_evidence()
-    context = [p for p in twiki.sided_context(facts, seed, twiki.PHI_SIDE) if not any(p[:100] in e for e in evaluated)]
+    context = [p for p in twiki.context_sides(facts, seed)[twiki.PHI_SIDE] if not any(p[:100] in e for e in evaluated)]
     changed = facts[twiki.PHI_PERIOD]["changed"]
     docs = twiki.build_documents(changed, context, twiki.period_seed(seed, twiki.PHI_PERIOD))
     pairs = [{**p, "source": f"temporalwiki:{twiki.PHI_PERIOD}"} for p in twiki.meta_pairs(docs)]

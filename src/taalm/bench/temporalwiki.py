@@ -51,7 +51,8 @@ def prepare_data(cfg: TemporalWikiConfig, sets: Path) -> dict[str, Any]:
     ``sets``; returns the provenance (what the documents are, counts, hashes, the builder's version). Everything is
     read and checked before anything is written."""
     facts = data.load_all_facts(cfg.data_dir)
-    review, context = data.review_and_context(facts, cfg.seed, cfg.review_paragraphs)
+    sides = data.context_sides(facts, cfg.seed)
+    review, context = data.review_and_context(sides, cfg.review_paragraphs)
     files: dict[str, list[dict]] = {"review.jsonl": [{"text": t} for t in review]}
     provenance: dict[str, Any] = {"documents": "diffsets" if cfg.diffsets else "built-from-probes",
                                   "builder_version": None if cfg.diffsets else data.BUILDER_VERSION,
@@ -73,8 +74,8 @@ def prepare_data(cfg: TemporalWikiConfig, sets: Path) -> dict[str, Any]:
         provenance["periods"][period] = {**record, "changed_probes": len(changed), "unchanged_probes": len(unchanged)}
     if cfg.lr_candidate_list() or cfg.needs_phi() and runner.phi_source(cfg, SHIPPED_SUFFIX) == "train":
         meta_facts = data.select_subjects(facts[data.PHI_PERIOD]["changed"], cfg.meta_subjects, cfg.seed)
-        phi_context = data.sided_context(facts, cfg.seed, data.PHI_SIDE)  # never the evaluated documents' context
-        files["phi_pairs.jsonl"], provenance["phi_pairs"] = _phi_pairs(cfg, meta_facts, phi_context)
+        # φ's side: never the evaluated documents' context
+        files["phi_pairs.jsonl"], provenance["phi_pairs"] = _phi_pairs(cfg, meta_facts, sides[data.PHI_SIDE])
     procs = Processes(cfg.device)
     if procs.is_main_process:
         for name, records in files.items():

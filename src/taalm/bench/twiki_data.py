@@ -537,20 +537,22 @@ def context_side(paragraph: str) -> str:
     return PHI_SIDE if digest[0] % 2 else EVALUATION_SIDE
 
 
-def sided_context(facts: dict[str, dict[str, list[Fact]]], seed: int, side: str) -> list[str]:
-    """The context pool's ``side``, without any paragraph that could state a fact of any period, shuffled by
-    ``seed``."""
+def context_sides(facts: dict[str, dict[str, list[Fact]]], seed: int) -> dict[str, list[str]]:
+    """The context pool split into its EVALUATION_SIDE and PHI_SIDE paragraphs, without any paragraph that could
+    state a fact of any period, each side shuffled by ``seed``."""
     everything = [f for period in facts.values() for kind in period.values() for f in kind]
-    pool = [p for p in context_pool(exclude_facts=everything) if context_side(p) == side]
-    random.Random(seed).shuffle(pool)
-    return pool
+    sides: dict[str, list[str]] = {EVALUATION_SIDE: [], PHI_SIDE: []}
+    for paragraph in context_pool(exclude_facts=everything):
+        sides[context_side(paragraph)].append(paragraph)
+    for paragraphs in sides.values():
+        random.Random(seed).shuffle(paragraphs)
+    return sides
 
 
-def review_and_context(facts: dict[str, dict[str, list[Fact]]], seed: int,
-                       review_paragraphs: int) -> tuple[list[str], list[str]]:
+def review_and_context(sides: dict[str, list[str]], review_paragraphs: int) -> tuple[list[str], list[str]]:
     """Mix-Review's paragraphs (the first ``review_paragraphs`` of φ's side: θ replays them, no benchmark evaluates
-    them) and the builder's context (the evaluation side)."""
-    return sided_context(facts, seed, PHI_SIDE)[:review_paragraphs], sided_context(facts, seed, EVALUATION_SIDE)
+    them) and the builder's context (the evaluation side), from ``context_sides``."""
+    return sides[PHI_SIDE][:review_paragraphs], sides[EVALUATION_SIDE]
 
 
 def period_documents(period: str, subjects: int, seed: int, data_dir: str = "",
@@ -559,7 +561,7 @@ def period_documents(period: str, subjects: int, seed: int, data_dir: str = "",
     --meta-subjects for 0801-0901; --seed; --data-dir; --review-paragraphs): for diagnostics such as
     ``taalm.position_check``."""
     facts = load_all_facts(data_dir)
-    _, context = review_and_context(facts, seed, review_paragraphs)
+    _, context = review_and_context(context_sides(facts, seed), review_paragraphs)
     chosen = select_subjects(facts[period]["changed"], subjects, seed)
     return build_documents(chosen, context, period_seed(seed, period))
 
