@@ -112,11 +112,12 @@ class Validator:
     def __init__(self, cfg: MetaTrainConfig, theta, start, held: list[Pair], tokenizer, device, out: Path):
         self.cfg, self.theta, self.start, self.device, self.out = cfg, theta, start, device, out
         # documents encoded with their answer marked: the weights' answer-token ROC-AUC is recorded beside the gain
+        groups = {kind: [p for p in held if p.kind == kind] for kind in kind_sizes(held)}
         self.held = {kind: HeldOut([encode(tokenizer, p.document, cfg.max_length, answer=p.answer, where=p.source)
                                     for p in group],
                                    [encode(tokenizer, p.task, cfg.max_length, answer=p.answer, where=p.source)
                                     for p in group])
-                     for kind in kind_sizes(held) for group in [[p for p in held if p.kind == kind]]}
+                     for kind, group in groups.items()}
         self.options, self.pad_id = validation_options(cfg), pad_token_id(tokenizer)
         self.uniform: dict[str, Score] = {}
 
