@@ -148,6 +148,9 @@ class MetaOptions:
     """validation: epochs θ learns the held-out documents"""
     val_lr: float = 2e-4
     """validation: θ's learning rate (use the learning phase's; in a benchmark 0 means its --lr)"""
+    val_lr_by_kind: dict[str, float] = field(default_factory=dict)
+    """validation: θ's learning rate for a kind of document, overriding --val_lr for it (e.g. {"lama": 1e-3}: a kind
+    whose uniform run learns nothing at --val_lr ties every φ at a gain of 0)"""
     val_batch_size: int = 8
     """validation: documents per optimizer step (use the learning phase's; in a benchmark 0 means its --batch_size)"""
     val_metric: Literal["accuracy", "nll"] = "accuracy"
@@ -168,6 +171,7 @@ class MetaOptions:
         _check(self.inner_lr > 0, "inner_lr", "must be positive")
         _check(self.outer_lr > 0, "outer_lr", "must be positive")
         _check(self.val_lr >= 0, "val_lr", "must be >= 0")
+        _check(all(lr > 0 for lr in self.val_lr_by_kind.values()), "val_lr_by_kind", "must be positive")
         _check(self.meta_batch % self.inner_batch == 0, "meta_batch", "must be a multiple of --inner-batch")
         _check(self.pair_batch == 1 or self.inner_batch == 1, "pair_batch", "stacks one-pair problems: needs "
                                                                             "--inner-batch 1")
@@ -192,6 +196,9 @@ class MetaTrainConfig(MetaOptions, ModelOptions):
     row)"""
     resume: bool = False
     """continue from the checkpoint in --out"""
+    revalidate: str = ""
+    """no meta-training: validate the φ checkpoints of this earlier run (made with the same pairs, θ and seed) with
+    this command's validation options and write to --out the run as if it had been validated so"""
     seed: int = 0
     """seed for data order, held-out split, LoRA init and dropout"""
 

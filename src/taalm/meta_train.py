@@ -21,11 +21,11 @@ from tqdm.auto import tqdm
 
 from taalm import meta, models, runtime
 from taalm.ckl import rng_of_this_process
-from taalm.config import LoopOptions, MetaTrainConfig, save_config, to_dict
+from taalm.config import LoopOptions, MetaTrainConfig, build_config, load_config_file, save_config, to_dict
 from taalm.data import Pair, encode, load_pairs, pad_token_id
 from taalm.distributed import Processes
 from taalm.errors import TaalmError
-from taalm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_jsonl
+from taalm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 from taalm.validation import HeldOut, Score, best_validation, gain_record, learn_and_score, selection_key
 from taalm.weighting import TrainAttention, answer_auc, document_weights, weight_statistics
 from taalm.windowing import answer_window
@@ -76,9 +76,10 @@ def windowed(tokenizer, pairs: list[Pair], max_length: int, report: dict) -> lis
     return kept
 
 
-def validation_options(cfg: MetaTrainConfig) -> LoopOptions:
-    return LoopOptions(epochs=cfg.val_epochs, lr=cfg.val_lr, batch_size=cfg.val_batch_size,
-                       micro_batch=min(cfg.val_batch_size, 4), max_length=cfg.max_length, seed=cfg.seed)
+def validation_options(cfg: MetaTrainConfig, kind: str = "") -> LoopOptions:
+    return LoopOptions(epochs=cfg.val_epochs, lr=cfg.val_lr_by_kind.get(kind, cfg.val_lr),
+                       batch_size=cfg.val_batch_size, micro_batch=min(cfg.val_batch_size, 4),
+                       max_length=cfg.max_length, seed=cfg.seed)
 
 
 def prepare(cfg: MetaTrainConfig, tokenizer) -> tuple[list[meta.EncodedPair], list[Pair], dict]:
@@ -90,6 +91,10 @@ def prepare(cfg: MetaTrainConfig, tokenizer) -> tuple[list[meta.EncodedPair], li
     if n_held >= sizes[smallest]:
         of = f" of kind {smallest!r}" if smallest else ""
         raise TaalmError(f"option --held-out: {n_held} leaves no training pairs out of {sizes[smallest]}{of}")
+    unknown = set(cfg.val_lr_by_kind) - set(sizes)
+    if unknown:
+        raise TaalmError(f"option --val_lr_by_kind: {cfg.pairs} has no pairs of kind {', '.join(sorted(unknown))} "
+                         f"(kinds: {', '.join(sorted(k for k in sizes if k)) or 'none named'})")
     report = {"pairs": len(pairs), "task_format": cfg.task_format, "max_length": cfg.max_length, "windowed": 0,
               "skipped": [], **({"kinds": sizes, "held_out_per_kind": n_held} if len(sizes) > 1 else {})}
     train, held = (windowed(tokenizer, part, cfg.max_length, report) for part in split_held_out(pairs, n_held, cfg.seed))
@@ -118,21 +123,26 @@ class Validator:
                                    [encode(tokenizer, p.task, cfg.max_length, answer=p.answer, where=p.source)
                                     for p in group])
                      for kind, group in groups.items()}
-        self.options, self.pad_id = validation_options(cfg), pad_token_id(tokenizer)
+        self.options = {kind: validation_options(cfg, kind) for kind in self.held}
+        self.pad_id = pad_token_id(tokenizer)
         self.uniform: dict[str, Score] = {}
 
-    def __call__(self, phi: TrainAttention, update: int) -> dict:
-        records, all_weights = {}, []
+    def __call__(self, phi: TrainAttention, update: int, known: dict[str, dict] | None = None) -> dict:
+        """φ's validation record; ``known`` holds kinds already validated for this φ with the same options (their
+        records are taken, not recomputed: a validation is deterministic)."""
+        records, all_weights = dict(known or {}), []
         for kind, held in self.held.items():
             weights = [torch.tensor(w) for w in document_weights(phi, [d.input_ids for d in held.docs])]
+            all_weights += weights
+            if kind in records:
+                continue
             if kind not in self.uniform:
-                self.uniform[kind] = learn_and_score(self.theta, self.start, held, None, self.options, self.pad_id,
-                                                     self.device, self.cfg.dtype)
-            score = learn_and_score(self.theta, self.start, held, weights, self.options, self.pad_id, self.device,
-                                    self.cfg.dtype)
+                self.uniform[kind] = learn_and_score(self.theta, self.start, held, None, self.options[kind],
+                                                     self.pad_id, self.device, self.cfg.dtype)
+            score = learn_and_score(self.theta, self.start, held, weights, self.options[kind], self.pad_id,
+                                    self.device, self.cfg.dtype)
             records[kind] = {**gain_record(score, self.uniform[kind]),
                              "answer_auc": answer_auc(weights, [d.label for d in held.docs])}
-            all_weights += weights
         phi.save(self.checkpoint_dir(update))
         worst = min(records, key=lambda k: selection_key(records[k], self.cfg.val_metric))
         aucs = [r["answer_auc"] for r in records.values() if r["answer_auc"] is not None]
@@ -161,6 +171,8 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
     """Meta-train φ; returns the output directory, which is a loadable Train-Attention directory. Under
     ``accelerate launch`` / ``torchrun`` the meta-batch's inner problems are shared out; the main process validates
     and writes."""
+    if cfg.revalidate:
+        return revalidate(cfg)
     tokenizer = models.load_tokenizer(cfg.theta)
     if cfg.phi_model and cfg.phi_model != cfg.theta and not models.same_tokenizer(
             tokenizer, models.load_tokenizer(cfg.phi_model)):
@@ -245,6 +257,46 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
     return out
 
 
+VALIDATION_KEYS = ("val_", "uniform_", "gain_", "worst_kind")
+
+
+def revalidate(cfg: MetaTrainConfig) -> Path:
+    """Validate the φ checkpoints of the run in ``cfg.revalidate`` again with ``cfg``'s validation options (another
+    lr per kind, more epochs, another metric) and write ``cfg.out`` as that run would have been written: its history
+    with the new validations, the φ the new selection chooses, selection.json, the curve and the card. θ's start is
+    rebuilt from the seed, so it is the run's only when θ, LoRA options and seed are the run's."""
+    run = Path(cfg.revalidate)
+    checkpoints = sorted((run / VALIDATION_CHECKPOINTS).glob("update-*")) if run.is_dir() else []
+    if not checkpoints:
+        raise TaalmError(f"option --revalidate: {run / VALIDATION_CHECKPOINTS} holds no φ checkpoints")
+    tokenizer = models.load_tokenizer(cfg.theta)
+    _, held, report = prepare(cfg, tokenizer)
+    if not held:
+        raise TaalmError("option --revalidate: no held-out pairs to validate on (--held_out 0)")
+    out = runtime.check_output_dir(cfg.out, False, CHECKPOINT)
+    device = models.pick_device(cfg.device)
+    theta, _ = build_models(cfg, device)
+    validate = Validator(cfg, theta, meta.trainable_params(theta), held, tokenizer, device, out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    atomic_write_json(out / "data.json", report)
+    recorded = {record["update"]: record for _, record in read_jsonl(run / "history.jsonl")}
+    # kinds whose validation options are the run's keep their recorded validations (the same θ start, deterministic)
+    before = build_config(MetaTrainConfig, load_config_file(run / "config.yaml"), str(run / "config.yaml"))
+    same = [kind for kind in validate.held if validation_options(before, kind) == validate.options[kind]]
+    by_update = {update: {k: v for k, v in record.items() if not k.startswith(VALIDATION_KEYS) and "/" not in k}
+                 for update, record in recorded.items()}
+    for path in tqdm(checkpoints, desc="revalidate φ", dynamic_ncols=True):
+        update = int(path.name.removeprefix("update-"))
+        old = recorded.get(update, {})
+        known = {kind: {k.split("/", 1)[1]: v for k, v in old.items() if k.startswith(f"{kind}/")} for kind in same}
+        known = {kind: record for kind, record in known.items() if record}
+        by_update.setdefault(update, {"update": update}).update(validate(TrainAttention.load(path), update, known))
+        write_jsonl(out / "history.jsonl", sorted(by_update.values(), key=lambda r: r["update"]))
+    finish(cfg, out, None, sorted(by_update.values(), key=lambda r: r["update"]), held)
+    return out
+
+
 def update_gradient(cfg: MetaTrainConfig, theta, phi: TrainAttention, start: dict, encoded: list[meta.EncodedPair],
                     indices: list[int], pad_id: int, procs: Processes) -> list[meta.MetaStepResult]:
     """φ's meta-gradient for one update, left in φ's ``.grad``: the mean over the meta-batch's inner problems
@@ -278,20 +330,19 @@ def check_finite(phi: TrainAttention, results: list[meta.MetaStepResult], source
                      "the update, the last checkpoint is intact")
 
 
-def finish(cfg: MetaTrainConfig, out: Path, phi: TrainAttention, history: list[dict], held: list[Pair]) -> None:
+def finish(cfg: MetaTrainConfig, out: Path, phi: TrainAttention | None, history: list[dict], held: list[Pair]) -> None:
     """Write the selected φ (best validation gain, or the last), the history, the curve and the held-out pairs."""
     from taalm.viz import plot_meta_curve
 
     best = best_validation(history, cfg.val_metric) if cfg.select == "best" else None
     chosen = history[-1]["update"] if best is None else best["update"]
-    if best is None:
+    if best is None and phi is not None:
         phi.save(out)
     else:
         for path in (out / VALIDATION_CHECKPOINTS / f"update-{chosen:05d}").iterdir():  # the φ directory's files
             atomic_write_bytes(out / path.name, path.read_bytes())
     selection = {"select": cfg.select, "metric": cfg.val_metric, "update": chosen,
-                 "validation": {k: v for k, v in (best or {}).items()
-                                if k.startswith(("val_", "uniform_", "gain_")) or k == "worst_kind" or "/" in k}}
+                 "validation": {k: v for k, v in (best or {}).items() if k.startswith(VALIDATION_KEYS) or "/" in k}}
     atomic_write_json(out / "selection.json", selection)
     write_jsonl(out / "history.jsonl", history)
     plot_meta_curve(history, out / "meta_curve.png", selected=chosen if best is not None else None,
