@@ -344,6 +344,44 @@ def test_kinds_are_held_out_and_validated_each_and_selected_by_the_worst(tiny_mo
     assert uniform_runs == [False, False]  # the validation at update 4, one φ run per kind, no uniform rerun
 
 
+def test_revalidate_with_another_lr_for_one_kind_reruns_only_that_kind(tiny_model, tmp_path, monkeypatch):
+    kinds = [{**p, "kind": "a" if i % 2 else "b"} for i, p in enumerate(RESUME_PAIRS)]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", kinds)
+    run = meta_train(resume_config(tiny_model, pairs, tmp_path / "run", updates=4, held_out=1))
+    _, history = outputs(run)
+
+    import taalm.meta_train as mt
+    runs = []
+    original = mt.learn_and_score
+    monkeypatch.setattr(mt, "learn_and_score", lambda *a, **k: runs.append((a[3] is None, a[4].lr)) or original(*a, **k))
+    again = meta_train(resume_config(tiny_model, pairs, tmp_path / "again", updates=4, held_out=1,
+                                     revalidate=str(run), val_lr_by_kind={"b": 5e-2}))
+    assert runs == [(True, 5e-2)] + [(False, 5e-2)] * 3  # kind b once uniform, then per checkpoint; a is not rerun
+    _, revalidated = outputs(again)
+    assert [h["update"] for h in revalidated] == [h["update"] for h in history]  # the run's updates, kept
+    for old, new in zip(history, revalidated):
+        assert {k: v for k, v in new.items() if not k.startswith(("b/", "val_", "gain_", "uniform_", "worst_"))} == \
+            {k: v for k, v in old.items() if not k.startswith(("b/", "val_", "gain_", "uniform_", "worst_"))}
+        if "gain_accuracy" in old:  # kind a's records carried over; kind b's measured at the new lr
+            assert new["b/uniform_nll"] != old["b/uniform_nll"]
+            by_kind = {k: (new[f"{k}/gain_accuracy"], new[f"{k}/gain_nll"]) for k in ("a", "b")}
+            assert (new["gain_accuracy"], new["gain_nll"]) == min(by_kind.values())
+    selection = json.loads((again / "selection.json").read_text())
+    validated = [h for h in revalidated if "gain_accuracy" in h]
+    assert selection["update"] == max(validated, key=lambda h: (h["gain_accuracy"], h["gain_nll"], -h["update"]))["update"]
+    chosen = load_file(str(again / "checkpoints" / f"update-{selection['update']:05d}" / HEAD_FILE))
+    assert all(torch.equal(chosen[k], v) for k, v in load_file(str(again / HEAD_FILE)).items())  # that φ is the output
+    assert (again / "DONE").is_file() and (again / "README.md").is_file()
+
+
+def test_val_lr_by_kind_must_name_a_kind_of_the_pairs(tiny_model, tmp_path):
+    kinds = [{**p, "kind": "a" if i % 2 else "b"} for i, p in enumerate(RESUME_PAIRS)]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", kinds)
+    with pytest.raises(TaalmError, match=r"--val_lr_by_kind: .* has no pairs of kind c \(kinds: a, b\)"):
+        meta_train(resume_config(tiny_model, pairs, tmp_path / "out", val_lr_by_kind={"c": 1e-3}))
+    assert not (tmp_path / "out").exists()
+
+
 def test_answer_auc_ranks_answer_tokens():
     from taalm.weighting import answer_auc
 
