@@ -53,3 +53,47 @@ def test_a_phi_weighing_the_answers_ranks_them_perfectly_and_a_flat_one_at_chanc
     flat = lambda phi, ids, progress=True: [[0.5] * (len(i) - 1) for i in ids]
     monkeypatch.setattr(answer_ranking, "document_weights", flat)
     assert answer_ranking.answer_ranking(None, tokenizer, some) == {k: 0.5 for k in answer_ranking.KINDS}
+
+
+def test_chance_bound_is_a_random_rankings_quantile(documents, tiny_model):
+    tokenizer = models.load_tokenizer(tiny_model)
+    median = answer_ranking.chance_bound(tokenizer, documents, quantile=0.5, draws=400)
+    high = answer_ranking.chance_bound(tokenizer, documents, quantile=0.999, draws=400)
+    assert all(0.4 < median[k] < 0.6 for k in answer_ranking.KINDS), median  # a random ranking: AUC 0.5 on average
+    assert all(high[k] > median[k] + 0.05 for k in answer_ranking.KINDS), (median, high)
+    assert answer_ranking.chance_bound(tokenizer, documents, draws=400) == \
+        answer_ranking.chance_bound(tokenizer, documents, draws=400)  # seeded: the same bound every time
+
+
+def test_cli_answer_ranking_prints_each_kind_and_writes_json(tiny_model, tmp_path, capsys):
+    import json
+
+    import torch
+
+    from taalm import cli
+    from taalm.weighting import TrainAttention
+
+    torch.manual_seed(0)
+    TrainAttention.create(tiny_model, r=4, alpha=8, dropout=0.0).save(tmp_path / "phi")
+    out = tmp_path / "ranking.json"
+    assert cli.main(["weights", "--phi", str(tmp_path / "phi"), "--answer_ranking", "--per_kind", "3",
+                     "--device", "cpu", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert saved["per_kind"] == 3 and set(saved["kinds"]) == set(answer_ranking.KINDS)
+    for kind, row in saved["kinds"].items():
+        assert f"| {kind} | {row['answer_auc']:.3f} | {row['chance_99.9']:.3f} |" in printed
+        assert 0.0 <= row["answer_auc"] <= 1.0 and row["chance_99.9"] > 0.5
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--text", "Paris ."], "option --answer-ranking: uses its own documents"),
+    (["--position_check"], "option --answer-ranking: give one of --position_check and --answer_ranking"),
+    (["--per_kind", "0"], "option --per-kind: must be positive"),
+])
+def test_cli_answer_ranking_rejects_bad_options(tiny_model, capsys, extra, expected):
+    from taalm import cli
+
+    assert cli.main(["weights", "--phi", tiny_model, "--answer_ranking", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("taalm: ") == 1 and expected in err and "Traceback" not in err

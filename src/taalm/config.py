@@ -251,17 +251,30 @@ class WeightsConfig:
     position_check: bool = False
     """instead of a heatmap: φ's fact-weight lift on TemporalWiki documents built from --period's probes, with the
     facts in place, moved first and moved last"""
+    answer_ranking: bool = False
+    """instead of a heatmap: φ's answer-token ROC-AUC on --per_kind evaluation-side documents of each kind (LAMA-ckl,
+    fictional, TemporalWiki), beside a random ranking's 99.9th percentile on the same documents"""
+    per_kind: int = 32
+    """--answer_ranking: documents of each kind"""
     period: str = "0901-1001"
     """--position_check: the TemporalWiki period whose changed facts are built"""
     subjects: int = 32
     """--position_check: this many seeded subjects, one document each (0: all)"""
     seed: int = 0
-    """--position_check: the seed of the subjects and the builder (as the benchmark's --seed)"""
+    """--position_check: the seed of the subjects and the builder (as the benchmark's --seed); --answer_ranking: of
+    the documents"""
 
     def __post_init__(self) -> None:
         _check(bool(self.phi), "phi", "is required")
         _check(self.limit > 0, "limit", "must be positive")
         _check(self.max_length >= 2, "max_length", "must be >= 2")
+        _check(not (self.position_check and self.answer_ranking), "answer_ranking", "give one of --position_check "
+                                                                                   "and --answer_ranking")
+        if self.answer_ranking:
+            _check(not self.text and not self.file, "answer_ranking", "uses its own documents: give neither --text "
+                                                                      "nor --file")
+            _check(self.per_kind > 0, "per_kind", "must be positive")
+            return
         if self.position_check:
             from taalm.bench.twiki_data import PERIODS
 

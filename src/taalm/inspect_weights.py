@@ -1,9 +1,11 @@
 """``taalm weights``: where does a trained φ tell θ to learn?
 
     taalm weights --phi runs/phi --text "Santiago is the capital of Chile ." --out weights.html
-    taalm weights --phi smollm2-135m-temporalwiki --position-check --out check.json
+    taalm weights --phi smollm2-135m-temporalwiki --position_check --out check.json
+    taalm weights --phi smollm2-135m --answer_ranking --out ranking.json
 
-The second form measures whether φ weighs fact tokens or the place a builder puts them (``taalm.position_check``).
+The second form measures whether φ weighs fact tokens or the place a builder puts them (``taalm.position_check``),
+the third how well φ ranks the answer tokens of documents of each kind (``taalm.bench.answer_ranking``).
 """
 
 from __future__ import annotations
@@ -43,11 +45,15 @@ def token_texts(tokenizer, ids: list[int]) -> list[str]:
 
 def show_weights(cfg: WeightsConfig) -> list[tuple[str, list[str], list[float]]] | dict:
     """Print φ's weights per token and write the HTML heatmap and a PNG next to it; returns what was drawn. With
-    ``--position-check`` runs that check instead and returns its result."""
+    ``--position_check`` or ``--answer_ranking`` runs that check instead and returns its result."""
     if cfg.position_check:
         from taalm.position_check import run_position_check
 
         return run_position_check(cfg)
+    if cfg.answer_ranking:
+        from taalm.bench.answer_ranking import run_answer_ranking
+
+        return run_answer_ranking(cfg)
     phi_dir = resolve_phi(cfg.phi)
     documents = _documents(cfg)
     phi = TrainAttention.load(phi_dir)
