@@ -289,3 +289,15 @@ def test_shipped_phi_copies_resolve_by_alias(tmp_path, monkeypatch, tiny_model):
     (shipped / "not-a-phi" / CONFIG_FILE).write_text(json.dumps({"model_type": "llama"}))
     monkeypatch.setattr(weighting, "SHIPPED_DIR", shipped)
     assert shipped_phis() == ["tiny-phi"] and resolve_phi("tiny-phi") == shipped / "tiny-phi"
+
+
+def test_a_card_names_the_kinds_of_documents_of_a_mixture():
+    from taalm.model_card import phi_card
+    from taalm.weighting import resolve_phi
+
+    phi = json.loads((resolve_phi("smollm2-135m") / CONFIG_FILE).read_text())
+    mixture = {"counts": {"lama": 3, "fictional": 5}, "rules": {"lama": "pool rows", "fictional": "generated facts"}}
+    card = phi_card(phi, {"config": {"theta": "smollm2-135m", "pairs": "pairs.jsonl"}, "mixture": mixture}, name="x")
+    assert "- kinds of documents (`taalm phi-data`):\n  - lama: 3 pairs; pool rows\n  - fictional: 5 pairs; " \
+           "generated facts\n" in card
+    assert "kinds of documents" not in phi_card(phi, {"config": {"theta": "smollm2-135m", "pairs": "p.jsonl"}})

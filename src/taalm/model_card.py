@@ -24,12 +24,14 @@ def front_matter(metadata: dict[str, Any]) -> str:
 
 
 def read_records(directory: str | Path) -> dict[str, Any]:
-    """A meta-training run's records that exist in ``directory``: config, data report, selection, history."""
+    """A meta-training run's records that exist in ``directory``: config, data report, selection, history, and the
+    mixture ``taalm phi-data`` wrote when the pairs came from several kinds of documents."""
     import yaml
 
     directory = Path(directory)
     records: dict[str, Any] = {}
-    for key, name in (("config", "config.yaml"), ("data", "data.json"), ("selection", "selection.json")):
+    for key, name in (("config", "config.yaml"), ("data", "data.json"), ("selection", "selection.json"),
+                      ("mixture", "mixture.json")):
         path = directory / name
         if path.is_file():
             text = path.read_text(encoding="utf-8")
@@ -97,7 +99,7 @@ def _phi_section(phi: dict[str, Any]) -> list[str]:
     return lines + ([f"- {phi['backbone_note']}"] if phi.get("backbone_note") else [])
 
 
-def _data_section(config: dict[str, Any], data: dict[str, Any]) -> list[str]:
+def _data_section(config: dict[str, Any], data: dict[str, Any], mixture: dict[str, Any]) -> list[str]:
     pairs = f"- pairs: `{config.get('pairs')}`"
     if "train" in data:
         pairs += (f": {data['pairs']} ({data['train']} for training, {data['held_out']} held out for validation; "
@@ -105,8 +107,9 @@ def _data_section(config: dict[str, Any], data: dict[str, Any]) -> list[str]:
                   f"{len(data.get('skipped', []))} skipped)")
     theta = (f"- θ: `{config.get('theta')}`, LoRA r {config.get('lora_r')} / α {config.get('lora_alpha')} / "
              f"dropout {config.get('lora_dropout')}")
+    kinds = [f"  - {kind}: {mixture['counts'][kind]} pairs; {rule}" for kind, rule in mixture.get("rules", {}).items()]
     settings = [f"| {k} | {v} |" for k, v in config.items() if k not in ("out", "resume")]
-    return ["## θ and data", "", theta, pairs, "", "## Settings", "", "| option | value |", "|---|---|", *settings]
+    return ["## θ and data", "", theta, pairs, *(["- kinds of documents (`taalm phi-data`):", *kinds] if kinds else []), "", "## Settings", "", "| option | value |", "|---|---|", *settings]
 
 
 def _validation_section(selection: dict[str, Any], history: list[dict[str, Any]]) -> list[str]:
@@ -139,7 +142,7 @@ def phi_card(phi: dict[str, Any], records: dict[str, Any] | None = None, name: s
     sections = [[front_matter(metadata) + f"\n# Train-Attention φ for "
                  f"{phi.get('base_model') or phi['backbone']}", "", about, "", *use], _phi_section(phi)]
     if config:
-        sections.append(_data_section(config, records.get("data") or {}))
+        sections.append(_data_section(config, records.get("data") or {}, records.get("mixture") or {}))
     if selection:
         sections.append(_validation_section(selection, records.get("history") or []))
     if config:
