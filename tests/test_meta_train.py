@@ -309,7 +309,11 @@ def test_non_finite_meta_gradient_stops_with_the_update_and_pairs(tiny_model, tm
 def test_kinds_are_held_out_and_validated_each_and_selected_by_the_worst(tiny_model, tmp_path, monkeypatch):
     kinds = [{**p, "kind": "a" if i % 2 else "b"} for i, p in enumerate(RESUME_PAIRS)]
     pairs = write_jsonl(tmp_path / "pairs.jsonl", kinds)
+    mixture = {"counts": {"a": 4, "b": 4}, "rules": {"a": "rule of a", "b": "rule of b"}}  # as taalm phi-data writes
+    (tmp_path / "pairs.json").write_text(json.dumps(mixture))
     out = meta_train(resume_config(tiny_model, pairs, tmp_path / "full", updates=4, held_out=1))
+    assert json.loads((out / "mixture.json").read_text()) == mixture
+    assert "  - a: 4 pairs; rule of a\n" in (out / "README.md").read_text()  # the card names the kinds
     held = [json.loads(line) for line in (out / "held_out.jsonl").read_text().splitlines()]
     kind_of = {p["task"]: p["kind"] for p in kinds}
     assert sorted(kind_of[h["task"]] for h in held) == ["a", "b"]  # one of each kind

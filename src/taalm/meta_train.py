@@ -57,6 +57,20 @@ def split_held_out(pairs: list[Pair], n_held: int, seed: int) -> tuple[list[Pair
     return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
 
 
+def copy_mixture(cfg: MetaTrainConfig, out: Path) -> None:
+    """The record ``taalm phi-data`` writes beside its pairs (``PAIRS.json``) goes with φ as ``mixture.json``: the
+    model card names the kinds of documents from it."""
+    record = Path(cfg.pairs).with_suffix(".json")
+    if not record.is_file() or record == Path(cfg.pairs):
+        return
+    try:
+        mixture = json.loads(record.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return  # some other file of that name: not φ's record
+    if isinstance(mixture, dict) and {"counts", "rules"} <= set(mixture):
+        atomic_write_json(out / "mixture.json", mixture)
+
+
 def kind_sizes(pairs: list[Pair]) -> dict[str, int]:
     return {kind: sum(p.kind == kind for p in pairs) for kind in sorted({p.kind for p in pairs})}
 
@@ -207,6 +221,7 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         atomic_write_json(out / "data.json", report)
+        copy_mixture(cfg, out)
     procs.start_tracking(to_dict(cfg))
 
     def checkpoint(update: int) -> None:
@@ -280,6 +295,7 @@ def revalidate(cfg: MetaTrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "data.json", report)
+    copy_mixture(cfg, out)
     recorded = {record["update"]: record for _, record in read_jsonl(run / "history.jsonl")}
     # kinds whose validation options are the run's keep their recorded validations (the same θ start, deterministic)
     before = build_config(MetaTrainConfig, load_config_file(run / "config.yaml"), str(run / "config.yaml"))
