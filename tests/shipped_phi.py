@@ -29,10 +29,8 @@ def check_shipped_phi(alias: str, backbone: str, tokenizer) -> None:
 
 def answer_ranking_against_chance(alias: str, tokenizer, per_kind: int = 32) -> dict[str, tuple[float, float]]:
     """Per kind of document: (φ's answer-token ROC-AUC, a random ranking's 99.9th percentile on the same documents)."""
-    from taalm.bench.answer_ranking import answer_ranking, chance_bound, evaluation_documents
+    from taalm.bench.answer_ranking import ranking_against_chance
     from taalm.weighting import TrainAttention, resolve_phi
 
-    documents = evaluation_documents(per_kind, seed=0)
-    ranked = answer_ranking(TrainAttention.load(resolve_phi(alias)), tokenizer, documents)
-    chance = chance_bound(tokenizer, documents)
-    return {kind: (ranked[kind], chance[kind]) for kind in ranked}
+    rows = ranking_against_chance(TrainAttention.load(resolve_phi(alias)), tokenizer, per_kind)
+    return {kind: (row["answer_auc"], row["chance_99.9"]) for kind, row in rows.items()}

@@ -272,7 +272,9 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
     return out
 
 
-VALIDATION_KEYS = ("val_", "uniform_", "gain_", "worst_kind")
+def is_validation_key(key: str) -> bool:
+    """A history key a validation writes (the validation's own, or a kind's as ``kind/key``)."""
+    return key.startswith(("val_", "uniform_", "gain_", "worst_kind")) or "/" in key
 
 
 def revalidate(cfg: MetaTrainConfig) -> Path:
@@ -300,16 +302,20 @@ def revalidate(cfg: MetaTrainConfig) -> Path:
     # kinds whose validation options are the run's keep their recorded validations (the same θ start, deterministic)
     before = build_config(MetaTrainConfig, load_config_file(run / "config.yaml"), str(run / "config.yaml"))
     same = [kind for kind in validate.held if validation_options(before, kind) == validate.options[kind]]
-    by_update = {update: {k: v for k, v in record.items() if not k.startswith(VALIDATION_KEYS) and "/" not in k}
+    by_update = {update: {k: v for k, v in record.items() if not is_validation_key(k)}
                  for update, record in recorded.items()}
+
+    def history() -> list[dict]:
+        return sorted(by_update.values(), key=lambda r: r["update"])
+
     for path in tqdm(checkpoints, desc="revalidate φ", dynamic_ncols=True):
         update = int(path.name.removeprefix("update-"))
         old = recorded.get(update, {})
         known = {kind: {k.split("/", 1)[1]: v for k, v in old.items() if k.startswith(f"{kind}/")} for kind in same}
         known = {kind: record for kind, record in known.items() if record}
         by_update.setdefault(update, {"update": update}).update(validate(TrainAttention.load(path), update, known))
-        write_jsonl(out / "history.jsonl", sorted(by_update.values(), key=lambda r: r["update"]))
-    finish(cfg, out, None, sorted(by_update.values(), key=lambda r: r["update"]), held)
+        write_jsonl(out / "history.jsonl", history())
+    finish(cfg, out, None, history(), held)
     return out
 
 
@@ -358,7 +364,7 @@ def finish(cfg: MetaTrainConfig, out: Path, phi: TrainAttention | None, history:
         for path in (out / VALIDATION_CHECKPOINTS / f"update-{chosen:05d}").iterdir():  # the φ directory's files
             atomic_write_bytes(out / path.name, path.read_bytes())
     selection = {"select": cfg.select, "metric": cfg.val_metric, "update": chosen,
-                 "validation": {k: v for k, v in (best or {}).items() if k.startswith(VALIDATION_KEYS) or "/" in k}}
+                 "validation": {k: v for k, v in (best or {}).items() if is_validation_key(k)}}
     atomic_write_json(out / "selection.json", selection)
     write_jsonl(out / "history.jsonl", history)
     plot_meta_curve(history, out / "meta_curve.png", selected=chosen if best is not None else None,

@@ -108,8 +108,10 @@ def _data_section(config: dict[str, Any], data: dict[str, Any], mixture: dict[st
     theta = (f"- θ: `{config.get('theta')}`, LoRA r {config.get('lora_r')} / α {config.get('lora_alpha')} / "
              f"dropout {config.get('lora_dropout')}")
     kinds = [f"  - {kind}: {mixture['counts'][kind]} pairs; {rule}" for kind, rule in mixture.get("rules", {}).items()]
+    if kinds:
+        pairs += "\n- kinds of documents (`taalm phi-data`):\n" + "\n".join(kinds)
     settings = [f"| {k} | {v} |" for k, v in config.items() if k not in ("out", "resume")]
-    return ["## θ and data", "", theta, pairs, *(["- kinds of documents (`taalm phi-data`):", *kinds] if kinds else []), "", "## Settings", "", "| option | value |", "|---|---|", *settings]
+    return ["## θ and data", "", theta, pairs, "", "## Settings", "", "| option | value |", "|---|---|", *settings]
 
 
 def _validation_section(selection: dict[str, Any], history: list[dict[str, Any]]) -> list[str]:

@@ -55,14 +55,29 @@ def encoded_documents(tokenizer, documents: dict[str, list[tuple[str, str]]], ma
     return result
 
 
+def _ranking(phi, encoded: dict) -> dict[str, float]:
+    result = {}
+    for kind, docs in encoded.items():
+        weights = document_weights(phi, [e.input_ids for e in docs], progress=False)
+        result[kind] = answer_auc([torch.tensor(w) for w in weights], [e.label for e in docs])
+    return result
+
+
+def _chance(encoded: dict, quantile: float, draws: int, seed: int) -> dict[str, float]:
+    generator = torch.Generator().manual_seed(seed)
+    result = {}
+    for kind, docs in encoded.items():
+        labels = [e.label for e in docs]
+        aucs = sorted(answer_auc([torch.rand(len(e.input_ids) - 1, generator=generator) for e in docs], labels)
+                      for _ in range(draws))
+        result[kind] = aucs[min(draws - 1, int(quantile * draws))]
+    return result
+
+
 def answer_ranking(phi, tokenizer, documents: dict[str, list[tuple[str, str]]],
                    max_length: int = 512) -> dict[str, float]:
     """φ's mean answer-token ROC-AUC per kind (documents cut to ``max_length`` tokens keep only a visible answer)."""
-    result = {}
-    for kind, encoded in encoded_documents(tokenizer, documents, max_length).items():
-        weights = document_weights(phi, [e.input_ids for e in encoded], progress=False)
-        result[kind] = answer_auc([torch.tensor(w) for w in weights], [e.label for e in encoded])
-    return result
+    return _ranking(phi, encoded_documents(tokenizer, documents, max_length))
 
 
 def chance_bound(tokenizer, documents: dict[str, list[tuple[str, str]]], quantile: float = 0.999,
@@ -70,14 +85,16 @@ def chance_bound(tokenizer, documents: dict[str, list[tuple[str, str]]], quantil
     """Per kind, the ``quantile`` of a random ranking's mean answer-token ROC-AUC on these very documents. A fixed
     bound would not do: with one or two answer tokens per document a random ranking's AUC spreads widely (on 8
     LAMA-ckl documents its 99th percentile is 0.74, on 32 0.62)."""
-    generator = torch.Generator().manual_seed(seed)
-    result = {}
-    for kind, encoded in encoded_documents(tokenizer, documents, max_length).items():
-        labels = [e.label for e in encoded]
-        aucs = sorted(answer_auc([torch.rand(len(e.input_ids) - 1, generator=generator) for e in encoded], labels)
-                      for _ in range(draws))
-        result[kind] = aucs[min(draws - 1, int(quantile * draws))]
-    return result
+    return _chance(encoded_documents(tokenizer, documents, max_length), quantile, draws, seed)
+
+
+def ranking_against_chance(phi, tokenizer, per_kind: int = 32, seed: int = 0,
+                           max_length: int = 512) -> dict[str, dict[str, float]]:
+    """Per kind of ``evaluation_documents(per_kind, seed)``: φ's answer-token ROC-AUC and a random ranking's 99.9th
+    percentile on the same documents (encoded once for both)."""
+    encoded = encoded_documents(tokenizer, evaluation_documents(per_kind, seed), max_length)
+    auc, chance = _ranking(phi, encoded), _chance(encoded, 0.999, 1000, 0)
+    return {kind: {"answer_auc": auc[kind], "chance_99.9": chance[kind]} for kind in encoded}
 
 
 def run_answer_ranking(cfg) -> dict:
@@ -91,11 +108,8 @@ def run_answer_ranking(cfg) -> dict:
 
     phi = TrainAttention.load(resolve_phi(cfg.phi)).to(models.pick_device(cfg.device))
     tokenizer = models.load_tokenizer(phi.backbone_name)
-    documents = evaluation_documents(cfg.per_kind, cfg.seed)
-    auc = answer_ranking(phi, tokenizer, documents, cfg.max_length)
-    chance = chance_bound(tokenizer, documents, max_length=cfg.max_length)
     result = {"phi": cfg.phi, "per_kind": cfg.per_kind, "seed": cfg.seed,
-              "kinds": {kind: {"answer_auc": auc[kind], "chance_99.9": chance[kind]} for kind in auc}}
+              "kinds": ranking_against_chance(phi, tokenizer, cfg.per_kind, cfg.seed, cfg.max_length)}
     print("| kind | answer-token ROC-AUC | random ranking's 99.9th percentile |\n|---|---|---|")
     for kind, row in result["kinds"].items():
         print(f"| {kind} | {row['answer_auc']:.3f} | {row['chance_99.9']:.3f} |")
