@@ -106,6 +106,27 @@ def test_sides_share_no_invented_word(sides):
     assert not words["test"] & train_other
 
 
+def _filler_sentences(facts: list[gen.FictionalFact]) -> set[str]:
+    """Filler sentences with the names taken out (what φ could learn by heart)."""
+    out = set()
+    for f in facts:
+        for sentence in re.split(r"(?<=\.) ", f.document):
+            if sentence != f.sentence:
+                out.add(re.sub(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)?\b|\bthe [a-z]+\b", "NAME", sentence))
+    return out
+
+
+def test_sides_share_no_filler_since_version_2(sides):
+    assert not _filler_sentences(sides["test"]) & _filler_sentences(sides["train"])
+    version_1 = gen.generate("train", N, seed=3, filler=4, version="1")
+    assert _filler_sentences(sides["test"]) & _filler_sentences(version_1)  # what version 2 removed
+    # the test side is the same in every version: committed To-Learn sets stay reproducible
+    assert gen.generate("test", N, seed=3, filler=4, version="1") == sides["test"]
+    assert {f.uuid for f in version_1}.isdisjoint(f.uuid for f in sides["train"])
+    with pytest.raises(ValueError, match="unknown generator version"):
+        gen.generate("train", 1, seed=3, version="0")
+
+
 def test_objects_are_invented_or_numbers(sides):
     for f in sides["test"]:
         kind = gen.RELATIONS[f.relation].object

@@ -181,6 +181,9 @@ class PhiDataConfig:
     """seed of the sampling, the generated facts and the built documents"""
     filler: int = 4
     """fictional documents: filler sentences around the fact"""
+    generator_version: Literal["1", "2"] = "2"
+    """fictional generator: 2 gives the train side its own filler sentences; 1 rebuilds the pairs of φs made before
+    2026-12-02 (whose train side shared the test side's filler)"""
 
     def __post_init__(self) -> None:
         _check(bool(self.lama_pool), "lama_pool", "is required")
@@ -280,6 +283,9 @@ class FictionalConfig(BenchOptions):
     """generated train-side pairs, not φ's, on which --lr_candidates are compared"""
     filler: int = 4
     """neutral filler sentences per document; the fact sentence goes first, between or last"""
+    generator_version: Literal["1", "2"] = "2"
+    """generator of the train side (φ's pairs, lr selection): 2 gives it its own filler sentences; 1 reproduces runs
+    made before 2026-12-02. The test side (To-Learn) is the same in both"""
     tailor_dir: str = ""
     """an existing `taalm tailor` output whose not_to_forget.jsonl gives the NF facts (default: tailor into
     OUT/split)"""

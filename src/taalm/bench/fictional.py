@@ -37,7 +37,7 @@ def to_learn_facts(cfg: FictionalConfig, seed: int) -> list[gen.FictionalFact]:
 
 def train_side(cfg: FictionalConfig, seed: int) -> tuple[list[gen.FictionalFact], list[gen.FictionalFact]]:
     """φ's pairs and the lr-selection pairs: one generation of the train side, cut in two (disjoint facts)."""
-    facts = gen.generate("train", cfg.phi_pairs + cfg.held_out, seed, cfg.filler)
+    facts = gen.generate("train", cfg.phi_pairs + cfg.held_out, seed, cfg.filler, cfg.generator_version)
     return facts[:cfg.phi_pairs], facts[cfg.phi_pairs:]
 
 
@@ -67,7 +67,7 @@ def prepare_sets(cfg: FictionalConfig, seed: int, sets: Path, split_dir: Path,
     ``sets``; returns the provenance: generator version, counts, relation overlap, fact places."""
     tokenizer = models.load_tokenizer(cfg.model)
     files: dict[str, list[dict]] = {}
-    provenance: dict[str, Any] = {"generator_version": gen.GENERATOR_VERSION, "seed": seed, "filler": cfg.filler,
+    provenance: dict[str, Any] = {"generator_version": cfg.generator_version, "seed": seed, "filler": cfg.filler,
                                   "relations": gen.relation_overlap(),
                                   "names": "invented words from syllables; a word's side (test or train) is fixed by "
                                            "a hash of the word, so the sides never share one"}

@@ -9,7 +9,10 @@ the relation alone gives the answer away rarely.
 Two sides never share an invented word: a word belongs to the TEST side (the benchmark's To-Learn facts) or to the
 TRAIN side (φ's meta-training and lr-selection pairs) by a hash of the word (``side_of``), whatever the seed. Their
 relations overlap only partly (``SHARED``, ``TEST_ONLY``, ``TRAIN_ONLY``), so a φ trained on the train side is also
-tested on relations it never saw.
+tested on relations it never saw. Since version 2 they share no filler sentence either (``FILLER`` / ``TRAIN_FILLER``):
+in version 1 the train side drew its filler from the test side's pool, so φ had seen every sentence around a test fact
+except the fact itself (moving the test facts into unseen filler dropped the shipped SmolLM2 φ's answer-token ROC-AUC
+from 0.839 to 0.655). The test side is the same in both versions; ``version="1"`` rebuilds version 1's train side.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
+VERSIONS = ("1", "2")
 SIDES = ("test", "train")
 PLACES = ("first", "middle", "last")
 
@@ -137,6 +141,26 @@ FILLER = (
 )
 FILLER_OPENERS = ("",) * 4 + ("By most accounts, ", "According to later summaries, ", "In the older sources, ",
                   "As far as anyone can tell, ")
+# The train side's own filler (version 2): more of it and in other words, so φ cannot learn the sentences by heart.
+TRAIN_FILLER = (
+    "{s} turns up now and then in parish books.", "Hardly any description of {s} has come down to us.",
+    "The stories told about {s} changed with every teller.", "{s} receives a brief paragraph in a modern guide.",
+    "Visitors seldom bothered to describe {s}.", "What we know of {s} is pieced together from receipts and diaries.",
+    "The paperwork of those decades is patchy at best.", "A flood destroyed a good part of the municipal files.",
+    "Historians disagree about which accounts can be trusted.", "Summers in that era were said to be dry and dusty.",
+    "Sheep and goats grazed on most of the nearby hills.", "A box of handwritten notes survives in a family attic.",
+    "Travel between the villages took days on muddy tracks.", "The surviving maps contradict each other in places.",
+    "{d} noted {s} in a long ledger of names.", "Much later, {d} transcribed the surviving pages.",
+    "{d} mentioned the subject once in a postcard.", "No complete biography of {s} exists.",
+    "A local newspaper printed a short piece on {s}.", "Some of the photographs from that time have faded badly.",
+    "The nearest market was a long walk away.", "{s} is listed in an index without further comment.",
+    "Several pages of the old inventory are missing.", "The harvests in those years were uneven.",
+    "{d} kept a diary in which {s} appears twice.", "Later writers repeated the same few anecdotes about {s}.",
+    "The church bell was recast more than once.", "An exhibition once displayed a few items linked to {s}.",
+    "The spelling of names in the ledgers is inconsistent.", "{d} gave a lecture that mentioned {s} in passing.",
+)
+TRAIN_FILLER_OPENERS = ("",) * 4 + ("So the story goes, ", "In most retellings, ", "As the archives suggest, ",
+                        "From what little survives, ", "Judging by the ledgers, ")
 
 # Syllables (repeats weight the draw): mostly plain consonant-vowel, so names are a few tokens, not a spelling test.
 ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z") * 3 + \
@@ -222,12 +246,19 @@ class FictionalFact:
         return {"document": self.document, "task": self.probe, "answer": self.answer}
 
 
-def _filler(rng: random.Random, n: int, subject: str, spare: Callable[[], str]) -> list[str]:
+def filler_pool(side: str, version: str = GENERATOR_VERSION) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The filler templates and openers ``side`` draws from: the train side has its own since version 2."""
+    return (TRAIN_FILLER, TRAIN_FILLER_OPENERS) if side == "train" and version != "1" else (FILLER, FILLER_OPENERS)
+
+
+def _filler(rng: random.Random, n: int, subject: str, spare: Callable[[], str],
+            pool: tuple[tuple[str, ...], tuple[str, ...]]) -> list[str]:
     """``n`` distinct neutral sentences about nothing a relation asks (some name the subject or a spare name)."""
-    chosen = rng.sample(FILLER, n) if n <= len(FILLER) else [rng.choice(FILLER) for _ in range(n)]
+    templates, openers = pool
+    chosen = rng.sample(templates, n) if n <= len(templates) else [rng.choice(templates) for _ in range(n)]
     out = []
     for template in chosen:
-        opener = rng.choice(FILLER_OPENERS)
+        opener = rng.choice(openers)
         body = template.format(s=subject, d=spare() if "{d}" in template else "")
         if opener and not template.startswith("{"):  # names keep their capital; "the kelvath" has none
             body = body[0].lower() + body[1:]
@@ -243,12 +274,17 @@ def _place(rng: random.Random, filler: int) -> tuple[str, int]:
     return place, {"first": 0, "last": filler}.get(place, middle)
 
 
-def fact_uuid(side: str, relation: str, subject: str, answer: str) -> str:
-    return "fictional-" + hashlib.sha256(f"{GENERATOR_VERSION}|{side}|{relation}|{subject}|{answer}".encode()) \
-        .hexdigest()[:16]
+def side_version(side: str, version: str = GENERATOR_VERSION) -> str:
+    """The version whose draws ``side`` makes: the test side's are version 1's in every version."""
+    return "1" if side == "test" else version
 
 
-def _fact(rng: random.Random, names: Names, relation: Relation, side: str, filler: int) -> FictionalFact:
+def fact_uuid(side: str, relation: str, subject: str, answer: str, version: str = GENERATOR_VERSION) -> str:
+    key = f"{side_version(side, version)}|{side}|{relation}|{subject}|{answer}"
+    return "fictional-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _fact(rng: random.Random, names: Names, relation: Relation, side: str, filler: int, version: str) -> FictionalFact:
     """One fact whose answer occurs exactly once in its document (in the fact sentence) and once in its probe, so
     the label (the answer's last occurrence) is the fact; drawn again in the rare case a name contains the answer."""
     while True:
@@ -257,28 +293,30 @@ def _fact(rng: random.Random, names: Names, relation: Relation, side: str, fille
         s = mention(relation.subject, subject)
         sentence = _sentence(rng.choice(relation.documents), s=s, o=answer)
         probe = _sentence(rng.choice(relation.probes), s=s, o=answer)
-        sentences = _filler(rng, filler, s, lambda: names.entity("person")[0])
+        sentences = _filler(rng, filler, s, lambda: names.entity("person")[0], filler_pool(side, version))
         place, at = _place(rng, filler)
         sentences.insert(at, sentence)
         document = " ".join(sentences)
         if document.count(answer) == 1 and probe.count(answer) == 1:
-            return FictionalFact(fact_uuid(side, relation.name, subject, answer), side, relation.name, subject,
+            return FictionalFact(fact_uuid(side, relation.name, subject, answer, version), side, relation.name, subject,
                                  answer, sentence, document, probe, place, subject_words + answer_words)
 
 
-def generate(side: str, n: int, seed: int, filler: int = 4) -> list[FictionalFact]:
-    """``n`` facts of ``side`` (its relations in turn, in a seeded order), deterministic per (side, n, seed, filler).
-    Each document is ``filler`` neutral sentences with the fact sentence at a seeded place."""
+def generate(side: str, n: int, seed: int, filler: int = 4, version: str = GENERATOR_VERSION) -> list[FictionalFact]:
+    """``n`` facts of ``side`` (its relations in turn, in a seeded order), deterministic per (side, n, seed, filler,
+    version). Each document is ``filler`` neutral sentences with the fact sentence at a seeded place."""
     if side not in SIDES:
         raise ValueError(f"unknown side {side!r}")
-    rng = random.Random(f"{GENERATOR_VERSION}|{side}|{seed}")
+    if version not in VERSIONS:
+        raise ValueError(f"unknown generator version {version!r} (known: {', '.join(VERSIONS)})")
+    rng = random.Random(f"{side_version(side, version)}|{side}|{seed}")
     names = Names(side, rng)
     relations = list(SIDE_RELATIONS[side])
     facts = []
     for i in range(n):
         if i % len(relations) == 0:
             rng.shuffle(relations)
-        facts.append(_fact(rng, names, RELATIONS[relations[i % len(relations)]], side, filler))
+        facts.append(_fact(rng, names, RELATIONS[relations[i % len(relations)]], side, filler, version))
     return facts
 
 

@@ -54,10 +54,10 @@ def lama_pairs(pool: Path, n: int, rng: random.Random) -> tuple[list[dict], dict
              "pairs": len(chosen)})
 
 
-def fictional_pairs(n: int, seed: int, filler: int) -> tuple[list[dict], dict[str, Any]]:
-    facts = fictional_data.generate("train", n, seed, filler)
+def fictional_pairs(n: int, seed: int, filler: int, version: str) -> tuple[list[dict], dict[str, Any]]:
+    facts = fictional_data.generate("train", n, seed, filler, version)
     return ([{**f.pair(), "source": f"fictional:{f.uuid}"} for f in facts],
-            {"generator_version": fictional_data.GENERATOR_VERSION, "side": "train", "seed": seed, "filler": filler,
+            {"generator_version": version, "side": "train", "seed": seed, "filler": filler,
              **fictional_data.describe(facts)})
 
 
@@ -82,14 +82,15 @@ def temporalwiki_pairs(n: int, seed: int) -> tuple[list[dict], dict[str, Any]]:
                     "pairs": len(chosen), **twiki.provenance(changed, docs, twiki.period_seed(seed, twiki.PHI_PERIOD))}
 
 
-def build(lama_pool: str, out: str, per_kind: int = 256, seed: int = 0, filler: int = 4) -> Path:
+def build(lama_pool: str, out: str, per_kind: int = 256, seed: int = 0, filler: int = 4,
+          generator_version: str = fictional_data.GENERATOR_VERSION) -> Path:
     """Write ``out`` (JSONL of document, task, answer, kind, source) and ``<out>.json`` (the mixture's record)."""
     if not Path(lama_pool).is_file():
         raise TaalmError(f"option --lama-pool: {lama_pool} not found (make it with `taalm tailor --model M --out DIR`: "
                          "DIR/meta_pool.jsonl)")
     rng = random.Random(f"phi-data/{seed}")
     parts = {"lama": lama_pairs(Path(lama_pool), per_kind, rng),
-             "fictional": fictional_pairs(per_kind, seed, filler),
+             "fictional": fictional_pairs(per_kind, seed, filler, generator_version),
              "temporalwiki": temporalwiki_pairs(per_kind, seed)}
     pairs = [{**p, "kind": kind} for kind, (kind_pairs, _) in parts.items() for p in kind_pairs]
     random.Random(seed).shuffle(pairs)
