@@ -87,9 +87,9 @@ def test_cli_answer_ranking_prints_each_kind_and_writes_json(tiny_model, tmp_pat
 
 
 @pytest.mark.parametrize("extra, expected", [
-    (["--text", "Paris ."], "option --answer-ranking: uses its own documents"),
-    (["--position_check"], "option --answer-ranking: give one of --position_check and --answer_ranking"),
-    (["--per_kind", "0"], "option --per-kind: must be positive"),
+    (["--text", "Paris ."], "option --answer_ranking: uses its own documents"),
+    (["--position_check"], "option --answer_ranking: give one of --position_check and --answer_ranking"),
+    (["--per_kind", "0"], "option --per_kind: must be positive"),
 ])
 def test_cli_answer_ranking_rejects_bad_options(tiny_model, capsys, extra, expected):
     from taalm import cli

@@ -239,14 +239,14 @@ def _bad_input_cases(data: Path) -> dict[str, tuple[dict, str]]:
         "taalm without --phi": ({"method": "taalm"}, "option --phi:"),
         "taalm with a non-φ --phi": ({"method": "taalm", "phi": str(data)}, "option --phi:"),
         "oracle without answers": ({"method": "oracle", "docs": no_answers}, f"{no_answers}:1:"),
-        "mixreview without --review-docs": ({"method": "mixreview"}, "option --review-docs:"),
+        "mixreview without --review_docs": ({"method": "mixreview"}, "option --review_docs:"),
         "probes file missing": ({"probes": [f"to_learn={data / 'missing.jsonl'}"]},
                                 f"{data / 'missing.jsonl'}: file not found"),
     }
 
 
 BAD_INPUTS = ["malformed line", "empty document", "one-token document", "unknown method", "taalm without --phi",
-              "taalm with a non-φ --phi", "oracle without answers", "mixreview without --review-docs",
+              "taalm with a non-φ --phi", "oracle without answers", "mixreview without --review_docs",
               "probes file missing"]
 
 
@@ -269,12 +269,12 @@ def test_long_document_is_truncated_with_a_warning(tiny_model, files, phi_dir, t
                "max_length": limit, "probes": [f"not_to_forget={files['not_to_forget']}"]}
     with caplog.at_level(logging.WARNING, logger="taalm"):
         assert main(_argv(options)) == 0
-    assert f"1 of 2 documents truncated to --max-length {limit} tokens" in caplog.text
+    assert f"1 of 2 documents truncated to --max_length {limit} tokens" in caplog.text
     assert (tmp_path / "out" / "DONE").is_file()
     assert len((tmp_path / "out" / "metrics.jsonl").read_text().splitlines()) == 3
 
 
-# --- continuing an earlier run (--init-from) --------------------------------------------------------------------------
+# --- continuing an earlier run (--init_from) --------------------------------------------------------------------------
 
 
 def _records_at(metrics: list[dict], epoch: int) -> list[dict]:
@@ -311,7 +311,7 @@ def test_init_from_refuses_another_adapter_kind_before_writing(tiny_model, files
     argv = _argv({**_options("kadapter", tiny_model, files, tmp_path / "out", phi_dir), "init_from": str(tmp_path / "lora")})
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "option --init-from:" in err and "has no kadapter/" in err and "LoRA" in err
+    assert "option --init_from:" in err and "has no kadapter/" in err and "LoRA" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -171,8 +171,8 @@ def _build_with_placeholders(cls: type, values: dict, source: str):
         try:
             return build_config(cls, values, source)
         except TaalmError as e:
-            match = re.match(r"option --([a-z0-9-]+): ", str(e))
-            name = match.group(1).replace("-", "_") if match else None
+            match = re.match(r"option --([a-z0-9_]+): ", str(e))
+            name = match.group(1) if match else None
             if name is None or name in values:
                 raise
             values[name] = "placeholder"
@@ -353,7 +353,7 @@ BAD_OPTIONS = [  # argv after the command, fragments of the one line
      ["option --dtype", "'half' is not one of auto, float32, bfloat16, float64"]),
     (["learn", "--docs", "d", "--out", "o", "--qlora", "maybe"], ["option --qlora", "'maybe' is not one of"]),
     (["learn", "--docs", "d", "--out", "o", "--lora_r", "x"], ["option --lora_r", "expected int", "'x'"]),
-    (["learn", "--docs", "d", "--out", "o", "--lora_dropout", "1.5"], ["option --lora-dropout", "[0, 1)"]),
+    (["learn", "--docs", "d", "--out", "o", "--lora_dropout", "1.5"], ["option --lora_dropout", "[0, 1)"]),
     (["learn", "--out", "o"], ["option --docs", "is required"]),
     (["bench", "lama-ckl", "--out", "o", "--meta.objective", "z"], ["option --meta.objective", "'z' is not one of"]),
     (["bench", "lama-ckl", "--out", "o", "--meta.updates", "-3"], ["option --meta.updates", "must be >= 0"]),

@@ -122,7 +122,7 @@ def test_truncation_flag_and_length(bpe):
 
 
 def test_answer_cut_off_by_max_length(bpe):
-    with pytest.raises(TaalmError, match="cut off by --max-length"):
+    with pytest.raises(TaalmError, match="cut off by --max_length"):
         encode(bpe, "Santiago is the capital of Chile .", 8, answer="Chile")
     enc = encode(bpe, "Santiago is the capital of Chile .", 8, answer="Santiago")
     assert enc.truncated and len(enc.label) == 8

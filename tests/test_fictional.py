@@ -3,7 +3,7 @@
 python -m pytest -q tests/test_fictional.py
 
 The tiny model's Not-To-Forget rows come from a stand-in tailored split (conftest's fact pairs), so no test scores
-the LAMA-ckl files; one test checks that without --tailor-dir the benchmark tailors into OUT/split.
+the LAMA-ckl files; one test checks that without --tailor_dir the benchmark tailors into OUT/split.
 """
 
 from __future__ import annotations
@@ -200,9 +200,9 @@ def test_documents_that_do_not_fit_are_a_one_line_error(tiny_model, tmp_path):
 def test_config_checks_name_the_option(tiny_model, tmp_path):
     with pytest.raises(TaalmError, match="--filler"):
         config(tiny_model, tmp_path, filler=1)
-    with pytest.raises(TaalmError, match="--to-learn"):
+    with pytest.raises(TaalmError, match="--to_learn"):
         config(tiny_model, tmp_path, to_learn=0)
-    with pytest.raises(TaalmError, match="--held-out"):
+    with pytest.raises(TaalmError, match="--held_out"):
         config(tiny_model, tmp_path, held_out=0, lr_candidates="1e-3")
     for preset in FictionalConfig.PRESETS:
         cfg = FictionalConfig(**apply_preset(FictionalConfig, {"preset": preset, "out": str(tmp_path)}))
@@ -212,7 +212,7 @@ def test_config_checks_name_the_option(tiny_model, tmp_path):
 @pytest.mark.integration
 @pytest.mark.parametrize("preset", ["quick", "cpu"])
 def test_preset_documents_fit_smollm2(preset, tmp_path):
-    """Every generated document and probe of the CPU presets keeps its answer within --max-length SmolLM2 tokens,
+    """Every generated document and probe of the CPU presets keeps its answer within --max_length SmolLM2 tokens,
     and SmolLM2 scores its To-Learn probes near 0 before learning (no fact can be guessed)."""
     from taalm import models
 

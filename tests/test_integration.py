@@ -91,7 +91,7 @@ def test_learn_command_on_smollm2(learn_files, tmp_path, method):
     docs, probes, phi = learn_files
     out = tmp_path / method
     argv = ["learn", "--model", ALIAS, "--docs", str(docs), "--method", method, "--out", str(out), "--epochs", "1",
-            "--max-length", "48", "--batch-size", "2", "--lora-r", "8", "--lr", "1e-3", "--device", "cpu",
+            "--max_length", "48", "--batch_size", "2", "--lora_r", "8", "--lr", "1e-3", "--device", "cpu",
             "--probes", f"to_learn={probes}"]
     if method == "taalm":
         argv += ["--phi", str(phi)]
@@ -112,7 +112,7 @@ def test_learn_command_on_smollm2(learn_files, tmp_path, method):
 def test_demo_command_shrunk(tmp_path):
     """The demo as `make demo` runs it (the fictional quick preset, the shipped φ), on two facts for one epoch."""
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--to-learn", "2", "--not-to-forget", "2", "--epochs", "1"]
+    argv = ["demo", "--out", str(out), "--to_learn", "2", "--not_to_forget", "2", "--epochs", "1"]
     assert cli.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["benchmark"] == "fictional" and summary["model"] == ALIAS
@@ -146,7 +146,7 @@ def test_learn_with_the_shipped_phi_out_of_the_box(learn_files, tmp_path):
     docs, probes, _ = learn_files
     out = tmp_path / "taalm"
     argv = ["learn", "--model", ALIAS, "--docs", str(docs), "--method", "taalm", "--phi", ALIAS, "--out", str(out),
-            "--epochs", "1", "--max-length", "48", "--batch-size", "3", "--lora-r", "8", "--device", "cpu",
+            "--epochs", "1", "--max_length", "48", "--batch_size", "3", "--lora_r", "8", "--device", "cpu",
             "--probes", f"to_learn={probes}"]
     assert cli.main(argv) == 0
     weights = torch.load(out / "token_weights.pt")

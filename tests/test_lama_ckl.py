@@ -3,7 +3,7 @@
 python -m pytest -q tests/test_lama_ckl.py
 
 A random tiny model knows nothing, so most tailoring tests give the scorer chosen accuracies per uuid; one test runs
-the real scorer. Documents are cut to a window around the answer so they fit the bench's short --max-length.
+the real scorer. Documents are cut to a window around the answer so they fit the bench's short --max_length.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def shipped(name: str) -> list[dict]:
 
 
 def short_evidence(row: dict) -> dict:
-    """The row with its evidence cut to a window around the answer's last occurrence (fits --max-length 96)."""
+    """The row with its evidence cut to a window around the answer's last occurrence (fits --max_length 96)."""
     evidence, answer = row["evidence"], row["object"]
     at = evidence.rfind(answer)
     return {**row, "evidence": evidence[max(0, at - 30): at + len(answer) + 4]}
@@ -322,7 +322,7 @@ def test_tailor_bad_input_names_file_and_line(tiny_model, ckl_data, tmp_path, ca
     what = "malformed JSON" if kind == "malformed" else "missing field 'evidence'"
     with pytest.raises(TaalmError, match=rf"{name}\.jsonl:{line}: {what}"):
         lama_ckl.tailor(TailorConfig(model=tiny_model, out=str(out), data_dir=str(directory)))
-    code = cli.main(["tailor", "--model", tiny_model, "--out", str(out), "--data-dir", str(directory)])
+    code = cli.main(["tailor", "--model", tiny_model, "--out", str(out), "--data_dir", str(directory)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("taalm: ") and f"{name}.jsonl:{line}" in err[0], err
@@ -404,15 +404,15 @@ def test_quick_bench_end_to_end(bench_run):
     assert (out / "phi" / "config.json").is_file() and summary["phi"]["dir"] == str(out / "phi")
     assert (out / "seed-0" / "methods" / "taalm" / weight_sources.WEIGHTS_CACHE).is_file()  # φ weighed the To-Learn documents
     history = read_set(out / "phi" / "history.jsonl")
-    assert [h["update"] for h in history] == [0, 1]  # validated at update 0 and after --meta-updates 1
+    assert [h["update"] for h in history] == [0, 1]  # validated at update 0 and after --meta_updates 1
     assert summary["phi"]["source"] == "meta-trained" and summary["phi"]["selection"]["update"] in (0, 1)
 
 
 def test_quick_bench_through_the_cli(tiny_model, tailored, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    argv = ["bench", "lama-ckl", "--preset", "quick", "--model", tiny_model, "--out", str(out), "--lora-r", "4",
-            "--to-learn", "4", "--not-to-forget", "4", "--meta-pool", "8", "--meta.updates", "1", "--meta.meta_batch",
-            "2", "--epochs", str(EPOCHS), "--meta.phi_layers", "1", "--tailor-dir", str(tailored), "--device", "cpu",
+    argv = ["bench", "lama-ckl", "--preset", "quick", "--model", tiny_model, "--out", str(out), "--lora_r", "4",
+            "--to_learn", "4", "--not_to_forget", "4", "--meta_pool", "8", "--meta.updates", "1", "--meta.meta_batch",
+            "2", "--epochs", str(EPOCHS), "--meta.phi_layers", "1", "--tailor_dir", str(tailored), "--device", "cpu",
             "--methods", "finetune,oracle", "--meta.held_out", "2"]
     monkeypatch.setattr(sys, "argv", ["taalm", *argv])  # as the console script runs it
     assert cli.main() == 0
@@ -615,7 +615,7 @@ def test_bench_meta_trains_phi_on_a_separate_backbone_sharing_the_tokenizer(tiny
     PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>").save_pretrained(wrong)
     build_tiny_model(wrong, vocab_size=len(vocab))
     argv = ["bench", "lama-ckl", "--preset", "quick", "--model", tiny_model, "--out", str(tmp_path / "refused"),
-            "--tailor-dir", str(tailored), "--meta.phi_model", str(wrong), "--device", "cpu"]
+            "--tailor_dir", str(tailored), "--meta.phi_model", str(wrong), "--device", "cpu"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("taalm: ")]

@@ -228,7 +228,7 @@ def test_task_answer_cut_off_creates_no_output(tiny_model, tmp_path):
             *RESUME_PAIRS]
     pairs = write_jsonl(tmp_path / "pairs.jsonl", rows)
     out = tmp_path / "out"
-    with pytest.raises(TaalmError, match="cut off by --max-length"):
+    with pytest.raises(TaalmError, match="cut off by --max_length"):
         meta_train(resume_config(tiny_model, pairs, out, max_length=48, held_out=0))
     assert not out.exists()
 
@@ -259,12 +259,12 @@ def test_held_out_pairs_are_not_trained_on(tiny_model, tmp_path, monkeypatch):
     training_tasks = {tuple(encode(tokenizer, p["task"], 64).input_ids) for p in RESUME_PAIRS if p["task"] not in held_tasks}
     assert seen and set(seen) == training_tasks  # φ trained on every training pair and never on a held-out one
     assert json.loads((out / "data.json").read_text())["held_out"] == 2
-    with pytest.raises(TaalmError, match="--held-out"):
+    with pytest.raises(TaalmError, match="--held_out"):
         meta_train(resume_config(tiny_model, pairs, tmp_path / "out2", held_out=5))
 
 
 def test_stacked_pairs_train_the_same_phi(tiny_model, tmp_path):
-    """--pair-batch only batches the computation: φ after two updates equals the one-pair-at-a-time run (float64)."""
+    """--pair_batch only batches the computation: φ after two updates equals the one-pair-at-a-time run (float64)."""
     pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS)
     common = {"updates": 2, "meta_batch": 4, "held_out": 0, "lora_dropout": 0.0, "dtype": "float64", "restrict": True}
     one, stacked = (outputs(meta_train(resume_config(tiny_model, pairs, tmp_path / name, pair_batch=size, **common)))
@@ -294,8 +294,8 @@ def test_non_finite_meta_gradient_stops_with_the_update_and_pairs(tiny_model, tm
     monkeypatch.setattr(losses, "masked_mean", poisoned)
     out = tmp_path / "out"
     argv = ["meta-train", "--theta", tiny_model, "--pairs", str(pairs), "--out", str(out), "--updates", "4",
-            "--meta-batch", "2", "--checkpoint-every", "1", "--held-out", "0", "--lora-r", "4", "--lora-alpha", "8",
-            "--max-length", "64", "--device", "cpu"]
+            "--meta_batch", "2", "--checkpoint_every", "1", "--held_out", "0", "--lora_r", "4", "--lora_alpha", "8",
+            "--max_length", "64", "--device", "cpu"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("taalm: ")]
@@ -376,6 +376,28 @@ def test_revalidate_with_another_lr_for_one_kind_reruns_only_that_kind(tiny_mode
     chosen = load_file(str(again / "checkpoints" / f"update-{selection['update']:05d}" / HEAD_FILE))
     assert all(torch.equal(chosen[k], v) for k, v in load_file(str(again / HEAD_FILE)).items())  # that φ is the output
     assert (again / "DONE").is_file() and (again / "README.md").is_file()
+
+
+def test_revalidate_with_a_weight_floor_reruns_every_kind_but_no_uniform_run(tiny_model, tmp_path, monkeypatch):
+    kinds = [{**p, "kind": "a" if i % 2 else "b"} for i, p in enumerate(RESUME_PAIRS)]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", kinds)
+    run = meta_train(resume_config(tiny_model, pairs, tmp_path / "run", updates=4, held_out=1))
+    _, history = outputs(run)
+
+    import taalm.meta_train as mt
+    runs = []
+    original = mt.learn_and_score
+    monkeypatch.setattr(mt, "learn_and_score", lambda *a, **k: runs.append(a[3]) or original(*a, **k))
+    again = meta_train(resume_config(tiny_model, pairs, tmp_path / "again", updates=4, held_out=1,
+                                     revalidate=str(run), weight_floor=0.5))
+    validated = [h for h in history if "gain_accuracy" in h]
+    assert len(runs) == 2 * len(validated) and all(w is not None for w in runs)  # uniform runs: the run's records
+    assert all(min(float(x.min()) for x in w) >= 0.5 for w in runs)  # every kind validated with the floor
+    _, revalidated = outputs(again)
+    for old, new in zip(history, revalidated):
+        if "gain_accuracy" in old:
+            assert all(new[f"{k}/uniform_nll"] == old[f"{k}/uniform_nll"] for k in ("a", "b"))
+    assert json.loads((again / "config.json").read_text())["weight_floor"] == 0.5  # stored with the φ chosen
 
 
 def test_val_lr_by_kind_must_name_a_kind_of_the_pairs(tiny_model, tmp_path):

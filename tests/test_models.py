@@ -172,7 +172,7 @@ def test_backbone_with_its_first_layers_equals_the_full_one_cut(family, tmp_path
     with torch.no_grad():
         assert torch.equal(first(input_ids=ids).last_hidden_state, whole(input_ids=ids).last_hidden_state)
     assert first.state_dict().keys() == whole.state_dict().keys()
-    with pytest.raises(TaalmError, match="option --phi-layers: .* has only 5 layers"):
+    with pytest.raises(TaalmError, match="option --phi_layers: .* has only 5 layers"):
         models.load_backbone(str(tmp_path), num_layers=6)
 
 

@@ -68,7 +68,7 @@ def test_the_context_split_keeps_evaluated_documents_and_phi_apart():
 
 
 def test_a_missing_pool_is_a_one_line_error(tmp_path):
-    with pytest.raises(TaalmError, match="--lama-pool"):
+    with pytest.raises(TaalmError, match="--lama_pool"):
         phi_data.build(str(tmp_path / "nope.jsonl"), str(tmp_path / "pairs.jsonl"))
     assert not (tmp_path / "pairs.jsonl").exists()
 
@@ -81,4 +81,4 @@ def test_the_command_writes_the_mixture_and_refuses_a_missing_pool(lama_pool, tm
     assert sum(1 for _ in read_jsonl(out)) == 12 and out.with_suffix(".json").is_file()
     assert cli.main(["phi-data", "--lama_pool", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "x.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--lama-pool" in err[0] and not (tmp_path / "x.jsonl").exists()
+    assert len(err) == 1 and "--lama_pool" in err[0] and not (tmp_path / "x.jsonl").exists()

@@ -134,8 +134,8 @@ def test_benchmark_entry_point_is_json_and_an_untrained_phi_has_no_preference(ti
 
 def test_cli_position_check_prints_the_table_and_writes_json(tiny_phi, tmp_path, capsys):
     out = tmp_path / "check" / "position.json"
-    code = cli.main(["weights", "--phi", tiny_phi, "--position-check", "--subjects", "3", "--seed", "1",
-                     "--max-length", "4096", "--out", str(out), "--device", "cpu"])
+    code = cli.main(["weights", "--phi", tiny_phi, "--position_check", "--subjects", "3", "--seed", "1",
+                     "--max_length", "4096", "--out", str(out), "--device", "cpu"])
     printed = capsys.readouterr().out
     assert code == 0
     saved = json.loads(out.read_text())
@@ -145,11 +145,11 @@ def test_cli_position_check_prints_the_table_and_writes_json(tiny_phi, tmp_path,
 
 
 @pytest.mark.parametrize("extra, expected", [
-    (["--text", "Paris ."], "option --position-check: builds its own documents"),
+    (["--text", "Paris ."], "option --position_check: builds its own documents"),
     (["--period", "0701-0801"], "option --period: '0701-0801' is not one of"),
     (["--subjects", "-1"], "option --subjects: must be >= 0"),
 ])
 def test_cli_position_check_rejects_bad_options(tiny_phi, capsys, extra, expected):
-    assert cli.main(["weights", "--phi", tiny_phi, "--position-check", *extra]) == 2
+    assert cli.main(["weights", "--phi", tiny_phi, "--position_check", *extra]) == 2
     err = capsys.readouterr().err
     assert err.count("taalm: ") == 1 and expected in err and "Traceback" not in err

@@ -254,12 +254,12 @@ def _probe_dir(tmp_path: Path, drop: str = "", bad_line: str = "") -> Path:
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tiny_model, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["bench", "temporalwiki", "--model", tiny_model, "--out", str(out), "--methods", "finetune",
-            "--periods", PERIODS, "--changed-subjects", "2", "--unchanged", "3", "--device", "cpu"]
+            "--periods", PERIODS, "--changed_subjects", "2", "--unchanged", "3", "--device", "cpu"]
     if case == "missing period file":
-        argv += ["--data-dir", str(_probe_dir(tmp_path, drop="1001-1101_unchanged.jsonl"))]
+        argv += ["--data_dir", str(_probe_dir(tmp_path, drop="1001-1101_unchanged.jsonl"))]
         expected = "1001-1101_unchanged.jsonl: file not found"
     elif case == "malformed probe line":
-        argv += ["--data-dir", str(_probe_dir(tmp_path, bad_line="0901-1001_changed.jsonl"))]
+        argv += ["--data_dir", str(_probe_dir(tmp_path, bad_line="0901-1001_changed.jsonl"))]
         expected = "0901-1001_changed.jsonl:3: malformed JSON"
     elif case == "malformed diffset row":
         diffsets = tmp_path / "diffsets"

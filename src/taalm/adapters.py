@@ -1,5 +1,5 @@
 """θ's trainable part in ``taalm learn``: a fresh LoRA (or a K-Adapter beside the frozen base), continued from an
-earlier run's adapter with ``--init-from``, and saved as a directory that loads on any machine."""
+earlier run's adapter with ``--init_from``, and saved as a directory that loads on any machine."""
 
 from __future__ import annotations
 
@@ -40,14 +40,14 @@ def build_model(cfg: LearnConfig, method: Method, device: torch.device) -> torch
 
 
 def initial_adapter_dir(init_from: str, method: Method) -> Path:
-    """The adapter directory of the run ``--init-from`` names; checked before any output is written."""
+    """The adapter directory of the run ``--init_from`` names; checked before any output is written."""
     kind = adapter_kind(method)
     path = Path(init_from) / kind
     if not path.is_dir():
         other = "a LoRA" if method.kadapter else "a K-Adapter"
         found = f" (it holds {other} adapter)" if (Path(init_from) / ("adapter" if method.kadapter else "kadapter")
                                                   ).is_dir() else ""
-        raise TaalmError(f"option --init-from: {init_from} has no {kind}/ from a finished `taalm learn` run{found}")
+        raise TaalmError(f"option --init_from: {init_from} has no {kind}/ from a finished `taalm learn` run{found}")
     return path
 
 
@@ -62,10 +62,10 @@ def load_initial_adapter(model: torch.nn.Module, method: Method, path: Path, cfg
     saved = json.loads((path / "adapter_config.json").read_text())
     for key, value in (("r", cfg.lora_r), ("lora_alpha", cfg.lora_alpha)):
         if saved.get(key) != value:
-            raise TaalmError(f"option --init-from: {path} has {key} {saved.get(key)}, this run {value}")
+            raise TaalmError(f"option --init_from: {path} has {key} {saved.get(key)}, this run {value}")
     result = set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
     if result.unexpected_keys:
-        raise TaalmError(f"option --init-from: {path} does not fit this model (e.g. {result.unexpected_keys[0]})")
+        raise TaalmError(f"option --init_from: {path} does not fit this model (e.g. {result.unexpected_keys[0]})")
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -35,7 +35,7 @@ from taalm.scoring import encode_probes, evaluate, scalars
 from taalm.weight_sources import Preparation, WeightSource
 
 log = logging.getLogger("taalm")
-PAPER_RECADAM_LR_PULL = 1e-4 * 5000  # lr·γ of the official RecAdam runs; --recadam-coefficient -1 keeps it at any lr
+PAPER_RECADAM_LR_PULL = 1e-4 * 5000  # lr·γ of the official RecAdam runs; --recadam_coefficient -1 keeps it at any lr
 CHECKPOINT = "checkpoint"
 
 
@@ -135,7 +135,7 @@ def _make_optimizer(cfg: LearnConfig, method: Method, params: list[torch.nn.Para
         stiffness = PAPER_RECADAM_LR_PULL / cfg.lr if cfg.recadam_coefficient < 0 else cfg.recadam_coefficient
         if cfg.lr * stiffness >= 2:
             log.warning("RecAdam: lr × coefficient = %g ≥ 2: the pull towards the initial weights overshoots and "
-                        "diverges; lower --recadam-coefficient (-1: 0.5 / lr)", cfg.lr * stiffness)
+                        "diverges; lower --recadam_coefficient (-1: 0.5 / lr)", cfg.lr * stiffness)
         return RecAdam(params, lr=cfg.lr, anneal_k=cfg.recadam_k, anneal_t0=cfg.recadam_t0, pretrain_cof=stiffness)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 

@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 def _check(condition: bool, name: str, message: str) -> None:
     if not condition:
-        raise TaalmError(f"option --{name.replace('_', '-')}: {message}")
+        raise TaalmError(f"option --{name}: {message}")
 
 
 @functools.cache
@@ -58,7 +58,7 @@ def listed(value: Any, convert: Callable[[Any], T], name: str, kind: str) -> lis
     try:
         return [convert(x) for x in items]
     except (TypeError, ValueError):
-        raise TaalmError(f"option --{name.replace('_', '-')}: {value!r} is not a list of {kind}") from None
+        raise TaalmError(f"option --{name}: {value!r} is not a list of {kind}") from None
 
 
 @dataclass
@@ -172,9 +172,9 @@ class MetaOptions:
         _check(self.outer_lr > 0, "outer_lr", "must be positive")
         _check(self.val_lr >= 0, "val_lr", "must be >= 0")
         _check(all(lr > 0 for lr in self.val_lr_by_kind.values()), "val_lr_by_kind", "must be positive")
-        _check(self.meta_batch % self.inner_batch == 0, "meta_batch", "must be a multiple of --inner-batch")
+        _check(self.meta_batch % self.inner_batch == 0, "meta_batch", "must be a multiple of --inner_batch")
         _check(self.pair_batch == 1 or self.inner_batch == 1, "pair_batch", "stacks one-pair problems: needs "
-                                                                            "--inner-batch 1")
+                                                                            "--inner_batch 1")
         _check(self.max_length >= 2, "max_length", "must be >= 2")
         _check(self.held_out >= -1, "held_out", "must be >= 0 (or -1: automatic)")
 

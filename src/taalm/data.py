@@ -148,7 +148,7 @@ def encode(tokenizer, text: str, max_length: int, answer: str | None = None, whe
         label = [e > s and s < end and e > start for s, e in enc["offset_mapping"]]
         label = label[:max_length]
         if not any(label[1:]):
-            why = "is cut off by --max-length" if truncated else "has no predictable token (it starts the text)"
+            why = "is cut off by --max_length" if truncated else "has no predictable token (it starts the text)"
             raise TaalmError(f"{where}: answer {answer!r} {why}")
     return Encoded(ids[:max_length], label, truncated)
 
@@ -162,7 +162,7 @@ def encode_all(tokenizer, records: list[Document] | list[Probe], max_length: int
                       answer=answers[i] if answers else None, where=r.source) for i, r in enumerate(records)]
     truncated = sum(e.truncated for e in encoded)
     if truncated:
-        log.warning("%d of %d %s truncated to --max-length %d tokens", truncated, len(encoded), what, max_length)
+        log.warning("%d of %d %s truncated to --max_length %d tokens", truncated, len(encoded), what, max_length)
     return encoded
 
 def pad_batch(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:

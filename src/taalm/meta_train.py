@@ -2,7 +2,7 @@
 
     taalm meta-train --theta smollm2-135m --pairs pairs.jsonl --out runs/phi
 
-A seeded held-out split of the pairs is never trained on. At update 0, every ``--val-every`` updates and at the end,
+A seeded held-out split of the pairs is never trained on. At update 0, every ``--val_every`` updates and at the end,
 θ learns the held-out documents for a few epochs with φ's weights and with uniform weights (``taalm.validation``);
 φ is checkpointed at each validation and the output directory holds the best one (``--select best``) or the last.
 """
@@ -104,7 +104,7 @@ def prepare(cfg: MetaTrainConfig, tokenizer) -> tuple[list[meta.EncodedPair], li
     n_held = cfg.held_out_count(sizes[smallest])  # per kind when the pairs name kinds
     if n_held >= sizes[smallest]:
         of = f" of kind {smallest!r}" if smallest else ""
-        raise TaalmError(f"option --held-out: {n_held} leaves no training pairs out of {sizes[smallest]}{of}")
+        raise TaalmError(f"option --held_out: {n_held} leaves no training pairs out of {sizes[smallest]}{of}")
     unknown = set(cfg.val_lr_by_kind) - set(sizes)
     if unknown:
         raise TaalmError(f"option --val_lr_by_kind: {cfg.pairs} has no pairs of kind {', '.join(sorted(unknown))} "
@@ -118,7 +118,7 @@ def prepare(cfg: MetaTrainConfig, tokenizer) -> tuple[list[meta.EncodedPair], li
     if cfg.restrict and len(train) < 2:
         raise TaalmError("option --restrict: needs at least 2 training pairs (unrelated tasks come from other pairs)")
     if report["windowed"] or report["skipped"]:
-        log.warning("%d of %d documents cut to a window of --max-length %d tokens around the answer; %d pairs skipped",
+        log.warning("%d of %d documents cut to a window of --max_length %d tokens around the answer; %d pairs skipped",
                     report["windowed"], len(pairs), cfg.max_length, len(report["skipped"]))
     return [meta.encode_pair(tokenizer, p, cfg.max_length) for p in train], held, report
 
@@ -190,7 +190,7 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
     tokenizer = models.load_tokenizer(cfg.theta)
     if cfg.phi_model and cfg.phi_model != cfg.theta and not models.same_tokenizer(
             tokenizer, models.load_tokenizer(cfg.phi_model)):
-        raise TaalmError(f"option --phi-model: {cfg.phi_model!r} does not share θ's tokenizer; its weights could not "
+        raise TaalmError(f"option --phi_model: {cfg.phi_model!r} does not share θ's tokenizer; its weights could not "
                          "be aligned")
     encoded, held, report = prepare(cfg, tokenizer)
     out = runtime.check_output_dir(cfg.out, cfg.resume, CHECKPOINT)
@@ -277,9 +277,21 @@ def is_validation_key(key: str) -> bool:
     return key.startswith(("val_", "uniform_", "gain_", "worst_kind")) or "/" in key
 
 
+def recorded_uniform(history: list[dict], kinds: list[str], per_kind: bool) -> dict[str, Score]:
+    """The uniform-weight scores a run's validations recorded for ``kinds`` (under ``kind/`` when ``per_kind``)."""
+    uniform = {}
+    for kind in kinds:
+        prefix = f"{kind}/" if per_kind else ""
+        for record in history:
+            if f"{prefix}uniform_accuracy" in record:
+                uniform[kind] = Score(record[f"{prefix}uniform_accuracy"], record[f"{prefix}uniform_nll"])
+                break
+    return uniform
+
+
 def revalidate(cfg: MetaTrainConfig) -> Path:
     """Validate the φ checkpoints of the run in ``cfg.revalidate`` again with ``cfg``'s validation options (another
-    lr per kind, more epochs, another metric) and write ``cfg.out`` as that run would have been written: its history
+    lr per kind, more epochs, another metric) or weight floor (``--weight_floor``, then stored with the φ chosen) and write ``cfg.out`` as that run would have been written: its history
     with the new validations, the φ the new selection chooses, selection.json, the curve and the card. θ's start is
     rebuilt from the seed, so it is the run's only when θ, LoRA options and seed are the run's."""
     run = Path(cfg.revalidate)
@@ -299,9 +311,12 @@ def revalidate(cfg: MetaTrainConfig) -> Path:
     atomic_write_json(out / "data.json", report)
     copy_mixture(cfg, out)
     recorded = {record["update"]: record for _, record in read_jsonl(run / "history.jsonl")}
-    # kinds whose validation options are the run's keep their recorded validations (the same θ start, deterministic)
+    # kinds whose validation options are the run's keep their recorded uniform runs, and their recorded validations
+    # too when φ's weight floor is the run's (the same θ start: a validation is deterministic)
     before = build_config(MetaTrainConfig, load_config_file(run / "config.yaml"), str(run / "config.yaml"))
-    same = [kind for kind in validate.held if validation_options(before, kind) == validate.options[kind]]
+    unchanged = [kind for kind in validate.held if validation_options(before, kind) == validate.options[kind]]
+    validate.uniform = recorded_uniform(list(recorded.values()), unchanged, len(validate.held) > 1)
+    same = unchanged if cfg.weight_floor == before.weight_floor else []
     by_update = {update: {k: v for k, v in record.items() if not is_validation_key(k)}
                  for update, record in recorded.items()}
 
@@ -313,7 +328,9 @@ def revalidate(cfg: MetaTrainConfig) -> Path:
         old = recorded.get(update, {})
         known = {kind: {k.split("/", 1)[1]: v for k, v in old.items() if k.startswith(f"{kind}/")} for kind in same}
         known = {kind: record for kind, record in known.items() if record}
-        by_update.setdefault(update, {"update": update}).update(validate(TrainAttention.load(path), update, known))
+        phi = TrainAttention.load(path)
+        phi.weight_floor = cfg.weight_floor  # a floor is φ's setting at use, so it can be chosen after training
+        by_update.setdefault(update, {"update": update}).update(validate(phi, update, known))
         write_jsonl(out / "history.jsonl", history())
     finish(cfg, out, None, history(), held)
     return out

@@ -53,7 +53,7 @@ def command_from_config(command: str, config: dict[str, Any], defaults: type | N
             continue
         shown = " ".join(map(str, value)) if isinstance(value, list) else \
             str(value).lower() if isinstance(value, bool) else str(value)
-        options.append(f"--{key.replace('_', '-')} {shown}")
+        options.append(f"--{key} {shown}")
     lines = [f"taalm {command}"]
     for option in options:
         if len(lines[-1]) + len(option) + 1 > width:

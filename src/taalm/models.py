@@ -230,9 +230,9 @@ def load_backbone(name: str, dtype: str = "auto", attn_implementation: str = "au
     config = _load(AutoConfig.from_pretrained, name)
     if num_layers:
         if not isinstance(getattr(config, "num_hidden_layers", None), int):
-            raise TaalmError(f"option --phi-layers: cannot truncate {name!r} (no num_hidden_layers in its config)")
+            raise TaalmError(f"option --phi_layers: cannot truncate {name!r} (no num_hidden_layers in its config)")
         if num_layers > config.num_hidden_layers:
-            raise TaalmError(f"option --phi-layers: {name!r} has only {config.num_hidden_layers} layers")
+            raise TaalmError(f"option --phi_layers: {name!r} has only {config.num_hidden_layers} layers")
         config.num_hidden_layers = num_layers
         if getattr(config, "layer_types", None):  # Gemma 3: each layer's attention (sliding or full), cut alike
             config.layer_types = config.layer_types[:num_layers]

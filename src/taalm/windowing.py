@@ -69,7 +69,7 @@ def _token_window(tokenizer, text: str, start: int, end: int, max_length: int) -
         char_start, char_end = offsets[begin][0], offsets[stop - 1][1]
         if n_tokens(tokenizer, text[char_start:char_end]) <= max_length:
             return char_start, char_end
-    raise TaalmError(f"answer {text[start:end]!r} alone is longer than --max-length {max_length} tokens")
+    raise TaalmError(f"answer {text[start:end]!r} alone is longer than --max_length {max_length} tokens")
 
 
 def answer_window(tokenizer, text: str, answer: str, max_length: int, where: str = "") -> Window:
@@ -80,7 +80,7 @@ def answer_window(tokenizer, text: str, answer: str, max_length: int, where: str
         return Window(text, False)
     start = text.rfind(answer)
     if start < 0:
-        raise TaalmError(f"{where}: answer {answer!r} not found in the document, which is longer than --max-length "
+        raise TaalmError(f"{where}: answer {answer!r} not found in the document, which is longer than --max_length "
                          f"{max_length}: cannot window it")
     end = start + len(answer)
     spans = sentence_spans(text)

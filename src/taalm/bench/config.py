@@ -295,6 +295,6 @@ class FictionalConfig(BenchOptions):
         for name in ("to_learn", "not_to_forget", "phi_pairs"):
             _check(getattr(self, name) > 0, name, "must be positive")
         _check(self.held_out >= 0, "held_out", "must be >= 0")
-        _check(self.held_out > 0 or not self.lr_candidate_list(), "held_out", "--lr-candidates are compared on "
+        _check(self.held_out > 0 or not self.lr_candidate_list(), "held_out", "--lr_candidates are compared on "
                                                                               "these pairs: give at least one")
         _check(self.filler >= 2, "filler", "must be >= 2 (the fact's place: first, between or last)")

@@ -42,15 +42,15 @@ def train_side(cfg: FictionalConfig, seed: int) -> tuple[list[gen.FictionalFact]
 
 
 def check_fits(facts: list[gen.FictionalFact], tokenizer, max_length: int) -> None:
-    """Every document and probe keeps its answer within --max-length tokens (else a one-line error)."""
+    """Every document and probe keeps its answer within --max_length tokens (else a one-line error)."""
     for f in facts:
         for text, what in ((f.document, "document"), (f.probe, "probe")):
             encode(tokenizer, text, max_length, answer=f.answer,
-                   where=f"generated fact {f.uuid} ({what}; lower --filler or raise --max-length)")
+                   where=f"generated fact {f.uuid} ({what}; lower --filler or raise --max_length)")
 
 
 def not_to_forget(cfg: FictionalConfig, seed: int, split_dir: Path, tokenizer) -> tuple[list[dict], int]:
-    """A seeded subset of the tailored Not-To-Forget rows, documents windowed to --max-length around the answer
+    """A seeded subset of the tailored Not-To-Forget rows, documents windowed to --max_length around the answer
     (only Mix-Review reads them); returns the rows and how many were windowed."""
     rows = [r for _, r in read_jsonl(split_dir / "not_to_forget.jsonl")]
     if not rows:
@@ -139,7 +139,7 @@ def table(summary: dict[str, Any]) -> str:
 
 
 class Fictional(runner.Benchmark):
-    """NF tailored once (or --tailor-dir) and the train side written once (φ's pairs, the lr selection's held-out
+    """NF tailored once (or --tailor_dir) and the train side written once (φ's pairs, the lr selection's held-out
     pairs: never an evaluated fact); each seed generates its own To-Learn facts, takes its NF subset and learns them
     with every method, as LAMA-ckl's methods do (``lama_ckl.learn_method``)."""
 

@@ -312,12 +312,12 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def tailored_split(cfg: BenchOptions, out: Path, **options: Any) -> Path:
-    """The tailored split a run uses: --tailor-dir, or ``tailor`` (with ``options``) into OUT/split once, by the
+    """The tailored split a run uses: --tailor_dir, or ``tailor`` (with ``options``) into OUT/split once, by the
     main process."""
     split_dir = Path(cfg.tailor_dir) if cfg.tailor_dir else out / "split"
     if not (split_dir / "tailor.json").is_file():
         if cfg.tailor_dir:
-            raise TaalmError(f"option --tailor-dir: {split_dir} has no tailor.json")
+            raise TaalmError(f"option --tailor_dir: {split_dir} has no tailor.json")
         procs = Processes(cfg.device)
         if procs.is_main_process:
             tailor(TailorConfig(model=cfg.model, out=str(split_dir), device=cfg.device, eval_batch=cfg.eval_batch,
@@ -352,7 +352,7 @@ def method_summary(name: str, runs: list[runner.SeedRun], bootstrap: dict | None
 
 
 class LamaCkl(runner.Benchmark):
-    """Tailor every candidate once (or reuse --tailor-dir); the meta pool (φ's pairs, the lr selection's held-out
+    """Tailor every candidate once (or reuse --tailor_dir); the meta pool (φ's pairs, the lr selection's held-out
     ones) is shared; each seed subsamples its own To-Learn and NF rows and learns them with every method."""
 
     name = "lama-ckl"

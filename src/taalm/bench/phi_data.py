@@ -3,7 +3,7 @@ habits of one benchmark's documents (common nouns on LAMA-ckl, the fact block's 
 documents).
 
     taalm tailor --model smollm2-135m --out runs/split            # LAMA-ckl meta pool for this model
-    taalm phi-data --lama-pool runs/split/meta_pool.jsonl --out runs/phi-mix/pairs.jsonl
+    taalm phi-data --lama_pool runs/split/meta_pool.jsonl --out runs/phi-mix/pairs.jsonl
     taalm meta-train --pairs runs/phi-mix/pairs.jsonl ...          # validated per kind, selected by the worst kind
 
 Each pair names its ``kind``; every kind is disjoint from every set a benchmark evaluates:
@@ -86,7 +86,7 @@ def build(lama_pool: str, out: str, per_kind: int = 256, seed: int = 0, filler: 
           generator_version: str = fictional_data.GENERATOR_VERSION) -> Path:
     """Write ``out`` (JSONL of document, task, answer, kind, source) and ``<out>.json`` (the mixture's record)."""
     if not Path(lama_pool).is_file():
-        raise TaalmError(f"option --lama-pool: {lama_pool} not found (make it with `taalm tailor --model M --out DIR`: "
+        raise TaalmError(f"option --lama_pool: {lama_pool} not found (make it with `taalm tailor --model M --out DIR`: "
                          "DIR/meta_pool.jsonl)")
     rng = random.Random(f"phi-data/{seed}")
     parts = {"lama": lama_pairs(Path(lama_pool), per_kind, rng),

@@ -161,7 +161,7 @@ def obtain_phi(cfg: BenchOptions, pairs: Path | None, directory: Path, shipped_s
 def select_lr(cfg: BenchOptions, docs: list[dict], tasks: list[dict], directory: Path,
               metric: str = "accuracy", method: str = "finetune",
               candidates: list[float] | None = None) -> dict[str, Any] | None:
-    """Choose θ's lr among ``candidates`` (default ``--lr-candidates``): ``method`` learns the held-out ``docs``
+    """Choose θ's lr among ``candidates`` (default ``--lr_candidates``): ``method`` learns the held-out ``docs``
     with each, and is scored on their ``tasks`` after every epoch; the (lr, epoch) with the best ``metric`` wins
     (accuracy: highest; nll: lowest; the smaller lr and the earlier epoch on ties). None without candidates."""
     candidates = cfg.lr_candidate_list() if candidates is None else candidates
@@ -194,7 +194,7 @@ def select_lr(cfg: BenchOptions, docs: list[dict], tasks: list[dict], directory:
 def select_lrs(cfg: BenchOptions, docs: list[dict], tasks: list[dict], directory: Path,
                metric: str = "accuracy") -> dict[str, Any] | None:
     """``select_lr`` per adapter family: LoRA methods take finetune's choice; when the run has K-Adapter methods they
-    take the kadapter method's own choice among ``--kadapter-lr-candidates`` on the same pairs (recorded under
+    take the kadapter method's own choice among ``--kadapter_lr_candidates`` on the same pairs (recorded under
     ``"kadapter"``), because freshly initialised adapter blocks diverge at learning rates a LoRA adapter takes."""
     selection = select_lr(cfg, docs, tasks, directory, metric)
     if selection is not None and any(parse_method(name).kadapter for name in cfg.method_list()):
@@ -217,7 +217,7 @@ def with_lr(cfg: Any, selection: dict[str, Any] | None, method: str = "finetune"
 
 def learn_config(cfg: BenchOptions, **values: Any) -> LearnConfig:
     """A method's ``taalm learn`` settings: the benchmark's model and loop options plus ``values``. With Mix-Review
-    and --review-in-batch the step's documents are shared: batch_size / (1 + ratio) new ones, the rest reviews."""
+    and --review_in_batch the step's documents are shared: batch_size / (1 + ratio) new ones, the rest reviews."""
     options = {**loop_options(cfg), **values}
     if "method" in values and parse_method(values["method"]).mixreview and cfg.review_in_batch:
         options["batch_size"] = max(1, round(options["batch_size"] / (1 + options["review_ratio"])))

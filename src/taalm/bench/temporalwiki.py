@@ -2,7 +2,7 @@
 
     taalm bench temporalwiki --model smollm2-135m --preset cpu --out runs/twiki
 
-Every method carries one adapter across the periods (``taalm learn --init-from``) with a fresh optimizer each period.
+Every method carries one adapter across the periods (``taalm learn --init_from``) with a fresh optimizer each period.
 Before and after each period the changed (to learn) and unchanged (not to forget) probes of that period are scored
 with the official metric: per probe the mean NLL of the object's tokens (its last occurrence), averaged over probes,
 not exponentiated (lower is better); accuracy and exp(token NLL) are recorded beside it. The base model is scored on
@@ -34,7 +34,7 @@ from taalm.viz import plot_period_curves, plot_tradeoff
 
 KINDS = ("changed", "unchanged")
 SHIPPED_SUFFIX = "-temporalwiki"  # --phi auto takes the φ shipped as "<model>-temporalwiki" (trained on 0801-0901)
-POSITION_CHECK_LENGTH = 1024  # whole documents: a fact cut off by --max-length would drop out of the check
+POSITION_CHECK_LENGTH = 1024  # whole documents: a fact cut off by --max_length would drop out of the check
 METRICS = ("nll", "accuracy", "perplexity")
 METRIC = ("per probe the mean NLL of the object's tokens (last occurrence), averaged over probes; not exponentiated, "
           "lower is better")
@@ -100,7 +100,7 @@ def _phi_pairs(cfg: TemporalWikiConfig, facts: list[data.Fact], context: list[st
 
 
 def probe_specs(cfg: TemporalWikiConfig, sets: Path, period: str) -> list[str]:
-    """The probe sets scored in ``period``'s run: its own (changed, unchanged), and with --eval-all-periods every
+    """The probe sets scored in ``period``'s run: its own (changed, unchanged), and with --eval_all_periods every
     other learned period's as ``changed@PERIOD`` / ``unchanged@PERIOD``."""
     specs = [f"{kind}={sets / period / f'{kind}.jsonl'}" for kind in KINDS]
     if cfg.eval_all_periods:

@@ -557,8 +557,8 @@ def review_and_context(sides: dict[str, list[str]], review_paragraphs: int) -> t
 
 def period_documents(period: str, subjects: int, seed: int, data_dir: str = "",
                      review_paragraphs: int = 512) -> list[BuiltDocument]:
-    """The documents ``taalm bench temporalwiki`` builds for ``period`` with these options (--changed-subjects, or
-    --meta-subjects for 0801-0901; --seed; --data-dir; --review-paragraphs): for diagnostics such as
+    """The documents ``taalm bench temporalwiki`` builds for ``period`` with these options (--changed_subjects, or
+    --meta_subjects for 0801-0901; --seed; --data_dir; --review_paragraphs): for diagnostics such as
     ``taalm.position_check``."""
     facts = load_all_facts(data_dir)
     _, context = review_and_context(context_sides(facts, seed), review_paragraphs)
