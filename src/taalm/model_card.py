@@ -49,7 +49,7 @@ def command_from_config(command: str, config: dict[str, Any], defaults: type | N
     options = []
     for key, value in sorted(config.items(), key=lambda item: item[0] not in ("theta", "model")):  # θ first
         default = key in base and base[key] == value and key not in ("theta", "model")  # θ is always named
-        if key == "resume" or default or value in ("", None, []):
+        if key == "resume" or default or value in ("", None, [], {}):
             continue
         shown = " ".join(map(str, value)) if isinstance(value, list) else \
             str(value).lower() if isinstance(value, bool) else str(value)
