@@ -339,25 +339,34 @@ def test_kinds_are_held_out_and_validated_each_and_selected_by_the_worst(tiny_mo
     with pytest.raises(RuntimeError, match="simulated kill"):
         meta_train(resume_config(tiny_model, pairs, killed, updates=4, held_out=1))
     monkeypatch.undo()
-    uniform_runs = []
-    import taalm.meta_train as mt
-    original = mt.learn_and_score
-    monkeypatch.setattr(mt, "learn_and_score", lambda *a, **k: uniform_runs.append(a[3] is None) or original(*a, **k))
+    uniform_runs = record_validation_runs(monkeypatch, lambda a: a[3] is None)
     _, resumed = outputs(meta_train(resume_config(tiny_model, pairs, killed, updates=4, held_out=1, resume=True)))
     assert resumed == history
     assert uniform_runs == [False, False]  # the validation at update 4, one φ run per kind, no uniform rerun
 
 
-def test_revalidate_with_another_lr_for_one_kind_reruns_only_that_kind(tiny_model, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def kinded_run(tiny_model, tmp_path_factory):
+    """A finished run on pairs of two kinds (a, b): its pairs, directory and history."""
+    directory = tmp_path_factory.mktemp("kinded")
     kinds = [{**p, "kind": "a" if i % 2 else "b"} for i, p in enumerate(RESUME_PAIRS)]
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", kinds)
-    run = meta_train(resume_config(tiny_model, pairs, tmp_path / "run", updates=4, held_out=1))
-    _, history = outputs(run)
+    pairs = write_jsonl(directory / "pairs.jsonl", kinds)
+    run = meta_train(resume_config(tiny_model, pairs, directory / "run", updates=4, held_out=1))
+    return pairs, run, outputs(run)[1]
 
+
+def record_validation_runs(monkeypatch, what) -> list:
+    """What each learn_and_score call of a validation was given, as ``what(args)``."""
     import taalm.meta_train as mt
-    runs = []
-    original = mt.learn_and_score
-    monkeypatch.setattr(mt, "learn_and_score", lambda *a, **k: runs.append((a[3] is None, a[4].lr)) or original(*a, **k))
+
+    runs, original = [], mt.learn_and_score
+    monkeypatch.setattr(mt, "learn_and_score", lambda *a, **k: runs.append(what(a)) or original(*a, **k))
+    return runs
+
+
+def test_revalidate_with_another_lr_for_one_kind_reruns_only_that_kind(tiny_model, kinded_run, tmp_path, monkeypatch):
+    pairs, run, history = kinded_run
+    runs = record_validation_runs(monkeypatch, lambda a: (a[3] is None, a[4].lr))
     again = meta_train(resume_config(tiny_model, pairs, tmp_path / "again", updates=4, held_out=1,
                                      revalidate=str(run), val_lr_by_kind={"b": 5e-2}))
     assert runs == [(True, 5e-2)] + [(False, 5e-2)] * 3  # kind b once uniform, then per checkpoint; a is not rerun
@@ -378,16 +387,10 @@ def test_revalidate_with_another_lr_for_one_kind_reruns_only_that_kind(tiny_mode
     assert (again / "DONE").is_file() and (again / "README.md").is_file()
 
 
-def test_revalidate_with_a_weight_floor_reruns_every_kind_but_no_uniform_run(tiny_model, tmp_path, monkeypatch):
-    kinds = [{**p, "kind": "a" if i % 2 else "b"} for i, p in enumerate(RESUME_PAIRS)]
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", kinds)
-    run = meta_train(resume_config(tiny_model, pairs, tmp_path / "run", updates=4, held_out=1))
-    _, history = outputs(run)
-
-    import taalm.meta_train as mt
-    runs = []
-    original = mt.learn_and_score
-    monkeypatch.setattr(mt, "learn_and_score", lambda *a, **k: runs.append(a[3]) or original(*a, **k))
+def test_revalidate_with_a_weight_floor_reruns_every_kind_but_no_uniform_run(tiny_model, kinded_run, tmp_path,
+                                                                          monkeypatch):
+    pairs, run, history = kinded_run
+    runs = record_validation_runs(monkeypatch, lambda a: a[3])
     again = meta_train(resume_config(tiny_model, pairs, tmp_path / "again", updates=4, held_out=1,
                                      revalidate=str(run), weight_floor=0.5))
     validated = [h for h in history if "gain_accuracy" in h]
