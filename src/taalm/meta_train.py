@@ -291,9 +291,10 @@ def recorded_uniform(history: list[dict], kinds: list[str], per_kind: bool) -> d
 
 def revalidate(cfg: MetaTrainConfig) -> Path:
     """Validate the φ checkpoints of the run in ``cfg.revalidate`` again with ``cfg``'s validation options (another
-    lr per kind, more epochs, another metric) or weight floor (``--weight_floor``, then stored with the φ chosen) and write ``cfg.out`` as that run would have been written: its history
-    with the new validations, the φ the new selection chooses, selection.json, the curve and the card. θ's start is
-    rebuilt from the seed, so it is the run's only when θ, LoRA options and seed are the run's."""
+    lr per kind, more epochs, another metric) or weight floor (``--weight_floor``, then stored with the φ chosen) and
+    write ``cfg.out`` as that run would have been written: its history with the new validations, the φ the new
+    selection chooses, selection.json, the curve and the card. θ's start is rebuilt from the seed, so it is the run's
+    only when θ, LoRA options and seed are the run's."""
     run = Path(cfg.revalidate)
     checkpoints = sorted((run / VALIDATION_CHECKPOINTS).glob("update-*")) if run.is_dir() else []
     if not checkpoints:

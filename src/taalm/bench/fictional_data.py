@@ -246,9 +246,10 @@ class FictionalFact:
         return {"document": self.document, "task": self.probe, "answer": self.answer}
 
 
-def filler_pool(side: str, version: str = GENERATOR_VERSION) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The filler templates and openers ``side`` draws from: the train side has its own since version 2."""
-    return (TRAIN_FILLER, TRAIN_FILLER_OPENERS) if side == "train" and version != "1" else (FILLER, FILLER_OPENERS)
+def filler_pool(drawn: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The filler templates and openers of a side that draws as version ``drawn`` (``side_version``): version 1's
+    pool, or the train side's own since version 2."""
+    return (FILLER, FILLER_OPENERS) if drawn == "1" else (TRAIN_FILLER, TRAIN_FILLER_OPENERS)
 
 
 def _filler(rng: random.Random, n: int, subject: str, spare: Callable[[], str],
@@ -275,16 +276,16 @@ def _place(rng: random.Random, filler: int) -> tuple[str, int]:
 
 
 def side_version(side: str, version: str = GENERATOR_VERSION) -> str:
-    """The version whose draws ``side`` makes: the test side's are version 1's in every version."""
+    """The version whose draws, filler and uuids ``side`` takes: the test side's are version 1's in every version."""
     return "1" if side == "test" else version
 
 
-def fact_uuid(side: str, relation: str, subject: str, answer: str, version: str = GENERATOR_VERSION) -> str:
-    key = f"{side_version(side, version)}|{side}|{relation}|{subject}|{answer}"
+def fact_uuid(drawn: str, side: str, relation: str, subject: str, answer: str) -> str:
+    key = f"{drawn}|{side}|{relation}|{subject}|{answer}"
     return "fictional-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _fact(rng: random.Random, names: Names, relation: Relation, side: str, filler: int, version: str) -> FictionalFact:
+def _fact(rng: random.Random, names: Names, relation: Relation, side: str, filler: int, drawn: str) -> FictionalFact:
     """One fact whose answer occurs exactly once in its document (in the fact sentence) and once in its probe, so
     the label (the answer's last occurrence) is the fact; drawn again in the rare case a name contains the answer."""
     while True:
@@ -293,12 +294,12 @@ def _fact(rng: random.Random, names: Names, relation: Relation, side: str, fille
         s = mention(relation.subject, subject)
         sentence = _sentence(rng.choice(relation.documents), s=s, o=answer)
         probe = _sentence(rng.choice(relation.probes), s=s, o=answer)
-        sentences = _filler(rng, filler, s, lambda: names.entity("person")[0], filler_pool(side, version))
+        sentences = _filler(rng, filler, s, lambda: names.entity("person")[0], filler_pool(drawn))
         place, at = _place(rng, filler)
         sentences.insert(at, sentence)
         document = " ".join(sentences)
         if document.count(answer) == 1 and probe.count(answer) == 1:
-            return FictionalFact(fact_uuid(side, relation.name, subject, answer, version), side, relation.name, subject,
+            return FictionalFact(fact_uuid(drawn, side, relation.name, subject, answer), side, relation.name, subject,
                                  answer, sentence, document, probe, place, subject_words + answer_words)
 
 
@@ -309,14 +310,15 @@ def generate(side: str, n: int, seed: int, filler: int = 4, version: str = GENER
         raise ValueError(f"unknown side {side!r}")
     if version not in VERSIONS:
         raise ValueError(f"unknown generator version {version!r} (known: {', '.join(VERSIONS)})")
-    rng = random.Random(f"{side_version(side, version)}|{side}|{seed}")
+    drawn = side_version(side, version)
+    rng = random.Random(f"{drawn}|{side}|{seed}")
     names = Names(side, rng)
     relations = list(SIDE_RELATIONS[side])
     facts = []
     for i in range(n):
         if i % len(relations) == 0:
             rng.shuffle(relations)
-        facts.append(_fact(rng, names, RELATIONS[relations[i % len(relations)]], side, filler, version))
+        facts.append(_fact(rng, names, RELATIONS[relations[i % len(relations)]], side, filler, drawn))
     return facts
 
 
