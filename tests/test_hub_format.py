@@ -301,3 +301,15 @@ def test_a_card_names_the_kinds_of_documents_of_a_mixture():
     assert "- kinds of documents (`taalm phi-data`):\n  - lama: 3 pairs; pool rows\n  - fictional: 5 pairs; " \
            "generated facts\n" in card
     assert "kinds of documents" not in phi_card(phi, {"config": {"theta": "smollm2-135m", "pairs": "p.jsonl"}})
+
+
+def test_a_card_lists_only_the_settings_that_were_set():
+    from taalm.model_card import phi_card
+    from taalm.weighting import resolve_phi
+
+    phi = json.loads((resolve_phi("smollm2-135m") / CONFIG_FILE).read_text())
+    config = {"theta": "smollm2-135m", "pairs": "p.jsonl", "val_lr_by_kind": {}, "val_lr": 3e-3, "dummy_steps": 0}
+    card = phi_card(phi, {"config": config}, name="x")
+    assert "| val_lr | 0.003 |" in card and "| dummy_steps | 0 |" in card  # a 0 is a setting, not an absence
+    assert "val_lr_by_kind" not in card
+    assert "val_lr_by_kind" in phi_card(phi, {"config": {**config, "val_lr_by_kind": {"lama": 1e-3}}}, name="x")

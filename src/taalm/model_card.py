@@ -110,7 +110,8 @@ def _data_section(config: dict[str, Any], data: dict[str, Any], mixture: dict[st
     kinds = [f"  - {kind}: {mixture['counts'][kind]} pairs; {rule}" for kind, rule in mixture.get("rules", {}).items()]
     if kinds:
         pairs += "\n- kinds of documents (`taalm phi-data`):\n" + "\n".join(kinds)
-    settings = [f"| {k} | {v} |" for k, v in config.items() if k not in ("out", "resume")]
+    settings = [f"| {k} | {v} |" for k, v in config.items()
+                if k not in ("out", "resume") and v not in ("", None, [], {})]  # unset, as the command omits them
     return ["## θ and data", "", theta, pairs, "", "## Settings", "", "| option | value |", "|---|---|", *settings]
 
 
