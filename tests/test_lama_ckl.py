@@ -184,6 +184,29 @@ def test_tailor_reports_unusable_rows_with_file_and_line(tailored):
     assert report["base_accuracy"]["variant.jsonl:4"] is None
 
 
+def test_tailor_reuses_recorded_accuracies_once_a_sample_scored_again_agrees(tiny_model, ckl_data, tailored, tmp_path,
+                                                                           monkeypatch):
+    directory, data = ckl_data
+    acc = chosen_accuracy(data)
+    scored = fake_scorer(monkeypatch, acc)
+    options = dict(model=tiny_model, data_dir=str(directory), max_length=96, reuse_scores=str(tailored / "tailor.json"))
+    out = lama_ckl.tailor(TailorConfig(out=str(tmp_path / "again"), reuse_check=3, **options))
+    for name in ("to_learn", "not_to_forget", "meta_pool"):
+        assert read_set(out / f"{name}.jsonl") == read_set(tailored / f"{name}.jsonl"), name
+    assert len(scored) == 3  # only the check's descriptive sample was scored; every other accuracy was reused
+    report, before = (json.loads((d / "tailor.json").read_text()) for d in (out, tailored))
+    assert report["base_accuracy"] == before["base_accuracy"] and report["skipped"] == before["skipped"]
+    assert report["reused_scores"]["rows"] >= len(before["base_accuracy"]) - len(BAD)
+
+    fake_scorer(monkeypatch, {u: 1.0 - a for u, a in acc.items()})  # another model, as far as the record can tell
+    with pytest.raises(TaalmError, match=r"--reuse_scores: .*tailor.json: \d+ of \d+ descriptive accuracies scored "
+                                         r"again differ \(e.g. \w+.jsonl:\d+: recorded"):
+        lama_ckl.tailor(TailorConfig(out=str(tmp_path / "refused"), reuse_check=100, **options))
+    assert not (tmp_path / "refused").exists()
+    with pytest.raises(TaalmError, match="tailored for .*, not smollm2-135m"):
+        lama_ckl.tailor(TailorConfig(out=str(tmp_path / "other"), **{**options, "model": "smollm2-135m"}))
+
+
 def test_official_split_keeps_every_usable_row(tiny_model, ckl_data, tmp_path, monkeypatch):
     directory, data = ckl_data
     fake_scorer(monkeypatch, chosen_accuracy(data))

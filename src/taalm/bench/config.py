@@ -155,9 +155,15 @@ class TailorConfig:
     """documents are truncated to this many tokens"""
     device: str = "auto"
     """auto, cpu, cuda"""
+    reuse_scores: str = ""
+    """a tailor.json of an earlier tailoring of the same model and data files: its base accuracies are reused, after
+    --reuse_check of them per task form were scored again and all agreed; other rows are scored"""
+    reuse_check: int = 32
+    """rows per task form scored again before --reuse_scores is trusted"""
 
     def __post_init__(self) -> None:
         _check(bool(self.out), "out", "is required")
+        _check(self.reuse_check > 0, "reuse_check", "must be positive")
         _check(self.to_learn >= 0 and self.not_to_forget >= 0, "to_learn", "limits must be >= 0")
         check_choices(self)
         _check(self.eval_batch > 0, "eval_batch", "must be positive")

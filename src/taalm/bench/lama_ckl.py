@@ -77,6 +77,61 @@ class RowScorer:
         return accuracy
 
 
+class ReusedScores(RowScorer):
+    """A RowScorer that answers from the accuracies an earlier tailoring recorded (``known``: per task form, by
+    file:line) and scores only rows missing there. ``check`` rescores a seeded sample of the recorded rows of each
+    form and refuses on any disagreement: the record must be of this model, tokenizer and settings."""
+
+    def __init__(self, known: dict[str, dict[str, float | None]], *args: Any):
+        super().__init__(*args)
+        self.known, self.reused = known, 0
+
+    def check(self, rows: list[dict], per_form: int, source: str) -> None:
+        for form, known in self.known.items():
+            recorded = [r for r in rows if known.get(r["_where"]) is not None and self.usable(r, forms=(form,))]
+            sample = random.Random(0).sample(recorded, min(per_form, len(recorded)))
+            fresh = RowScorer.__call__(self, sample, form) if sample else []
+            differ = [(r["_where"], known[r["_where"]], a) for r, a in zip(sample, fresh)
+                      if abs(a - known[r["_where"]]) > 1e-6]
+            if differ:
+                where, then, now = differ[0]
+                raise TaalmError(f"option --reuse_scores: {source}: {len(differ)} of {len(sample)} {form} accuracies "
+                                 f"scored again differ (e.g. {where}: recorded {then:.4f}, now {now:.4f}); it was not "
+                                 "made by this model with these settings")
+        self.skipped.clear()  # the sample's unusable rows are met and recorded again by the tailoring itself
+
+    def __call__(self, rows: list[dict], form: str = "descriptive") -> list[float]:
+        known = self.known[form]
+        missing = [r for r in rows if known.get(r["_where"]) is None]
+        fresh = dict(zip((r["_where"] for r in missing), super().__call__(missing, form) if missing else []))
+        self.reused += len(rows) - len(missing)
+        if self.progress is not None:
+            self.progress.update(len(rows) - len(missing))
+        return [fresh[r["_where"]] if r["_where"] in fresh else known[r["_where"]] for r in rows]
+
+
+def reused_scores(cfg: TailorConfig, paths: dict[str, Path], rows: dict[str, list[dict]]) -> ReusedScores:
+    """``--reuse_scores``: a ReusedScores from an earlier tailor.json of ``cfg.model`` on the same data files,
+    checked on ``cfg.reuse_check`` rows per form."""
+    import json
+
+    source = Path(cfg.reuse_scores)
+    try:
+        report = json.loads(source.read_text(encoding="utf-8"))
+        files, model = report["files"], report["model"]
+        known = {"descriptive": report["base_accuracy"], "schematic": report["meta_pool_schematic_accuracy"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TaalmError(f"option --reuse_scores: {source}: not a tailor.json ({type(e).__name__}: {e})") from None
+    if model != cfg.model:
+        raise TaalmError(f"option --reuse_scores: {source}: tailored for {model}, not {cfg.model}")
+    changed = [name for name, path in paths.items() if files.get(name, {}).get("sha256") != lama_data.sha256(path)]
+    if changed:
+        raise TaalmError(f"option --reuse_scores: {source}: made on other data ({', '.join(changed)} differ)")
+    scorer = ReusedScores(known, cfg.model, cfg.eval_batch, cfg.max_length, cfg.device)
+    scorer.check([r for name in lama_data.FILES for r in rows[name]], cfg.reuse_check, str(source))
+    return scorer
+
+
 def _select(rows: list[dict], keep, limit: int, seed: int, scorer: RowScorer, scores: dict[str, float | None],
             chunk: int = 64, document: bool = False) -> list[dict]:
     """Usable rows whose base accuracy satisfies ``keep``; with a limit, rows are scored in a seeded order until
@@ -163,7 +218,9 @@ def tailor(cfg: TailorConfig, scorer: RowScorer | None = None) -> Path:
     what the pool left out and why, per-row accuracy). ``scorer`` stands in for the model's (default: ``cfg.model``)."""
     paths = {name: lama_data.data_file(name, cfg.data_dir) for name in lama_data.FILES}
     rows = {name: lama_data.read_rows(path) for name, path in paths.items()}
-    scorer = scorer or RowScorer(cfg.model, cfg.eval_batch, cfg.max_length, cfg.device)
+    if scorer is None:
+        scorer = reused_scores(cfg, paths, rows) if cfg.reuse_scores else \
+            RowScorer(cfg.model, cfg.eval_batch, cfg.max_length, cfg.device)
     scores: dict[str, float | None] = {}
     official = cfg.split == "official"
     evaluation, phi_part = (rows["variant"], []) if official else lama_split.split_variant(rows["variant"])
@@ -197,6 +254,8 @@ def tailor(cfg: TailorConfig, scorer: RowScorer | None = None) -> Path:
         "base_accuracy": scores,
         "meta_pool_schematic_accuracy": pool_scores,
     }
+    if isinstance(scorer, ReusedScores):
+        report["reused_scores"] = {"from": cfg.reuse_scores, "rows": scorer.reused, "checked_per_form": cfg.reuse_check}
     if official:
         others = [r for name in lama_data.FILES if name != "variant" for r in rows[name]]
         report["official_phi_rule"] = {"rule": lama_split.OFFICIAL_PHI_RULE,
