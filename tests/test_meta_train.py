@@ -401,6 +401,10 @@ def test_revalidate_with_a_weight_floor_reruns_every_kind_but_no_uniform_run(tin
         if "gain_accuracy" in old:
             assert all(new[f"{k}/uniform_nll"] == old[f"{k}/uniform_nll"] for k in ("a", "b"))
     assert json.loads((again / "config.json").read_text())["weight_floor"] == 0.5  # stored with the φ chosen
+    card = (again / "README.md").read_text()
+    ours, theirs = card.split("It validated again the checkpoints of the run made by:")
+    assert f"--revalidate {run}" in ours and "--weight_floor 0.5" in ours
+    assert "--revalidate" not in theirs and "--weight_floor" not in theirs and f"--out {run}" in theirs
 
 
 def test_val_lr_by_kind_must_name_a_kind_of_the_pairs(tiny_model, tmp_path):

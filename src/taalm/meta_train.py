@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -309,6 +310,7 @@ def revalidate(cfg: MetaTrainConfig) -> Path:
     validate = Validator(cfg, theta, meta.trainable_params(theta), held, tokenizer, device, out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
+    shutil.copyfile(run / "config.yaml", out / "run_config.yaml")  # the card names the run's command too
     atomic_write_json(out / "data.json", report)
     copy_mixture(cfg, out)
     recorded = {record["update"]: record for _, record in read_jsonl(run / "history.jsonl")}

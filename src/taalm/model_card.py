@@ -24,14 +24,15 @@ def front_matter(metadata: dict[str, Any]) -> str:
 
 
 def read_records(directory: str | Path) -> dict[str, Any]:
-    """A meta-training run's records that exist in ``directory``: config, data report, selection, history, and the
-    mixture ``taalm phi-data`` wrote when the pairs came from several kinds of documents."""
+    """A meta-training run's records that exist in ``directory``: config, data report, selection, history, the
+    mixture ``taalm phi-data`` wrote when the pairs came from several kinds of documents, and for a re-validation
+    (``--revalidate``) the config of the run whose checkpoints it validated."""
     import yaml
 
     directory = Path(directory)
     records: dict[str, Any] = {}
     for key, name in (("config", "config.yaml"), ("data", "data.json"), ("selection", "selection.json"),
-                      ("mixture", "mixture.json")):
+                      ("mixture", "mixture.json"), ("run_config", "run_config.yaml")):
         path = directory / name
         if path.is_file():
             text = path.read_text(encoding="utf-8")
@@ -149,8 +150,11 @@ def phi_card(phi: dict[str, Any], records: dict[str, Any] | None = None, name: s
     if selection:
         sections.append(_validation_section(selection, records.get("history") or []))
     if config:
-        sections.append(["## Command", "", "```bash", command_from_config("meta-train", config, MetaTrainConfig),
-                         "```"])
+        command = ["## Command", "", "```bash", command_from_config("meta-train", config, MetaTrainConfig), "```"]
+        if records.get("run_config"):  # a re-validation: its checkpoints came from this run
+            command += ["", "It validated again the checkpoints of the run made by:", "", "```bash",
+                        command_from_config("meta-train", records["run_config"], MetaTrainConfig), "```"]
+        sections.append(command)
     if source:
         sections.append([f"Records: {source}."])
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
