@@ -127,14 +127,14 @@ def test_demo_command_shrunk(tmp_path):
     assert "<html" in (out / "weights.html").read_text().lower()
 
 
-@pytest.mark.parametrize("alias", [ALIAS, ALIAS + "-v1", ALIAS + "-temporalwiki"])
+@pytest.mark.parametrize("alias", [ALIAS, ALIAS + "-v1", ALIAS + "-temporalwiki-v1"])
 def test_the_shipped_phi_alias_loads_and_weighs_every_token_in_0_1(alias):
     from shipped_phi import check_shipped_phi  # tests/shipped_phi.py
 
     check_shipped_phi(alias, ALIAS, models.load_tokenizer(ALIAS))
 
 
-@pytest.mark.parametrize("alias", [ALIAS, ALIAS + "-v1", ALIAS + "-temporalwiki"])
+@pytest.mark.parametrize("alias", [ALIAS, ALIAS + "-v1", ALIAS + "-temporalwiki-v1"])
 def test_the_shipped_phi_ranks_answer_tokens_above_chance_on_every_kind_of_document(alias):
     from shipped_phi import answer_ranking_against_chance  # tests/shipped_phi.py
 

@@ -216,13 +216,23 @@ def test_with_diffsets_phi_pairs_come_from_the_0801_0901_diff_documents(tiny_mod
     assert not (tmp_path / "sets2").exists()
 
 
+def test_cpu_preset_takes_the_general_phi_shipped_for_the_model(tmp_path):
+    from taalm.bench import runner
+    from taalm.config import apply_preset
+    from taalm.weighting import shipped_phis
+
+    cfg = TemporalWikiConfig(**apply_preset(TemporalWikiConfig, {"out": str(tmp_path), "preset": "cpu"}))
+    assert cfg.phi == "auto" and runner.phi_source(cfg) == "smollm2-135m"  # not the builder-v1 φ, which learned a place
+    assert "smollm2-135m-temporalwiki-v1" in shipped_phis() and "smollm2-135m-temporalwiki" not in shipped_phis()
+
+
 def test_paper_preset_meta_trains_phi_against_the_model_it_serves(tiny_model, tmp_path):
     from taalm.bench import runner
     from taalm.config import apply_preset
 
     cfg = TemporalWikiConfig(**apply_preset(TemporalWikiConfig, {"out": str(tmp_path), "preset": "paper",
                                                                   "model": tiny_model}))
-    assert runner.phi_source(cfg, temporalwiki.SHIPPED_SUFFIX) == "train"  # the paper meta-trains φ, never shipped
+    assert runner.phi_source(cfg) == "train"  # the paper meta-trains φ, never shipped
     meta = runner.meta_train_config(cfg, str(tmp_path / "phi_pairs.jsonl"), tmp_path / "phi")
     assert meta.theta == cfg.model == tiny_model  # θ in φ's inner loop is the θ the benchmark learns with
     assert (meta.meta_batch, meta.held_out, meta.val_every, meta.val_epochs) == (16, 16, 10, 4)

@@ -1,7 +1,7 @@
 """``taalm weights``: where does a trained φ tell θ to learn?
 
     taalm weights --phi runs/phi --text "Santiago is the capital of Chile ." --out weights.html
-    taalm weights --phi smollm2-135m-temporalwiki --position_check --out check.json
+    taalm weights --phi smollm2-135m --position_check --out check.json
     taalm weights --phi smollm2-135m --answer_ranking --out ranking.json
 
 The second form measures whether φ weighs fact tokens or the place a builder puts them (``taalm.position_check``),

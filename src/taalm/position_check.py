@@ -1,6 +1,6 @@
 """Does φ weight the fact tokens, or the place where a benchmark's builder puts them?
 
-    taalm weights --phi smollm2-135m-temporalwiki --position_check --period 0901-1001 --subjects 32 --out check.json
+    taalm weights --phi smollm2-135m --position_check --period 0901-1001 --subjects 32 --out check.json
 
 φ's fact-weight lift on a document is (the share of φ's total weight on the fact sentences' tokens) / (the fact
 sentences' share of the tokens): 1 when φ weighs fact tokens like any other, above 1 when it favours them. It is

@@ -129,18 +129,17 @@ def check_phi_model(cfg: BenchOptions) -> None:
                          f"{cfg.model!r}; φ's weights could not be aligned to θ's tokens")
 
 
-def phi_source(cfg: BenchOptions, shipped_suffix: str = "") -> str:
-    """``--phi`` resolved: ``auto`` becomes the φ shipped as ``<model><suffix>`` if there is one, else ``train``."""
+def phi_source(cfg: BenchOptions) -> str:
+    """``--phi`` resolved: ``auto`` becomes the φ shipped for ``--model`` if there is one, else ``train``."""
     if cfg.phi != "auto":
         return cfg.phi
-    return cfg.model + shipped_suffix if cfg.model + shipped_suffix in shipped_phis() else "train"
+    return cfg.model if cfg.model in shipped_phis() else "train"
 
 
-def obtain_phi(cfg: BenchOptions, pairs: Path | None, directory: Path, shipped_suffix: str = "",
-               **meta_overrides: Any) -> dict[str, Any]:
+def obtain_phi(cfg: BenchOptions, pairs: Path | None, directory: Path, **meta_overrides: Any) -> dict[str, Any]:
     """φ for the run: a shipped alias or a given directory, or meta-trained on ``pairs`` into ``directory``
     (resumable). ``auto`` takes the φ shipped for ``cfg.model`` when there is one. Returns what the summary records."""
-    source = phi_source(cfg, shipped_suffix)
+    source = phi_source(cfg)
     if source != "train":
         path = resolve_phi(source)
         selection = path / "selection.json"
@@ -253,7 +252,6 @@ class Benchmark:
     settings: ClassVar[tuple[str, ...]] = ()  # config fields the summary records under "settings" (with "seeds")
     lr_metric: ClassVar[str] = "accuracy"  # how held-out learning runs are compared (accuracy: highest; nll: lowest)
     lr_epochs: ClassVar[bool] = False  # the lr selection also chooses the number of epochs
-    shipped_suffix: ClassVar[str] = ""  # --phi auto takes the φ shipped as "<model><suffix>"
 
     def __init__(self) -> None:
         self.phi_pairs: Path | None = None
@@ -310,7 +308,7 @@ def run(bench: Benchmark, cfg: BenchOptions, command: str = "") -> dict[str, Any
     if procs.is_main_process:
         save_config(cfg, out / "config.yaml")
     if cfg.needs_phi():
-        bench.phi = obtain_phi(cfg, bench.phi_pairs, out / "phi", bench.shipped_suffix, **bench.meta_overrides(cfg))
+        bench.phi = obtain_phi(cfg, bench.phi_pairs, out / "phi", **bench.meta_overrides(cfg))
     runs = run_seeds(bench, cfg)
     bootstraps, record = intervals(runs, bench.statistic(cfg))
     own = bench.summary(cfg, runs, bootstraps, out)

@@ -6,7 +6,8 @@ Every method carries one adapter across the periods (``taalm learn --init_from``
 Before and after each period the changed (to learn) and unchanged (not to forget) probes of that period are scored
 with the official metric: per probe the mean NLL of the object's tokens (its last occurrence), averaged over probes,
 not exponentiated (lower is better); accuracy and exp(token NLL) are recorded beside it. The base model is scored on
-every period once. φ is meta-trained on period 0801-0901 only (or given). Without the official diff documents
+every period once. φ is the one shipped for the model (``--phi auto``: the general φ every benchmark takes), given,
+or meta-trained on period 0801-0901 only. Without the official diff documents
 (``--diffsets``) the documents are built from the probes, and every output says so.
 """
 
@@ -33,7 +34,6 @@ from taalm.stats import FactScores, Means, Statistic
 from taalm.viz import plot_period_curves, plot_tradeoff
 
 KINDS = ("changed", "unchanged")
-SHIPPED_SUFFIX = "-temporalwiki"  # --phi auto takes the φ shipped as "<model>-temporalwiki" (trained on 0801-0901)
 POSITION_CHECK_LENGTH = 1024  # whole documents: a fact cut off by --max_length would drop out of the check
 METRICS = ("nll", "accuracy", "perplexity")
 METRIC = ("per probe the mean NLL of the object's tokens (last occurrence), averaged over probes; not exponentiated, "
@@ -72,7 +72,7 @@ def prepare_data(cfg: TemporalWikiConfig, sets: Path) -> dict[str, Any]:
         files[f"{period}/changed.jsonl"] = [data.probe_record(f) for f in changed]
         files[f"{period}/unchanged.jsonl"] = [data.probe_record(f) for f in unchanged]
         provenance["periods"][period] = {**record, "changed_probes": len(changed), "unchanged_probes": len(unchanged)}
-    if cfg.lr_candidate_list() or cfg.needs_phi() and runner.phi_source(cfg, SHIPPED_SUFFIX) == "train":
+    if cfg.lr_candidate_list() or cfg.needs_phi() and runner.phi_source(cfg) == "train":
         meta_facts = data.select_subjects(facts[data.PHI_PERIOD]["changed"], cfg.meta_subjects, cfg.seed)
         # φ's side: never the evaluated documents' context
         files["phi_pairs.jsonl"], provenance["phi_pairs"] = _phi_pairs(cfg, meta_facts, sides[data.PHI_SIDE])
@@ -274,7 +274,7 @@ class TemporalWiki(runner.Benchmark):
     name = "temporalwiki"
     settings = ("epochs", "lr", "batch_size", "max_length", "review_ratio", "review_decay", "recadam_t0", "lora_r",
                 "lora_dropout", "seed")
-    lr_metric, lr_epochs, shipped_suffix = "nll", True, SHIPPED_SUFFIX
+    lr_metric, lr_epochs = "nll", True
 
     def prepare(self, cfg: TemporalWikiConfig, out: Path) -> None:
         self.phi_pairs, self.phi_data = shared_pairs(cfg, out)  # checks every input before the first write
