@@ -397,7 +397,7 @@ def test_preset_from_a_config_file_stays_under_its_values(tmp_path, capsys):
     config.write_text("preset: cpu\nepochs: 2\nmeta:\n  phi-layers: 2\n")
     printed = printed_config(["bench", "lama-ckl", "--out", "o", "--config", str(config)], capsys)
     assert (printed["epochs"], printed["lr"], printed["meta"]["phi_layers"], printed["meta"]["updates"]) == \
-        (2, 1e-3, 2, 48)  # the file's values, the preset's lr and meta updates
+        (2, 3e-3, 2, 48)  # the file's values, the preset's lr and meta updates
     assert printed_config(["demo"], capsys)["preset"] == "quick"
 
 
