@@ -43,6 +43,11 @@ def read_records(directory: str | Path) -> dict[str, Any]:
     return records
 
 
+def _unset(value: Any) -> bool:
+    """An option left empty (a 0 or False is a setting): neither the command nor the settings table lists it."""
+    return value in ("", None, [], {})
+
+
 def command_from_config(command: str, config: dict[str, Any], defaults: type | None = None, width: int = 100) -> str:
     """``taalm COMMAND`` with the options of ``config`` that differ from the dataclass ``defaults`` (all without),
     wrapped at ``width`` with shell continuations."""
@@ -50,7 +55,7 @@ def command_from_config(command: str, config: dict[str, Any], defaults: type | N
     options = []
     for key, value in sorted(config.items(), key=lambda item: item[0] not in ("theta", "model")):  # θ first
         default = key in base and base[key] == value and key not in ("theta", "model")  # θ is always named
-        if key == "resume" or default or value in ("", None, [], {}):
+        if key == "resume" or default or _unset(value):
             continue
         shown = " ".join(map(str, value)) if isinstance(value, list) else \
             str(value).lower() if isinstance(value, bool) else str(value)
@@ -111,8 +116,7 @@ def _data_section(config: dict[str, Any], data: dict[str, Any], mixture: dict[st
     kinds = [f"  - {kind}: {mixture['counts'][kind]} pairs; {rule}" for kind, rule in mixture.get("rules", {}).items()]
     if kinds:
         pairs += "\n- kinds of documents (`taalm phi-data`):\n" + "\n".join(kinds)
-    settings = [f"| {k} | {v} |" for k, v in config.items()
-                if k not in ("out", "resume") and v not in ("", None, [], {})]  # unset, as the command omits them
+    settings = [f"| {k} | {v} |" for k, v in config.items() if k not in ("out", "resume") and not _unset(v)]
     return ["## θ and data", "", theta, pairs, "", "## Settings", "", "| option | value |", "|---|---|", *settings]
 
 
