@@ -189,7 +189,8 @@ def test_tailor_reuses_recorded_accuracies_once_a_sample_scored_again_agrees(tin
     directory, data = ckl_data
     acc = chosen_accuracy(data)
     scored = fake_scorer(monkeypatch, acc)
-    options = dict(model=tiny_model, data_dir=str(directory), max_length=96, reuse_scores=str(tailored / "tailor.json"))
+    options = {"model": tiny_model, "data_dir": str(directory), "max_length": 96,
+               "reuse_scores": str(tailored / "tailor.json")}
     out = lama_ckl.tailor(TailorConfig(out=str(tmp_path / "again"), reuse_check=3, **options))
     for name in ("to_learn", "not_to_forget", "meta_pool"):
         assert read_set(out / f"{name}.jsonl") == read_set(tailored / f"{name}.jsonl"), name
