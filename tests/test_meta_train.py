@@ -407,6 +407,17 @@ def test_revalidate_with_a_weight_floor_reruns_every_kind_but_no_uniform_run(tin
     assert "--revalidate" not in theirs and "--weight_floor" not in theirs and f"--out {run}" in theirs
 
 
+@pytest.mark.parametrize("change", [{"seed": 1}, {"lora_r": 8}, {"held_out": 2}])
+def test_revalidate_refuses_another_theta_start_or_held_out_split(tiny_model, kinded_run, tmp_path, change):
+    pairs, run, _ = kinded_run
+    name, value = next(iter(change.items()))
+    cfg = resume_config(tiny_model, pairs, tmp_path / "again", **{"updates": 4, "held_out": 1, **change},
+                        revalidate=str(run))
+    with pytest.raises(TaalmError, match=f"--{name} {value} is not the run's"):
+        meta_train(cfg)
+    assert not (tmp_path / "again").exists()  # refused before anything is written
+
+
 def test_val_lr_by_kind_must_name_a_kind_of_the_pairs(tiny_model, tmp_path):
     kinds = [{**p, "kind": "a" if i % 2 else "b"} for i, p in enumerate(RESUME_PAIRS)]
     pairs = write_jsonl(tmp_path / "pairs.jsonl", kinds)

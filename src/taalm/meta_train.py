@@ -290,16 +290,32 @@ def recorded_uniform(history: list[dict], kinds: list[str], per_kind: bool) -> d
     return uniform
 
 
+# what fixes θ's start and the held-out pairs: a re-validation with another value would compare its φs against
+# another θ, and mix its validations with the run's recorded ones
+SAME_START = ("theta", "seed", "lora_r", "lora_alpha", "lora_dropout", "qlora", "dtype", "held_out", "task_format",
+              "max_length")
+
+
+def check_same_start(cfg: MetaTrainConfig, before: MetaTrainConfig, run: Path) -> None:
+    for name in SAME_START:
+        if getattr(cfg, name) != getattr(before, name):
+            raise TaalmError(f"option --revalidate: --{name} {getattr(cfg, name)} is not the run's "
+                             f"{getattr(before, name)} ({run / 'config.yaml'}); a re-validation needs the run's θ start "
+                             "and held-out pairs")
+
+
 def revalidate(cfg: MetaTrainConfig) -> Path:
     """Validate the φ checkpoints of the run in ``cfg.revalidate`` again with ``cfg``'s validation options (another
     lr per kind, more epochs, another metric) or weight floor (``--weight_floor``, then stored with the φ chosen) and
     write ``cfg.out`` as that run would have been written: its history with the new validations, the φ the new
-    selection chooses, selection.json, the curve and the card. θ's start is rebuilt from the seed, so it is the run's
-    only when θ, LoRA options and seed are the run's."""
+    selection chooses, selection.json, the curve and the card. θ's start is rebuilt from the seed, so θ, its LoRA
+    options, the seed and the held-out split must be the run's (checked)."""
     run = Path(cfg.revalidate)
     checkpoints = sorted((run / VALIDATION_CHECKPOINTS).glob("update-*")) if run.is_dir() else []
     if not checkpoints:
         raise TaalmError(f"option --revalidate: {run / VALIDATION_CHECKPOINTS} holds no φ checkpoints")
+    before = build_config(MetaTrainConfig, load_config_file(run / "config.yaml"), str(run / "config.yaml"))
+    check_same_start(cfg, before, run)
     tokenizer = models.load_tokenizer(cfg.theta)
     _, held, report = prepare(cfg, tokenizer)
     if not held:
@@ -316,7 +332,6 @@ def revalidate(cfg: MetaTrainConfig) -> Path:
     recorded = {record["update"]: record for _, record in read_jsonl(run / "history.jsonl")}
     # kinds whose validation options are the run's keep their recorded uniform runs, and their recorded validations
     # too when φ's weight floor is the run's (the same θ start: a validation is deterministic)
-    before = build_config(MetaTrainConfig, load_config_file(run / "config.yaml"), str(run / "config.yaml"))
     unchanged = [kind for kind in validate.held if validation_options(before, kind) == validate.options[kind]]
     validate.uniform = recorded_uniform(list(recorded.values()), unchanged, len(validate.held) > 1)
     same = unchanged if cfg.weight_floor == before.weight_floor else []
