@@ -91,9 +91,9 @@ def chance_bound(tokenizer, documents: dict[str, list[tuple[str, str]]], quantil
 def ranking_against_chance(phi, tokenizer, per_kind: int = 32, seed: int = 0,
                            max_length: int = 512) -> dict[str, dict[str, float]]:
     """Per kind of ``evaluation_documents(per_kind, seed)``: φ's answer-token ROC-AUC and a random ranking's 99.9th
-    percentile on the same documents (encoded once for both)."""
+    percentile on the same documents (encoded once for both; the random rankings drawn with the same seed)."""
     encoded = encoded_documents(tokenizer, evaluation_documents(per_kind, seed), max_length)
-    auc, chance = _ranking(phi, encoded), _chance(encoded, 0.999, 1000, 0)
+    auc, chance = _ranking(phi, encoded), _chance(encoded, 0.999, 1000, seed)
     return {kind: {"answer_auc": auc[kind], "chance_99.9": chance[kind]} for kind in encoded}
 
 
