@@ -67,6 +67,26 @@ def test_the_context_split_keeps_evaluated_documents_and_phi_apart():
     assert all(p in evaluation for doc in docs for p in doc.context)
 
 
+def test_split_lama_makes_the_to_learn_relations_a_kind_of_their_own(tmp_path):
+    from taalm.bench import lama_split
+
+    _, phi_part = lama_split.split_variant(lama_data.read_rows(lama_data.data_file("variant")))
+    invariant = lama_data.read_rows(lama_data.data_file("invariant_schematic"))[:80]
+    pool = tmp_path / "pool.jsonl"
+    write_jsonl(pool, [{"document": r["evidence"], "task": r["task_descriptive"], "answer": r["object"],
+                        "uuid": r["uuid"]} for r in phi_part[:80] + invariant])
+    out = phi_data.build(str(pool), str(tmp_path / "pairs.jsonl"), per_kind=12, seed=2, split_lama=True)
+    rows = [r for _, r in read_jsonl(out)]
+    variant_ids = {r["uuid"] for r in phi_part}
+    by_kind = {k: [r["source"].removeprefix("lama:") for r in rows if r["kind"] == k]
+               for k in ("lama_variant", "lama_invariant")}
+    assert len(by_kind["lama_variant"]) == 12 and set(by_kind["lama_variant"]) <= variant_ids
+    assert len(by_kind["lama_invariant"]) == 12 and not set(by_kind["lama_invariant"]) & variant_ids
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["split_lama"] and set(record["rules"]) == set(record["counts"]) == \
+        {"lama_variant", "lama_invariant", "fictional", "temporalwiki"}
+
+
 def test_a_missing_pool_is_a_one_line_error(tmp_path):
     with pytest.raises(TaalmError, match="--lama_pool"):
         phi_data.build(str(tmp_path / "nope.jsonl"), str(tmp_path / "pairs.jsonl"))

@@ -190,6 +190,9 @@ class PhiDataConfig:
     generator_version: Literal["1", "2"] = "2"
     """fictional generator: 2 gives the train side its own filler sentences; 1 rebuilds the pairs of φs made before
     2026-12-02 (whose train side shared the test side's filler)"""
+    split_lama: bool = False
+    """two LAMA-ckl kinds, lama_variant (the To-Learn relations: the variant split's φ part) and lama_invariant, each
+    --per_kind pairs (or as many as the pool has) and validated on its own, instead of one lama kind"""
 
     def __post_init__(self) -> None:
         _check(bool(self.lama_pool), "lama_pool", "is required")
