@@ -201,6 +201,19 @@ def test_bad_pairs_create_no_output(tiny_model, tmp_path, line, message):
     assert not out.exists()
 
 
+def test_a_held_out_pair_without_an_answer_token_to_predict_is_skipped_not_fatal(tiny_model, tmp_path):
+    # no document states its answer (or, with SmolLM2's tokenizer, which adds no BOS, only as its first token):
+    # training can still learn the document, validation has no answer token to rank
+    rows = [{**p, "document": p["document"].replace(p["answer"], "it")} for p in RESUME_PAIRS]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    cfg = resume_config(tiny_model, pairs, tmp_path / "out", updates=1, held_out=2)
+    from taalm.meta_train import prepare
+
+    encoded, held, report = prepare(cfg, models.load_tokenizer(tiny_model))
+    assert held == [] and len(encoded) == len(rows) - 2 and report["held_out"] == 0
+    assert len(report["skipped"]) == 2 and all("not found" in s["reason"] for s in report["skipped"])
+
+
 FILLER_TEXT = "The quick brown fox jumps over the lazy dog near the river bank . " * 6
 
 

@@ -76,13 +76,17 @@ def kind_sizes(pairs: list[Pair]) -> dict[str, int]:
     return {kind: sum(p.kind == kind for p in pairs) for kind in sorted({p.kind for p in pairs})}
 
 
-def windowed(tokenizer, pairs: list[Pair], max_length: int, report: dict) -> list[Pair]:
+def windowed(tokenizer, pairs: list[Pair], max_length: int, report: dict, held_out: bool = False) -> list[Pair]:
     """Pairs whose documents fit ``max_length`` tokens, over-long ones cut to a window around the answer; a pair
-    that cannot keep its answer (absent from an over-long document) is skipped. Both are counted in ``report``."""
+    that cannot keep its answer (absent from an over-long document) is skipped. Both are counted in ``report``.
+    A held-out pair is skipped too when its document has no token of the answer to predict (the answer absent, or
+    only opening the text): validation ranks φ's weights on the answer's tokens."""
     kept = []
     for pair in pairs:
         try:
             window = answer_window(tokenizer, pair.document, pair.answer, max_length, where=pair.source)
+            if held_out:
+                encode(tokenizer, window.text, max_length, answer=pair.answer, where=pair.source)
         except TaalmError as e:
             report["skipped"].append({"pair": pair.source, "reason": str(e)})
             continue
@@ -112,7 +116,8 @@ def prepare(cfg: MetaTrainConfig, tokenizer) -> tuple[list[meta.EncodedPair], li
                          f"(kinds: {', '.join(sorted(k for k in sizes if k)) or 'none named'})")
     report = {"pairs": len(pairs), "task_format": cfg.task_format, "max_length": cfg.max_length, "windowed": 0,
               "skipped": [], **({"kinds": sizes, "held_out_per_kind": n_held} if len(sizes) > 1 else {})}
-    train, held = (windowed(tokenizer, part, cfg.max_length, report) for part in split_held_out(pairs, n_held, cfg.seed))
+    train, held = (windowed(tokenizer, part, cfg.max_length, report, held_out=k == 1)
+                   for k, part in enumerate(split_held_out(pairs, n_held, cfg.seed)))
     report.update(train=len(train), held_out=len(held))
     if not train:
         raise TaalmError(f"{cfg.pairs}: no usable training pairs ({len(report['skipped'])} skipped)")
