@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from taalm.bench import fictional_data, lama_data, phi_data
+from taalm.bench import fictional_data, lama_data, lama_split, phi_data
 from taalm.bench import twiki_data as twiki
 from taalm.data import load_pairs
 from taalm.errors import TaalmError
@@ -68,8 +68,6 @@ def test_the_context_split_keeps_evaluated_documents_and_phi_apart():
 
 
 def test_split_lama_makes_the_to_learn_relations_a_kind_of_their_own(tmp_path):
-    from taalm.bench import lama_split
-
     _, phi_part = lama_split.split_variant(lama_data.read_rows(lama_data.data_file("variant")))
     invariant = lama_data.read_rows(lama_data.data_file("invariant_schematic"))[:80]
     pool = tmp_path / "pool.jsonl"

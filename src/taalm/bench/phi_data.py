@@ -48,19 +48,26 @@ SPLIT_LAMA_RULES = {"lama_variant": f"{LAMA_RULE}: the variant split's φ part (
                     "lama_invariant": f"{LAMA_RULE}: the other (invariant) facts"}
 
 
-def lama_pairs(pool: Path, n: int, rng: random.Random, variant: bool | None = None) -> tuple[list[dict], dict[str, Any]]:
-    """``n`` seeded pairs of a ``taalm tailor`` meta pool whose evidence is on φ's side of the context split; only
-    the variant split's φ part (``variant`` True) or only the other facts (False), or all (None)."""
+def lama_kinds(pool: Path, split: bool) -> dict[str, list[dict]]:
+    """The rows of a ``taalm tailor`` meta pool by kind: all as ``lama``, or (``split``) the variant split's φ part
+    as ``lama_variant`` and the other facts as ``lama_invariant``."""
     rows = [r for _, r in read_jsonl(pool)]
     if not rows:
         raise TaalmError(f"{pool}: empty meta pool")
-    if variant is not None:
-        _, phi_part = lama_split.split_variant(read_rows(data_file("variant")))
-        variant_ids = {r["uuid"] for r in phi_part}
-        rows = [r for r in rows if (r.get("uuid") in variant_ids) == variant]
+    if not split:
+        return {"lama": rows}
+    _, phi_part = lama_split.split_variant(read_rows(data_file("variant")))
+    variant = {r["uuid"] for r in phi_part}
+    return {"lama_variant": [r for r in rows if r.get("uuid") in variant],
+            "lama_invariant": [r for r in rows if r.get("uuid") not in variant]}
+
+
+def lama_pairs(rows: list[dict], pool: Path, n: int, rng: random.Random,
+               kind: str = "lama") -> tuple[list[dict], dict[str, Any]]:
+    """``n`` seeded pairs of meta-pool ``rows`` (of ``pool``) whose evidence is on φ's side of the context split."""
     kept = [r for r in rows if twiki.context_side(r["document"]) == twiki.PHI_SIDE]
     if not kept:
-        raise TaalmError(f"{pool}: no {'variant' if variant else 'invariant'} facts with evidence on φ's side")
+        raise TaalmError(f"{pool}: no {kind} fact has its evidence on φ's side of the context split")
     chosen = rng.sample(kept, min(n, len(kept)))
     return ([{"document": r["document"], "task": r["task"], "answer": r["answer"], "source": f"lama:{r.get('uuid', '')}"}
              for r in chosen],
@@ -103,11 +110,8 @@ def build(lama_pool: str, out: str, per_kind: int = 256, seed: int = 0, filler: 
         raise TaalmError(f"option --lama_pool: {lama_pool} not found (make it with `taalm tailor --model M --out DIR`: "
                          "DIR/meta_pool.jsonl)")
     rng = random.Random(f"phi-data/{seed}")
-    if split_lama:
-        lama = {"lama_variant": lama_pairs(Path(lama_pool), per_kind, rng, variant=True),
-                "lama_invariant": lama_pairs(Path(lama_pool), per_kind, rng, variant=False)}
-    else:
-        lama = {"lama": lama_pairs(Path(lama_pool), per_kind, rng)}
+    lama = {kind: lama_pairs(rows, Path(lama_pool), per_kind, rng, kind)
+            for kind, rows in lama_kinds(Path(lama_pool), split_lama).items()}
     parts = {**lama,
              "fictional": fictional_pairs(per_kind, seed, filler, generator_version),
              "temporalwiki": temporalwiki_pairs(per_kind, seed)}
