@@ -357,6 +357,8 @@ BAD_OPTIONS = [  # argv after the command, fragments of the one line
     (["learn", "--out", "o"], ["option --docs", "is required"]),
     (["bench", "lama-ckl", "--out", "o", "--meta.objective", "z"], ["option --meta.objective", "'z' is not one of"]),
     (["bench", "lama-ckl", "--out", "o", "--meta.updates", "-3"], ["option --meta.updates", "must be >= 0"]),
+    (["meta-train", "--pairs", "p", "--out", "o", "--weight_temperature", "0"],
+     ["option --weight_temperature", "must be positive"]),
     (["bench", "lama-ckl", "--out", "o", "--seeds", "1,1"], ["option --seeds", "distinct"]),
     (["bench", "lama-ckl", "--out", "o", "--preset", "nope"], ["option --preset", "'nope' is not one of cpu"]),
     (["bench", "fictional", "--out", "o", "--meta.bogus", "1"], ["taalm: error:", "--meta.bogus"]),

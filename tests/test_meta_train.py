@@ -400,24 +400,26 @@ def test_revalidate_with_another_lr_for_one_kind_reruns_only_that_kind(tiny_mode
     assert (again / "DONE").is_file() and (again / "README.md").is_file()
 
 
-def test_revalidate_with_a_weight_floor_reruns_every_kind_but_no_uniform_run(tiny_model, kinded_run, tmp_path,
-                                                                          monkeypatch):
+@pytest.mark.parametrize(("setting", "value"), [("weight_floor", 0.5), ("weight_temperature", 0.25)])
+def test_revalidate_with_another_weight_setting_reruns_every_kind_but_no_uniform_run(tiny_model, kinded_run, tmp_path,
+                                                                                  monkeypatch, setting, value):
     pairs, run, history = kinded_run
     runs = record_validation_runs(monkeypatch, lambda a: a[3])
     again = meta_train(resume_config(tiny_model, pairs, tmp_path / "again", updates=4, held_out=1,
-                                     revalidate=str(run), weight_floor=0.5))
+                                     revalidate=str(run), **{setting: value}))
     validated = [h for h in history if "gain_accuracy" in h]
     assert len(runs) == 2 * len(validated) and all(w is not None for w in runs)  # uniform runs: the run's records
-    assert all(min(float(x.min()) for x in w) >= 0.5 for w in runs)  # every kind validated with the floor
+    if setting == "weight_floor":
+        assert all(min(float(x.min()) for x in w) >= 0.5 for w in runs)  # every kind validated with the floor
     _, revalidated = outputs(again)
     for old, new in zip(history, revalidated):
         if "gain_accuracy" in old:
             assert all(new[f"{k}/uniform_nll"] == old[f"{k}/uniform_nll"] for k in ("a", "b"))
-    assert json.loads((again / "config.json").read_text())["weight_floor"] == 0.5  # stored with the φ chosen
+    assert json.loads((again / "config.json").read_text())[setting] == value  # stored with the φ chosen
     card = (again / "README.md").read_text()
     ours, theirs = card.split("It validated again the checkpoints of the run made by:")
-    assert f"--revalidate {run}" in ours and "--weight_floor 0.5" in ours
-    assert "--revalidate" not in theirs and "--weight_floor" not in theirs and f"--out {run}" in theirs
+    assert f"--revalidate {run}" in ours and f"--{setting} {value}" in ours
+    assert "--revalidate" not in theirs and f"--{setting}" not in theirs and f"--out {run}" in theirs
 
 
 @pytest.mark.parametrize("change", [{"seed": 1}, {"lora_r": 8}, {"held_out": 2}])

@@ -117,6 +117,29 @@ def test_save_load_round_trip(tiny_model, tokenizer, tmp_path):
     assert not torch.equal(fresh.head.weight, loaded.head.weight)
 
 
+def test_temperature_and_floor_reshape_the_weights_without_reordering_them_and_travel_with_phi(tiny_model, tokenizer,
+                                                                                              tmp_path):
+    phi = make_phi(tiny_model)
+    perturb(phi)
+    batch = batch_of(tokenizer, TEXTS)
+    phi.eval()
+    with torch.no_grad():
+        logits = phi.logits(batch["input_ids"], batch["attention_mask"])
+        plain = phi(batch["input_ids"], batch["attention_mask"])
+        phi.weight_temperature, phi.weight_floor = 0.5, 0.2
+        shaped = phi(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(plain, torch.sigmoid(logits))
+    torch.testing.assert_close(shaped, 0.2 + 0.8 * torch.sigmoid(logits / 0.5))
+    assert torch.equal(plain.flatten().argsort(), shaped.flatten().argsort())  # the same order of tokens
+    phi.save(tmp_path / "phi")
+    loaded = TrainAttention.load(tmp_path / "phi", attn_implementation="eager")
+    assert (loaded.weight_temperature, loaded.weight_floor) == (0.5, 0.2)
+    loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch["input_ids"], batch["attention_mask"]), shaped)
+    assert "sigmoid of logit / 0.5, weight floor 0.2" in (tmp_path / "phi" / "README.md").read_text()
+
+
 def test_load_refuses_a_directory_without_config(tmp_path):
     with pytest.raises(TaalmError, match=CONFIG_FILE):
         TrainAttention.load(tmp_path)

@@ -115,6 +115,9 @@ class MetaOptions:
     weight_floor: float = 0.0
     """not in the paper: φ's weights are floor + (1 - floor)·sigmoid, bounding their contrast by 1/floor (0: the
     paper's sigmoid)"""
+    weight_temperature: float = 1.0
+    """not in the paper: φ's weights are sigmoid(logit / temperature); below 1 sharpens their contrast, above 1
+    flattens it (1: the paper's sigmoid)"""
     dummy_steps: int = 1
     """non-differentiable inner steps before the differentiable one"""
     inner_lr: float = 2e-4
@@ -168,6 +171,7 @@ class MetaOptions:
                      "checkpoint_every"):
             _check(getattr(self, name) > 0, name, "must be positive")
         _check(0.0 <= self.weight_floor < 1.0, "weight_floor", "must be in [0, 1)")
+        _check(self.weight_temperature > 0, "weight_temperature", "must be positive")
         _check(self.inner_lr > 0, "inner_lr", "must be positive")
         _check(self.outer_lr > 0, "outer_lr", "must be positive")
         _check(self.val_lr >= 0, "val_lr", "must be >= 0")

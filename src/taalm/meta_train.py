@@ -43,7 +43,8 @@ def build_models(cfg: MetaTrainConfig, device: torch.device) -> tuple[torch.nn.M
     theta = models.add_lora(theta, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout).to(device)
     phi = TrainAttention.create(cfg.phi_model or cfg.theta, cfg.phi_lora_r or cfg.lora_r, cfg.lora_alpha,
                                 cfg.lora_dropout, dtype=cfg.dtype, attn_implementation="eager",
-                                num_layers=cfg.phi_layers, weight_floor=cfg.weight_floor).to(device)
+                                num_layers=cfg.phi_layers, weight_floor=cfg.weight_floor,
+                                weight_temperature=cfg.weight_temperature).to(device)
     return theta, phi
 
 
@@ -309,11 +310,15 @@ def check_same_start(cfg: MetaTrainConfig, before: MetaTrainConfig, run: Path) -
                              "and held-out pairs")
 
 
+def weight_settings(cfg: MetaTrainConfig) -> tuple[float, float]:
+    return cfg.weight_floor, cfg.weight_temperature
+
+
 def revalidate(cfg: MetaTrainConfig) -> Path:
     """Validate the φ checkpoints of the run in ``cfg.revalidate`` again with ``cfg``'s validation options (another
-    lr per kind, more epochs, another metric) or weight floor (``--weight_floor``, then stored with the φ chosen) and
-    write ``cfg.out`` as that run would have been written: its history with the new validations, the φ the new
-    selection chooses, selection.json, the curve and the card. θ's start is rebuilt from the seed, so θ, its LoRA
+    lr per kind, more epochs, another metric) or weight settings (``--weight_floor``, ``--weight_temperature``, then
+    stored with the φ chosen) and write ``cfg.out`` as that run would have been written: its history with the new
+    validations, the φ the new selection chooses, selection.json, the curve and the card. θ's start is rebuilt from the seed, so θ, its LoRA
     options, the seed and the held-out split must be the run's (checked)."""
     run = Path(cfg.revalidate)
     checkpoints = sorted((run / VALIDATION_CHECKPOINTS).glob("update-*")) if run.is_dir() else []
@@ -336,10 +341,10 @@ def revalidate(cfg: MetaTrainConfig) -> Path:
     copy_mixture(cfg, out)
     recorded = {record["update"]: record for _, record in read_jsonl(run / "history.jsonl")}
     # kinds whose validation options are the run's keep their recorded uniform runs, and their recorded validations
-    # too when φ's weight floor is the run's (the same θ start: a validation is deterministic)
+    # too when φ's weight settings are the run's (the same θ start: a validation is deterministic)
     unchanged = [kind for kind in validate.held if validation_options(before, kind) == validate.options[kind]]
     validate.uniform = recorded_uniform(list(recorded.values()), unchanged, len(validate.held) > 1)
-    same = unchanged if cfg.weight_floor == before.weight_floor else []
+    same = unchanged if weight_settings(cfg) == weight_settings(before) else []
     by_update = {update: {k: v for k, v in record.items() if not is_validation_key(k)}
                  for update, record in recorded.items()}
 
@@ -352,7 +357,8 @@ def revalidate(cfg: MetaTrainConfig) -> Path:
         known = {kind: {k.split("/", 1)[1]: v for k, v in old.items() if k.startswith(f"{kind}/")} for kind in same}
         known = {kind: record for kind, record in known.items() if record}
         phi = TrainAttention.load(path)
-        phi.weight_floor = cfg.weight_floor  # a floor is φ's setting at use, so it can be chosen after training
+        # φ's weight settings act at use, so they can be chosen after training
+        phi.weight_floor, phi.weight_temperature = weight_settings(cfg)
         by_update.setdefault(update, {"update": update}).update(validate(phi, update, known))
         write_jsonl(out / "history.jsonl", history())
     finish(cfg, out, None, history(), held)

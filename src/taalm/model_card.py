@@ -97,7 +97,9 @@ def _kind_cell(record: dict[str, Any], kind: str) -> str:
 def _phi_section(phi: dict[str, Any]) -> list[str]:
     base, backbone, lora = phi.get("base_model"), phi["backbone"], phi["lora"]
     layers = f"the first {phi['num_layers']}" if phi.get("num_layers") else "all"
-    floor = f", weight floor {phi['weight_floor']}" if phi.get("weight_floor") else ""
+    temperature = phi.get("weight_temperature", 1.0)
+    floor = (f" of logit / {temperature}" if temperature != 1.0 else "") + (
+        f", weight floor {phi['weight_floor']}" if phi.get("weight_floor") else "")
     lines = ["## φ", "", f"- backbone: `{backbone}`" + (f" (Hub: `{base}`)" if base and base != backbone else ""),
              f"- layers: {layers}; LoRA r {lora['r']} / α {lora['alpha']} / dropout {lora['dropout']}; a linear head "
              + f"→ sigmoid{floor}",

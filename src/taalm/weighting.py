@@ -46,11 +46,12 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
     directory or Hub repository of φ's config, its LoRA as peft adapter files, its head and a model card."""
 
     def __init__(self, backbone: nn.Module, backbone_name: str, lora: dict[str, float], num_layers: int = 0,
-                 weight_floor: float = 0.0):
+                 weight_floor: float = 0.0, weight_temperature: float = 1.0):
         super().__init__()
         self.backbone = backbone
         self.backbone_name = backbone_name
         self.weight_floor = weight_floor
+        self.weight_temperature = weight_temperature
         self.num_layers = num_layers
         self.lora = dict(lora)
         hidden = backbone.config.hidden_size
@@ -62,20 +63,25 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
 
     @classmethod
     def create(cls, backbone_name: str, r: int = 64, alpha: int = 16, dropout: float = 0.1, dtype: str = "auto",
-               attn_implementation: str = "auto", num_layers: int = 0, weight_floor: float = 0.0) -> TrainAttention:
+               attn_implementation: str = "auto", num_layers: int = 0, weight_floor: float = 0.0,
+               weight_temperature: float = 1.0) -> TrainAttention:
         backbone = models.load_backbone(backbone_name, dtype=dtype, attn_implementation=attn_implementation,
                                         num_layers=num_layers)
         backbone = models.add_lora(backbone, r=r, alpha=alpha, dropout=dropout)
-        return cls(backbone, backbone_name, {"r": r, "alpha": alpha, "dropout": dropout}, num_layers, weight_floor)
+        return cls(backbone, backbone_name, {"r": r, "alpha": alpha, "dropout": dropout}, num_layers, weight_floor,
+                   weight_temperature)
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)[:, 1:]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Token weights in (0, 1), ``[batch, seq-1]``, aligned to predicted tokens. With a weight floor f (not in
-        the paper; 0 by default) the weights are f + (1 - f)·sigmoid, which bounds their contrast by 1/f."""
-        weights = torch.sigmoid(self.logits(input_ids, attention_mask))
+        """Token weights in (0, 1), ``[batch, seq-1]``, aligned to predicted tokens. Two settings not in the paper,
+        neither changing the order of the weights: a temperature T (1 by default) gives sigmoid(logit / T), sharper
+        below 1 (the weighted loss is normalised, so only ratios of weights matter, and well below 1 the weights are
+        ≈ exp(logit / T): their ratios are raised to the power 1/T); a weight floor f (0 by default) gives
+        f + (1 - f)·that, which bounds their contrast by 1/f."""
+        weights = torch.sigmoid(self.logits(input_ids, attention_mask) / self.weight_temperature)
         return weights if not self.weight_floor else self.weight_floor + (1 - self.weight_floor) * weights
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
@@ -87,7 +93,7 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
         exists, what an alias's weights are, φ's settings and the dtype its tensors are stored in."""
         return {"format": FORMAT, "backbone": self.backbone_name, "base_model": models.hub_id(self.backbone_name),
                 "backbone_note": models.provenance(self.backbone_name), "num_layers": self.num_layers,
-                "lora": self.lora, "weight_floor": self.weight_floor,
+                "lora": self.lora, "weight_floor": self.weight_floor, "weight_temperature": self.weight_temperature,
                 "storage_dtype": str(storage_dtype).removeprefix("torch.")}
 
     def save_pretrained(self, save_directory: str | Path, *, storage_dtype: torch.dtype | None = None,
@@ -138,7 +144,8 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
         phi = cls.create(config["backbone"], r=int(lora["r"]), alpha=int(lora["alpha"]), dropout=float(lora["dropout"]),
                          dtype=dtype, attn_implementation=attn_implementation,
                          num_layers=int(config.get("num_layers", 0)),
-                         weight_floor=float(config.get("weight_floor", 0.0)))
+                         weight_floor=float(config.get("weight_floor", 0.0)),
+                         weight_temperature=float(config.get("weight_temperature", 1.0)))
         phi._load_tensors(directory / (LEGACY_ADAPTER_FILE if legacy else ADAPTER_FILE),
                           directory / (LEGACY_HEAD_FILE if legacy else HEAD_FILE))
         card = directory / CARD_FILE
