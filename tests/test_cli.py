@@ -317,7 +317,7 @@ def test_every_command_has_help(command, capsys):
         assert f"--{name}" in text, name
     for name in getattr(cls, "REQUIRED", ()):
         if command != "demo":  # the demo has a default --out
-            assert re.search(rf"--{name} \w+\s+.*?\(required", text, re.DOTALL), name
+            assert re.search(rf"--{name} (\w+|\[ITEM,\.\.\.\])\s+.*?\(required", text, re.DOTALL), name
     for name, (values, _) in _choices(cls).items():  # choices shown
         assert "{" + ",".join(map(str, values)) + "}" in text or all(str(v) in text for v in values), name
 

@@ -95,6 +95,13 @@ def _commands(argv: list[str] | None = None) -> dict[str, tuple[type, Callable[[
 
         print(json.dumps(run(cfg), indent=2))
 
+    def compare_phi(cfg):
+        from taalm.phi_compare import compare_phi as run
+
+        report, table = run(cfg)
+        print(table)
+        print(f"chosen: {report['chosen']}" + (f" ({cfg.out})" if cfg.out else ""))
+
     from taalm.bench import config as bench
 
     return {
@@ -112,6 +119,8 @@ def _commands(argv: list[str] | None = None) -> dict[str, tuple[type, Callable[[
         "weights": (config.WeightsConfig, weights, "show φ's token weights (terminal, HTML heatmap, PNG)"),
         "export": (config.ExportConfig, export, "merge a learned adapter into θ: a plain transformers model directory"),
         "export-phi": (config.ExportPhiConfig, export_phi, "re-save a trained φ in the Hub format with its model card"),
+        "compare-phi": (config.ComparePhiConfig, compare_phi,
+                        "choose among trained φs by their worst kind's validation gain on the same held-out pairs"),
     }
 
 

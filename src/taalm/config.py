@@ -484,6 +484,24 @@ class ExportConfig:
 
 
 @dataclass
+class ComparePhiConfig:
+    """``taalm compare-phi``: choose among trained φs by their worst kind's validation gain on the same held-out pairs.
+
+    The runs differ in a knob (layers, weight floor or temperature, objective...); the rule is meta-train's."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("runs",)
+
+    runs: list[str] = field(default_factory=list)
+    """meta-train (or --revalidate) output directories, validated on the same held-out pairs"""
+    out: str = ""
+    """JSON to write: the rule, the chosen run and every candidate's validation (default: print only)"""
+
+    def __post_init__(self) -> None:
+        _check(len(self.runs) >= 2, "runs", "needs at least two runs to compare")
+        _check(len(set(self.runs)) == len(self.runs), "runs", "must be distinct")
+
+
+@dataclass
 class ExportPhiConfig:
     """``taalm export-phi``: a trained φ re-saved in the Hub format with a model card (how the shipped φs are made)."""
 

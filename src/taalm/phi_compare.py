@@ -1,0 +1,96 @@
+"""Choose among trained φs — other layer counts, weight floors or temperatures, objectives — by the rule that chooses
+a checkpoint within one run: the worst kind's validation gain over uniform weights (``selection_key``).
+
+    taalm compare-phi --runs runs/phi-T1 runs/phi-T2 runs/phi-L8 --out choice.json
+
+Each run is a ``taalm meta-train`` output (or a ``--revalidate`` one). Gains are comparable only between runs
+validated on the same held-out pairs, from the same θ start, with the same validation options: that is checked, so
+a knob is never chosen on a difference in what was measured.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from taalm.config import ComparePhiConfig, MetaTrainConfig, build_config, load_config_file
+from taalm.errors import TaalmError
+from taalm.io import atomic_write_json
+from taalm.meta_train import SAME_START
+from taalm.validation import selection_key
+
+# what makes two runs' validation gains comparable, beside the held-out pairs themselves
+SAME_MEASURE = (*SAME_START, "val_epochs", "val_lr", "val_lr_by_kind", "val_batch_size", "val_metric")
+# what a comparison is usually about: shown in the table when the runs differ in it
+KNOBS = ("phi_model", "phi_layers", "phi_lora_r", "weight_floor", "weight_temperature", "objective", "restrict",
+         "dummy_steps", "inner_lr", "outer_lr", "meta_batch", "updates", "pairs")
+
+
+@dataclass
+class Candidate:
+    run: Path
+    config: MetaTrainConfig
+    update: int
+    validation: dict
+
+
+def load_candidate(run: Path) -> Candidate:
+    for name in ("config.yaml", "selection.json", "held_out.jsonl"):
+        if not (run / name).is_file():
+            raise TaalmError(f"option --runs: {run / name} not found (not a taalm meta-train output with held-out pairs)")
+    config = build_config(MetaTrainConfig, load_config_file(run / "config.yaml"), str(run / "config.yaml"))
+    selection = json.loads((run / "selection.json").read_text())
+    if not selection.get("validation"):
+        raise TaalmError(f"{run / 'selection.json'}: no validation recorded (the run kept its last φ unvalidated)")
+    return Candidate(run, config, selection["update"], selection["validation"])
+
+
+def check_comparable(candidates: list[Candidate]) -> None:
+    first = candidates[0]
+    held = (first.run / "held_out.jsonl").read_bytes()
+    for other in candidates[1:]:
+        for name in SAME_MEASURE:
+            mine, theirs = getattr(other.config, name), getattr(first.config, name)
+            if mine != theirs:
+                raise TaalmError(f"{other.run / 'config.yaml'}: {name} {mine!r} is not {theirs!r} as in "
+                                 f"{first.run}; their validation gains are not comparable")
+        if (other.run / "held_out.jsonl").read_bytes() != held:
+            raise TaalmError(f"{other.run / 'held_out.jsonl'}: not the held-out pairs of {first.run}; their "
+                             "validation gains are not comparable")
+
+
+def kinds_of(validation: dict) -> list[str]:
+    return sorted({key.split("/", 1)[0] for key in validation if "/" in key})
+
+
+def markdown_table(candidates: list[Candidate], chosen: Candidate, knobs: list[str]) -> str:
+    """One row per run (the chosen one in bold): the knobs that differ, the worst kind, every kind's gain."""
+    kinds = kinds_of(chosen.validation) or [""]
+    prefix = {kind: f"{kind}/" if kind else "" for kind in kinds}
+    header = ["run", *knobs, "update", "worst kind", *[f"{kind or 'all'}: acc / NLL gain" for kind in kinds]]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for c in candidates:
+        v = c.validation
+        cells = [str(c.run), *(str(getattr(c.config, k)) for k in knobs), str(c.update), v.get("worst_kind", ""),
+                 *(f"{v[prefix[k] + 'gain_accuracy']:+.3f} / {v[prefix[k] + 'gain_nll']:+.3f}" for k in kinds)]
+        if c is chosen:
+            cells[0] = f"**{cells[0]}**"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare_phi(cfg: ComparePhiConfig) -> tuple[dict, str]:
+    """The chosen run and every candidate's validation (written to ``cfg.out`` when given), and the table."""
+    candidates = [load_candidate(Path(run)) for run in cfg.runs]
+    check_comparable(candidates)
+    metric = candidates[0].config.val_metric
+    chosen = max(candidates, key=lambda c: selection_key(c.validation, metric))  # the first given among equals
+    knobs = [k for k in KNOBS if len({json.dumps(getattr(c.config, k)) for c in candidates}) > 1]
+    report = {"rule": "the highest gain of the worst kind: accuracy, its NLL breaking ties" if metric == "accuracy"
+              else "the highest NLL gain of the worst kind", "metric": metric, "chosen": str(chosen.run),
+              "candidates": [{"run": str(c.run), **{k: getattr(c.config, k) for k in knobs}, "update": c.update,
+                              "validation": c.validation} for c in candidates]}
+    if cfg.out:
+        atomic_write_json(cfg.out, report)
+    return report, markdown_table(candidates, chosen, knobs)
