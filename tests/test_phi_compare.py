@@ -69,6 +69,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "bare").mkdir()
     assert cli.main(["compare-phi", "--runs", str(run), str(tmp_path / "bare")]) == 2
     check_one_line_error(2, capsys.readouterr().err, "bare/config.yaml not found")
+    (tmp_path / "bare" / "config.yaml").write_text((run / "config.yaml").read_text())
+    (tmp_path / "bare" / "held_out.jsonl").write_text(HELD)
+    (tmp_path / "bare" / "selection.json").write_text('{"update": 12,\n "validation": {"gain_accuracy": 0.1,,}}')
+    assert cli.main(["compare-phi", "--runs", str(run), str(tmp_path / "bare")]) == 2
+    check_one_line_error(2, capsys.readouterr().err, "bare/selection.json:2", "malformed")
     assert cli.main(["compare-phi", "--runs", str(run)]) == 2
     check_one_line_error(2, capsys.readouterr().err, "option --runs", "at least two")
     other = fake_run(tmp_path, "other", {"a": (0.3, 0.2)})

@@ -40,8 +40,8 @@ def load_candidate(run: Path) -> Candidate:
         if not (run / name).is_file():
             raise TaalmError(f"option --runs: {run / name} not found (not a taalm meta-train output with held-out pairs)")
     config = build_config(MetaTrainConfig, load_config_file(run / "config.yaml"), str(run / "config.yaml"))
-    selection = json.loads((run / "selection.json").read_text())
-    if not selection.get("validation"):
+    selection = load_config_file(run / "selection.json")  # JSON is YAML: malformed files are named with their line
+    if not selection.get("validation") or "update" not in selection:
         raise TaalmError(f"{run / 'selection.json'}: no validation recorded (the run kept its last φ unvalidated)")
     return Candidate(run, config, selection["update"], selection["validation"])
 
