@@ -118,6 +118,11 @@ class MetaOptions:
     weight_temperature: float = 1.0
     """not in the paper: φ's weights are sigmoid(logit / temperature); below 1 sharpens their contrast, above 1
     flattens it (1: the paper's sigmoid)"""
+    answer_mask_steps: int = 0
+    """not in the paper: before meta-training, fit φ for this many steps to the answer-token masks of its training
+    documents (binary cross-entropy, the oracle's weights as labels; ``taalm.answer_mask``); 0: meta-learning only"""
+    answer_mask_lr: float = 1e-3
+    """the answer-mask warm start's AdamW learning rate"""
     dummy_steps: int = 1
     """non-differentiable inner steps before the differentiable one"""
     inner_lr: float = 2e-4
@@ -165,13 +170,14 @@ class MetaOptions:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        for name in ("dummy_steps", "phi_layers", "phi_lora_r", "updates", "val_batch_size"):
+        for name in ("answer_mask_steps", "dummy_steps", "phi_layers", "phi_lora_r", "updates", "val_batch_size"):
             _check(getattr(self, name) >= 0, name, "must be >= 0")
         for name in ("meta_batch", "inner_batch", "pair_batch", "epochs", "val_every", "val_epochs",
                      "checkpoint_every"):
             _check(getattr(self, name) > 0, name, "must be positive")
         _check(0.0 <= self.weight_floor < 1.0, "weight_floor", "must be in [0, 1)")
         _check(self.weight_temperature > 0, "weight_temperature", "must be positive")
+        _check(self.answer_mask_lr > 0, "answer_mask_lr", "must be positive")
         _check(self.inner_lr > 0, "inner_lr", "must be positive")
         _check(self.outer_lr > 0, "outer_lr", "must be positive")
         _check(self.val_lr >= 0, "val_lr", "must be >= 0")

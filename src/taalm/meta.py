@@ -28,6 +28,7 @@ from torch.func import functional_call
 
 from taalm import losses
 from taalm.data import Encoded, Pair, encode, pad_batch
+from taalm.errors import TaalmError
 from taalm.weighting import weight_statistics
 
 log = logging.getLogger("taalm")
@@ -55,7 +56,11 @@ class EncodedPair:
 
 
 def encode_pair(tokenizer, pair: Pair, max_length: int) -> EncodedPair:
-    document = encode(tokenizer, pair.document, max_length, where=pair.source)
+    """D marks its answer's tokens where it can (the answer-mask warm start's labels; the meta step ignores them)."""
+    try:
+        document = encode(tokenizer, pair.document, max_length, answer=pair.answer, where=pair.source)
+    except TaalmError:  # the answer is absent, cut off or only opens D: D is still learned, unlabelled
+        document = encode(tokenizer, pair.document, max_length, where=pair.source)
     task = encode(tokenizer, pair.task, max_length, answer=pair.answer, where=pair.source)
     return EncodedPair(document, task, pair.source)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from taalm import meta, models, runtime
+from taalm import answer_mask, meta, models, runtime
 from taalm.ckl import rng_of_this_process
 from taalm.config import LoopOptions, MetaTrainConfig, build_config, load_config_file, save_config, to_dict
 from taalm.data import Pair, encode, load_pairs, pad_token_id
@@ -34,6 +34,7 @@ from taalm.windowing import answer_window
 log = logging.getLogger("taalm")
 CHECKPOINT = "checkpoint"
 VALIDATION_CHECKPOINTS = "checkpoints"
+ANSWER_MASK_RECORD = "answer_mask.json"  # the warm start's fit (--answer_mask_steps)
 
 
 def build_models(cfg: MetaTrainConfig, device: torch.device) -> tuple[torch.nn.Module, TrainAttention]:
@@ -224,6 +225,13 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
         if validate is not None:
             validate.restore_uniform(state.get("uniform"))
         log.warning("resuming %s at φ update %d of %d", out, first, total)
+    if state is None and cfg.answer_mask_steps:  # every process fits the same φ: same seed, same batches
+        fit = answer_mask.fit_answer_masks(phi, [p.document for p in encoded], cfg.answer_mask_steps,
+                                           cfg.answer_mask_lr, cfg.meta_batch, cfg.seed, pad_id, device,
+                                           progress=procs.is_main_process)
+        if procs.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out / ANSWER_MASK_RECORD, fit)
     if procs.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
