@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import FACT_PAIRS, build_tiny_model
-from taalm import meta, models, runtime
+from taalm import answer_mask, meta, models, runtime
 from taalm.config import MetaTrainConfig
 from taalm.data import encode
 from taalm.errors import TaalmError
@@ -185,6 +185,25 @@ def test_resume_is_exact(tiny_model, tmp_path, monkeypatch):
     for name in reference:
         assert torch.equal(resumed[name], reference[name]), name
     assert (out / "DONE").exists()
+
+
+def test_a_resumed_run_keeps_its_warm_start_and_does_not_fit_again(tiny_model, tmp_path, monkeypatch):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS)
+    options = {"updates": 4, "answer_mask_steps": 3, "answer_mask_lr": 1e-2}
+    reference, _ = outputs(meta_train(resume_config(tiny_model, pairs, tmp_path / "full", **options)))
+    out = tmp_path / "killed"
+    kill_at(monkeypatch, 2, [])
+    with pytest.raises(RuntimeError):
+        meta_train(resume_config(tiny_model, pairs, out, **options))
+    assert (out / "answer_mask.json").is_file()
+    monkeypatch.undo()
+    fits: list[int] = []
+    original = answer_mask.fit_answer_masks
+    monkeypatch.setattr(answer_mask, "fit_answer_masks", lambda *a, **k: fits.append(1) or original(*a, **k))
+    resumed, _ = outputs(meta_train(resume_config(tiny_model, pairs, out, resume=True, **options)))
+    assert fits == []
+    for name in reference:
+        assert torch.equal(resumed[name], reference[name]), name
 
 
 def test_resume_without_rng_restore_differs(tiny_model, tmp_path, monkeypatch):
