@@ -52,6 +52,15 @@ def test_equal_runs_keep_the_first_given(tmp_path):
     assert report["chosen"] == str(runs[0])
 
 
+def test_the_same_held_out_pairs_read_from_another_path_compare(tmp_path):
+    first = fake_run(tmp_path, "first", {"a": (0.1, 0.2)})
+    moved = HELD.replace('"source": "', '"source": "/elsewhere/')
+    assert moved != HELD
+    other = fake_run(tmp_path, "other", {"a": (0.3, 0.2)}, held=moved)
+    report, _ = compare_phi(ComparePhiConfig(runs=[str(first), str(other)]))
+    assert report["chosen"] == str(other)
+
+
 @pytest.mark.parametrize(("change", "fragment"), [
     ({"val_lr": 1e-3}, "val_lr 0.001 is not 0.0002"),
     ({"held": HELD.replace("Oslo", "Bergen")}, "held_out.jsonl: not the held-out pairs"),

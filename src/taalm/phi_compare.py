@@ -16,14 +16,14 @@ from pathlib import Path
 
 from taalm.config import ComparePhiConfig, MetaTrainConfig, build_config, load_config_file
 from taalm.errors import TaalmError
-from taalm.io import atomic_write_json
+from taalm.io import atomic_write_json, read_jsonl
 from taalm.meta_train import SAME_START
 from taalm.validation import selection_key
 
 # what makes two runs' validation gains comparable, beside the held-out pairs themselves
 SAME_MEASURE = (*SAME_START, "val_epochs", "val_lr", "val_lr_by_kind", "val_batch_size", "val_metric")
 # what a comparison is usually about: shown in the table when the runs differ in it
-KNOBS = ("phi_model", "phi_layers", "phi_lora_r", "weight_floor", "weight_temperature", "objective", "restrict",
+KNOBS = ("answer_mask_steps", "answer_mask_lr", "phi_model", "phi_layers", "phi_lora_r", "weight_floor", "weight_temperature", "objective", "restrict",
          "dummy_steps", "inner_lr", "outer_lr", "meta_batch", "updates", "pairs")
 
 
@@ -46,16 +46,22 @@ def load_candidate(run: Path) -> Candidate:
     return Candidate(run, config, selection["update"], selection["validation"])
 
 
+def held_out_pairs(run: Path) -> list[tuple]:
+    """The run's held-out pairs, in order, without their sources: the same pairs file reached by another path (a
+    relative or absolute --pairs) holds the same pairs."""
+    return [(r.get("document"), r.get("task"), r.get("answer")) for _, r in read_jsonl(run / "held_out.jsonl")]
+
+
 def check_comparable(candidates: list[Candidate]) -> None:
     first = candidates[0]
-    held = (first.run / "held_out.jsonl").read_bytes()
+    held = held_out_pairs(first.run)
     for other in candidates[1:]:
         for name in SAME_MEASURE:
             mine, theirs = getattr(other.config, name), getattr(first.config, name)
             if mine != theirs:
                 raise TaalmError(f"{other.run / 'config.yaml'}: {name} {mine!r} is not {theirs!r} as in "
                                  f"{first.run}; their validation gains are not comparable")
-        if (other.run / "held_out.jsonl").read_bytes() != held:
+        if held_out_pairs(other.run) != held:
             raise TaalmError(f"{other.run / 'held_out.jsonl'}: not the held-out pairs of {first.run}; their "
                              "validation gains are not comparable")
 
