@@ -87,13 +87,20 @@ def fact_auc(phi: TrainAttention, tokenizer, records: list[dict]) -> float:
     return roc_auc([w for row in weights for w in row], [m for row in masks for m in row])
 
 
-def test_phi_learns_to_weight_the_fact(word_model, tmp_path):
+def fact_task(word_model: str, tmp_path: Path, **options) -> tuple[MetaTrainConfig, list[dict]]:
+    """A meta-train config on 64 seeded fact pairs, and 30 more fact documents held out to rank φ on."""
     rng = random.Random(0)
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [fact_document(rng) for _ in range(64)])
     held_out = [fact_document(rng) for _ in range(30)]
-    cfg = MetaTrainConfig(theta=word_model, pairs=str(pairs), out=str(tmp_path / "phi"), updates=40, meta_batch=4,
-                          inner_lr=1e-2, outer_lr=3e-3, lora_r=4, lora_alpha=8, lora_dropout=0.0, max_length=64,
-                          seed=0, checkpoint_every=100, device="cpu", held_out=0)
+    values = {"updates": 40, "meta_batch": 4, "inner_lr": 1e-2, "outer_lr": 3e-3, "lora_r": 4, "lora_alpha": 8,
+              "lora_dropout": 0.0, "max_length": 64, "seed": 0, "checkpoint_every": 100, "device": "cpu",
+              "held_out": 0}
+    return MetaTrainConfig(theta=word_model, pairs=str(pairs), out=str(tmp_path / "phi"), **{**values, **options}), \
+        held_out
+
+
+def test_phi_learns_to_weight_the_fact(word_model, tmp_path):
+    cfg, held_out = fact_task(word_model, tmp_path)
     tokenizer = models.load_tokenizer(word_model)
     _, untrained = build_models(cfg, torch.device("cpu"))  # exactly the φ the run starts from
     before = fact_auc(untrained, tokenizer, held_out)
@@ -108,13 +115,8 @@ def test_phi_learns_to_weight_the_fact(word_model, tmp_path):
 
 
 def test_answer_mask_warm_start_ranks_the_fact_before_any_meta_update(word_model, tmp_path):
-    rng = random.Random(0)
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", [fact_document(rng) for _ in range(64)])
-    held_out = [fact_document(rng) for _ in range(30)]
-    cfg = MetaTrainConfig(theta=word_model, pairs=str(pairs), out=str(tmp_path / "phi"), updates=1, meta_batch=4,
-                          inner_lr=1e-2, outer_lr=1e-9, lora_r=4, lora_alpha=8, lora_dropout=0.0, max_length=64,
-                          seed=0, checkpoint_every=100, device="cpu", held_out=0, answer_mask_steps=240,
-                          answer_mask_lr=3e-3)
+    cfg, held_out = fact_task(word_model, tmp_path, updates=1, outer_lr=1e-9, answer_mask_steps=240,
+                              answer_mask_lr=3e-3)
     out = meta_train(cfg)
     after = fact_auc(TrainAttention.load(out), models.load_tokenizer(word_model), held_out)
     fit = json.loads((out / "answer_mask.json").read_text())
