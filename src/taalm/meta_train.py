@@ -225,15 +225,15 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
         if validate is not None:
             validate.restore_uniform(state.get("uniform"))
         log.warning("resuming %s at φ update %d of %d", out, first, total)
+    fit = None
     if state is None and cfg.answer_mask_steps:  # every process fits the same φ: same seed, same batches
         fit = answer_mask.fit_answer_masks(phi, [p.document for p in encoded], cfg.answer_mask_steps,
                                            cfg.answer_mask_lr, cfg.meta_batch, cfg.seed, pad_id, device,
                                            progress=procs.is_main_process)
-        if procs.is_main_process:
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(out / ANSWER_MASK_RECORD, fit)
     if procs.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        if fit is not None:
+            atomic_write_json(out / ANSWER_MASK_RECORD, fit)
         save_config(cfg, out / "config.yaml")
         atomic_write_json(out / "data.json", report)
         copy_mixture(cfg, out)
