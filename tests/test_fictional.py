@@ -13,6 +13,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import FACT_PAIRS
@@ -290,6 +291,36 @@ def test_bench_runs_every_seed_on_its_own_facts(tiny_model, tmp_path):
         assert list(m["seeds"]) == ["0", "1"]
         assert m["last_acc"] == pytest.approx(sum(s["last_acc"] for s in m["seeds"].values()) / 2)
     assert summary["intervals"]["seeds"] == [0, 1] and "ci95" in summary["methods"]["oracle"]
+
+
+def metrics_records(to_learn: list[list[float]], exact: list[list[float]], keep: list[list[float]]) -> list[dict]:
+    """A run's metrics.jsonl records from per-fact scores per epoch, as ``taalm learn`` writes them."""
+    records = []
+    for epoch, (acc, em, nf) in enumerate(zip(to_learn, exact, keep, strict=True)):
+        records.append({"epoch": epoch, "probe": "to_learn", "accuracy": sum(acc) / len(acc),
+                        "exact_match": sum(em) / len(em), "per_probe": {"accuracy": acc, "exact_match": em}})
+        records.append({"epoch": epoch, "probe": "not_to_forget", "accuracy": sum(nf) / len(nf),
+                        "per_probe": {"accuracy": nf}})
+    return records
+
+
+def test_a_row_and_its_interval_are_of_the_same_epoch():
+    """To-Learn accuracy peaks at epoch 2 and falls at 3: exact match is the top epoch's in the row and in the
+    bootstrap (as on LAMA-ckl), the last epoch's under last_exact_match in both (a row once took the last epoch's
+    exact match while its interval was the top epoch's)."""
+    from taalm import stats
+
+    to_learn = [[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0]]
+    exact = [[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]]
+    keep = [[1, 1], [1, 0], [0, 0], [1, 1]]
+    metrics = metrics_records(to_learn, exact, keep)
+    row = fictional.method_result(metrics)
+    assert row["epoch"] == 2 and row["top_acc"] == 0.75 and row["last_acc"] == 0.5
+    assert row["exact_match"] == 0.75 and row["last_exact_match"] == 0.25 and row["last_nf_acc"] == 1.0
+    points = stats.bootstrap([{"finetune": lama_ckl.fact_scores(metrics)}], fictional.statistic, replicates=20)
+    point = {k: v["per_seed"][0] for k, v in points["finetune"]["stats"].items() if np.ndim(v["per_seed"][0]) == 0}
+    for name in ("top_acc", "nf_acc", "exact_match", "last_acc", "last_nf_acc", "last_exact_match"):
+        assert point[name] == pytest.approx(row[name]), name
 
 
 def test_bench_fictional_help(capsys, monkeypatch):

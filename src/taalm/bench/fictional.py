@@ -100,15 +100,19 @@ def statistic(means: stats.Means) -> dict[str, np.ndarray]:
     columns = lama_ckl.statistic(means)
     columns["last_acc"] = columns["curve_to_learn"][:, -1]
     columns["last_nf_acc"] = columns["curve_not_to_forget"][:, -1]
+    if "exact_match" in means["to_learn"]:
+        columns["last_exact_match"] = means["to_learn"]["exact_match"][:, -1]
     return columns
 
 
 def method_result(metrics: list[dict]) -> dict[str, Any]:
-    """One run's row: To-Learn and NF accuracy at the last epoch, and the paper's columns at the top epoch."""
+    """One run's row: To-Learn accuracy, NF accuracy and exact match at the last epoch, and the paper's columns with
+    exact match at the top epoch (as ``statistic`` computes them, so a row and its interval are of one epoch)."""
     curve = lama_ckl.curve_from_metrics(metrics)
     top = lama_ckl.summarize_curve(curve)
-    return {"last_acc": curve[-1][0], "last_nf_acc": curve[-1][1], **top,
-            "exact_match": lama_ckl.exact_match_at(metrics, len(curve) - 1)}
+    return {"last_acc": curve[-1][0], "last_nf_acc": curve[-1][1],
+            "last_exact_match": lama_ckl.exact_match_at(metrics, len(curve) - 1), **top,
+            "exact_match": lama_ckl.exact_match_at(metrics, top["epoch"])}
 
 
 def method_summary(name: str, runs: list[runner.SeedRun], bootstrap: dict | None) -> dict[str, Any]:
