@@ -35,3 +35,9 @@ def answer_ranking_against_chance(alias: str, tokenizer, per_kind: int = 32) -> 
 
     rows = ranking_against_chance(TrainAttention.load(resolve_phi(alias)), tokenizer, per_kind)
     return {kind: (row["answer_auc"], row["chance_99.9"]) for kind, row in rows.items()}
+
+
+def check_answer_ranking(alias: str, tokenizer, at_least: float = 0.0) -> None:
+    """φ ranks the answer tokens above a random ranking's 99.9th percentile on every kind, and above ``at_least``."""
+    margins = answer_ranking_against_chance(alias, tokenizer)
+    assert all(auc > bound and auc > at_least for auc, bound in margins.values()), margins

@@ -201,12 +201,10 @@ def test_the_shipped_gemma_phi_loads_and_puts_its_weight_on_the_facts(tokenizer,
 @real_gemma
 @pytest.mark.parametrize("alias", [ALIAS, ALIAS + "-v2"])
 def test_the_shipped_gemma_phi_ranks_answer_tokens_above_chance_on_every_kind_of_document(tokenizer, alias):
-    from shipped_phi import answer_ranking_against_chance  # tests/shipped_phi.py
+    from shipped_phi import check_answer_ranking  # tests/shipped_phi.py
 
-    margins = answer_ranking_against_chance(alias, tokenizer)
-    assert all(auc > bound for auc, bound in margins.values()), margins
-    if alias == ALIAS:  # the answer-mask warm start's φ: 0.97 / 0.96 / 0.95 when shipped; G1 (-v2): 0.75 / 0.86 / 0.76
-        assert all(auc > 0.85 for auc, _ in margins.values()), margins
+    # the answer-mask warm start's φ: 0.97 / 0.96 / 0.95 when shipped; G1 (-v2): 0.75 / 0.86 / 0.76
+    check_answer_ranking(alias, tokenizer, at_least=0.85 if alias == ALIAS else 0.0)
 
 
 @real_gemma
