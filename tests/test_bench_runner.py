@@ -75,6 +75,23 @@ def test_the_skeleton_calls_the_hooks_in_order_and_writes_the_summary(tmp_path, 
     assert "bench counting" in err and "4/4" in err  # one progress bar over seeds × methods
 
 
+def test_baseline_names_the_method_the_others_are_paired_with(tmp_path):
+    class Better(Counting):  # oracle scores 0.5 above finetune on every fact
+        def run_method(self, cfg, name, out, run):
+            row, scores = super().run_method(cfg, name, out, run)
+            shift = 0.5 if name == "oracle" else 0.0
+            return row, {"probes": {"accuracy": scores["probes"]["accuracy"] + shift}}
+
+    cfg = LamaCklConfig(out=str(tmp_path / "run"), methods="finetune,oracle,rho1", seeds="0,1", device="cpu",
+                        baseline="oracle")
+    summary = runner.run(Better(), cfg)
+    assert summary["intervals"]["baseline"] == "oracle"
+    methods = summary["methods"]
+    assert "vs_oracle" not in methods["oracle"] and not any("vs_finetune" in row for row in methods.values())
+    assert methods["finetune"]["vs_oracle"]["score"]["per_seed"] == pytest.approx([-0.5, -0.5])
+    assert methods["rho1"]["vs_oracle"]["score"]["mean"] == pytest.approx(-0.5)
+
+
 def test_a_method_without_per_fact_scores_means_no_intervals(tmp_path):
     class Old(Counting):
         def run_method(self, cfg, name, out, run):

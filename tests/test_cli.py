@@ -361,6 +361,8 @@ BAD_OPTIONS = [  # argv after the command, fragments of the one line
      ["option --weight_temperature", "must be positive"]),
     (["bench", "lama-ckl", "--out", "o", "--seeds", "1,1"], ["option --seeds", "distinct"]),
     (["bench", "lama-ckl", "--out", "o", "--preset", "nope"], ["option --preset", "'nope' is not one of cpu"]),
+    (["bench", "temporalwiki", "--out", "o", "--methods", "finetune,taalm", "--baseline", "rho1"],
+     ["option --baseline", "'rho1' is not one of the methods (finetune, taalm)"]),
     (["bench", "fictional", "--out", "o", "--meta.bogus", "1"], ["taalm: error:", "--meta.bogus"]),
 ]
 

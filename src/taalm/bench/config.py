@@ -66,6 +66,9 @@ class BenchOptions(LoopOptions, ModelOptions):
     """fills every option not given explicitly (the benchmark's presets: see --help's description)"""
     methods: list[str] = field(default_factory=lambda: ["finetune"])
     """methods to run, e.g. [finetune,taalm] (or finetune,taalm)"""
+    baseline: str = ""
+    """the method every other is paired with in the intervals and tables, one of --methods (empty: finetune, when it
+    runs)"""
     seeds: list[int] = field(default_factory=list)
     """seeds, each a run in OUT/seed-<s> with its own split, data order and LoRA init (tailoring, lr selection and φ
     are shared); intervals pool them (empty: --seed)"""
@@ -100,6 +103,8 @@ class BenchOptions(LoopOptions, ModelOptions):
         _check(bool(self.methods), "methods", "no method given")
         for name in self.methods:
             parse_method(name)
+        _check(not self.baseline or self.baseline in self.methods, "baseline",
+               f"{self.baseline!r} is not one of the methods ({', '.join(self.methods)})")
         _check(bool(self.phi), "phi", f"give one of {', '.join(PHI_SOURCES)}, an alias or a directory")
         _check(all(s >= 0 for s in self.seeds) and len(set(self.seeds)) == len(self.seeds), "seeds",
                f"{self.seeds!r} is not a list of distinct non-negative integers")
@@ -118,6 +123,10 @@ class BenchOptions(LoopOptions, ModelOptions):
 
     def kadapter_lr_candidate_list(self) -> list[float]:
         return list(self.kadapter_lr_candidates) or self.lr_candidate_list()
+
+    def baseline_method(self) -> str:
+        """The method the others are paired with: --baseline, else finetune."""
+        return self.baseline or "finetune"
 
     def needs_phi(self) -> bool:
         from taalm.methods import parse_method

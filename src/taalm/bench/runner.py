@@ -310,7 +310,7 @@ def run(bench: Benchmark, cfg: BenchOptions, command: str = "") -> dict[str, Any
     if cfg.needs_phi():
         bench.phi = obtain_phi(cfg, bench.phi_pairs, out / "phi", **bench.meta_overrides(cfg))
     runs = run_seeds(bench, cfg)
-    bootstraps, record = intervals(runs, bench.statistic(cfg))
+    bootstraps, record = intervals(runs, bench.statistic(cfg), cfg.baseline_method())
     own = bench.summary(cfg, runs, bootstraps, out)
     summary = {"benchmark": bench.name, "model": cfg.model, "device": device_name(cfg.device),
                "command": command_line(cfg, command, bench.name),
