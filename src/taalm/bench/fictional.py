@@ -117,7 +117,7 @@ def method_result(metrics: list[dict]) -> dict[str, Any]:
 
 def method_summary(name: str, runs: list[runner.SeedRun], bootstrap: dict | None) -> dict[str, Any]:
     """A method's row over the seeds: means of the per-seed columns, each seed's values, and (from the bootstrap)
-    the 95% intervals and the paired differences to finetune."""
+    the 95% intervals and the paired differences to the baseline (finetune unless --baseline)."""
     per_seed = {str(r.seed): r.methods[name] for r in runs}
     entry = {**runner.mean_over_seeds(list(per_seed.values())), "epochs": [m["epoch"] for m in per_seed.values()],
              "seconds": round(sum(m["seconds"] for m in per_seed.values()), 1), "seeds": per_seed}
@@ -127,7 +127,7 @@ def method_summary(name: str, runs: list[runner.SeedRun], bootstrap: dict | None
 
 def table(summary: dict[str, Any]) -> str:
     """To-Learn and NF accuracy at the last epoch (the headline), Top Acc and NF at the top epoch, each ``mean ±
-    half-width`` of the 95% interval, and the paired difference of the headline to finetune."""
+    half-width`` of the 95% interval, and the paired difference of the headline to the baseline."""
     base = summary["intervals"].get("baseline") or "finetune"
     header = (f"| Method | To-Learn Acc (last epoch) | NF Acc (last epoch) | Top Acc | Epoch | NF Acc (top epoch) | "
               f"Δ last vs {base} [95%] | seconds |")

@@ -353,7 +353,7 @@ def prepare_sets(cfg: LamaCklConfig, split_dir: Path, sets: Path, names: tuple[s
 
 def table(summary: dict[str, Any]) -> str:
     """The paper's columns as ``mean ± half-width`` of the 95% interval (just the mean without one), the top epoch
-    of each seed, exact match, and the paired difference to finetune with its interval."""
+    of each seed, exact match, and the paired difference to the baseline with its interval."""
     seeds = summary["intervals"]["seeds"]
     base = summary["intervals"].get("baseline") or "finetune"
     about = f"{len(seeds)} seeds" if len(seeds) > 1 else "1 seed: ± over facts only"

@@ -222,7 +222,7 @@ def _row(per_seed: dict[str, dict[str, Any]], bootstrap: dict | None, periods: l
 
 def table(summary: dict[str, Any]) -> str:
     """The paper's layout: rows base + methods; CHANGED / UNCHANGED object NLL after each period (means over seeds),
-    their averages as ``mean ± half-width`` of the 95% interval, and the paired difference to finetune."""
+    their averages as ``mean ± half-width`` of the 95% interval, and the paired difference to the baseline."""
     periods = list(summary["base"])
     seeds = summary["intervals"]["seeds"]
     baseline = summary["intervals"].get("baseline") or "finetune"
