@@ -208,6 +208,28 @@ def test_a_resumed_run_keeps_its_warm_start_and_does_not_fit_again(tiny_model, t
         assert torch.equal(resumed[name], reference[name]), name
 
 
+def test_epochs_0_validates_the_warm_start_alone_and_ships_it(tiny_model, tmp_path, monkeypatch):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS)
+    steps: list[int] = []
+    original = meta.meta_gradient
+    monkeypatch.setattr(meta, "meta_gradient", lambda *a, **k: steps.append(1) or original(*a, **k))
+    out = meta_train(resume_config(tiny_model, pairs, tmp_path / "warm", updates=0, epochs=0, answer_mask_steps=3,
+                                   answer_mask_lr=1e-2))
+    assert steps == []  # no meta-update
+    tensors, history = outputs(out)
+    assert [h["update"] for h in history] == [0] and "gain_accuracy" in history[0]
+    assert json.loads((out / "selection.json").read_text())["update"] == 0
+    warm = load_file(str(out / "checkpoints" / "update-00000" / HEAD_FILE))
+    assert all(torch.equal(tensors[f"head/{k}"], v) for k, v in warm.items())
+    bias = [v for k, v in tensors.items() if k.startswith("head/") and k.endswith("bias")]
+    assert len(bias) == 1 and float(bias[0]) != pytest.approx(4.0)  # the fit moved φ's head off its init
+
+
+def test_epochs_0_without_a_warm_start_is_refused(tiny_model, tmp_path):
+    with pytest.raises(TaalmError, match="--epochs: 0 with --updates 0 leaves φ untrained"):
+        resume_config(tiny_model, tmp_path / "pairs.jsonl", tmp_path / "out", updates=0, epochs=0)
+
+
 def test_resume_without_rng_restore_differs(tiny_model, tmp_path, monkeypatch):
     """Dropout makes the RNG state matter: skipping its restore must change the result (so the test above is real)."""
     pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS)
@@ -468,6 +490,32 @@ def test_revalidate_refuses_another_theta_start_or_held_out_split(tiny_model, ki
     with pytest.raises(TaalmError, match=f"--{name} {value} is not the run's"):
         meta_train(cfg)
     assert not (tmp_path / "again").exists()  # refused before anything is written
+
+
+def test_uniform_from_takes_the_runs_uniform_scores_and_learns_no_uniform_run(tiny_model, kinded_run, tmp_path,
+                                                                               monkeypatch):
+    pairs, run, history = kinded_run
+    runs = record_validation_runs(monkeypatch, lambda a: a[3] is None)
+    # another φ (one layer) on the same held-out pairs: only its own runs, its gains against the run's uniform runs
+    out = meta_train(resume_config(tiny_model, pairs, tmp_path / "one-layer", updates=2, held_out=1, phi_layers=1,
+                                   uniform_from=str(run)))
+    assert runs == [False] * 4  # kinds a and b at updates 0 and 2
+    _, ours = outputs(out)
+    for record in (h for h in ours if "gain_accuracy" in h):
+        for kind in ("a", "b"):
+            assert record[f"{kind}/uniform_nll"] == history[0][f"{kind}/uniform_nll"]
+            assert record[f"{kind}/gain_nll"] == pytest.approx(history[0][f"{kind}/uniform_nll"]
+                                                               - record[f"{kind}/val_nll"])
+
+
+@pytest.mark.parametrize("change", [{"seed": 1}, {"val_lr": 5e-2}, {"val_epochs": 3}])
+def test_uniform_from_refuses_a_run_whose_uniform_runs_learned_otherwise(tiny_model, kinded_run, tmp_path, change):
+    pairs, run, _ = kinded_run
+    cfg = resume_config(tiny_model, pairs, tmp_path / "other", **{"updates": 2, "held_out": 1, **change},
+                        uniform_from=str(run))
+    with pytest.raises(TaalmError, match="option --uniform_from: "):
+        meta_train(cfg)
+    assert not (tmp_path / "other").exists()  # refused before anything is written
 
 
 def test_val_lr_by_kind_must_name_a_kind_of_the_pairs(tiny_model, tmp_path):

@@ -147,7 +147,8 @@ class MetaOptions:
     updates: int = 0
     """number of φ updates (0: --epochs passes over the pairs)"""
     epochs: int = 1
-    """passes over the pairs when --updates is 0"""
+    """passes over the pairs when --updates is 0 (both 0: no meta-update, φ is the --answer_mask_steps warm start,
+    validated once)"""
     held_out: int = -1
     """pairs kept out of training for validation (-1: 16, or a tenth below 160 pairs, none for 1 pair; 0: none)"""
     val_every: int = 10
@@ -170,9 +171,10 @@ class MetaOptions:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        for name in ("answer_mask_steps", "dummy_steps", "phi_layers", "phi_lora_r", "updates", "val_batch_size"):
+        for name in ("answer_mask_steps", "dummy_steps", "phi_layers", "phi_lora_r", "updates", "epochs",
+                     "val_batch_size"):
             _check(getattr(self, name) >= 0, name, "must be >= 0")
-        for name in ("meta_batch", "inner_batch", "pair_batch", "epochs", "val_every", "val_epochs",
+        for name in ("meta_batch", "inner_batch", "pair_batch", "val_every", "val_epochs",
                      "checkpoint_every"):
             _check(getattr(self, name) > 0, name, "must be positive")
         _check(0.0 <= self.weight_floor < 1.0, "weight_floor", "must be in [0, 1)")
@@ -187,6 +189,8 @@ class MetaOptions:
                                                                             "--inner_batch 1")
         _check(self.max_length >= 2, "max_length", "must be >= 2")
         _check(self.held_out >= -1, "held_out", "must be >= 0 (or -1: automatic)")
+        _check(self.updates or self.epochs or self.answer_mask_steps, "epochs",
+               "0 with --updates 0 leaves φ untrained: needs --answer_mask_steps")
 
 
 @dataclass
@@ -209,6 +213,9 @@ class MetaTrainConfig(MetaOptions, ModelOptions):
     revalidate: str = ""
     """no meta-training: validate the φ checkpoints of this earlier run (made with the same pairs, θ and seed) with
     this command's validation options and write to --out the run as if it had been validated so"""
+    uniform_from: str = ""
+    """take the uniform-weight validation scores recorded by this earlier run (the same pairs, θ, seed and validation
+    options, checked) instead of learning them again: candidates compared on one held-out set skip those runs"""
     seed: int = 0
     """seed for data order, held-out split, LoRA init and dropout"""
 

@@ -275,7 +275,8 @@ def meta_batch_indices(update: int, meta_batch: int, n: int, seed: int) -> list[
 
 
 def total_updates(updates: int, epochs: int, n: int, meta_batch: int) -> int:
-    return updates or max(1, math.ceil(epochs * n / meta_batch))
+    """φ updates of a run: as asked, or ``epochs`` passes over ``n`` pairs (none when ``epochs`` is 0)."""
+    return updates or (math.ceil(epochs * n / meta_batch) if epochs else 0)
 
 
 def checkpoint_path(out: str | Path) -> Path:

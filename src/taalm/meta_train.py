@@ -211,6 +211,8 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
     optimizer = torch.optim.AdamW([p for p in phi.parameters() if p.requires_grad], lr=cfg.outer_lr)
     total = meta.total_updates(cfg.updates, cfg.epochs, len(encoded), cfg.meta_batch)
     validate = Validator(cfg, theta, start_params, held, tokenizer, device, out) if held and procs.is_main_process else None
+    if validate is not None and cfg.uniform_from:
+        validate.uniform = uniform_of_run(cfg, Path(cfg.uniform_from), validate)
     history: list[dict] = []
     first = 0
     state = runtime.load_checkpoint(out / CHECKPOINT) if cfg.resume else None
@@ -304,17 +306,41 @@ def recorded_uniform(history: list[dict], kinds: list[str], per_kind: bool) -> d
     return uniform
 
 
+def uniform_of_run(cfg: MetaTrainConfig, run: Path, validate: Validator) -> dict[str, Score]:
+    """``--uniform_from``: the uniform-weight scores ``run`` recorded, for a run whose θ start, held-out pairs and
+    validation options are this one's (checked: otherwise they would not be this run's uniform runs)."""
+    before = run_config(run, "uniform_from")
+    check_same_start(cfg, before, run, "uniform_from")
+    for kind in validate.held:
+        if validation_options(before, kind) != validate.options[kind]:
+            raise TaalmError(f"option --uniform_from: the validation options for {kind or 'the pairs'} are not the "
+                             f"run's ({run / 'config.yaml'}): its uniform runs learned otherwise")
+    history = [record for _, record in read_jsonl(run / "history.jsonl")] if (run / "history.jsonl").is_file() else []
+    uniform = recorded_uniform(history, list(validate.held), len(validate.held) > 1)
+    if len(uniform) < len(validate.held):
+        missing = sorted(set(validate.held) - set(uniform))
+        raise TaalmError(f"option --uniform_from: {run / 'history.jsonl'} records no uniform run for "
+                         f"{', '.join(k or 'the pairs' for k in missing)}")
+    return uniform
+
+
+def run_config(run: Path, option: str) -> MetaTrainConfig:
+    if not (run / "config.yaml").is_file():
+        raise TaalmError(f"option --{option}: {run / 'config.yaml'} does not exist")
+    return build_config(MetaTrainConfig, load_config_file(run / "config.yaml"), str(run / "config.yaml"))
+
+
 # what fixes θ's start and the held-out pairs: a re-validation with another value would compare its φs against
 # another θ, and mix its validations with the run's recorded ones
 SAME_START = ("theta", "seed", "lora_r", "lora_alpha", "lora_dropout", "qlora", "dtype", "held_out", "task_format",
               "max_length")
 
 
-def check_same_start(cfg: MetaTrainConfig, before: MetaTrainConfig, run: Path) -> None:
+def check_same_start(cfg: MetaTrainConfig, before: MetaTrainConfig, run: Path, option: str = "revalidate") -> None:
     for name in SAME_START:
         if getattr(cfg, name) != getattr(before, name):
-            raise TaalmError(f"option --revalidate: --{name} {getattr(cfg, name)} is not the run's "
-                             f"{getattr(before, name)} ({run / 'config.yaml'}); a re-validation needs the run's θ start "
+            raise TaalmError(f"option --{option}: --{name} {getattr(cfg, name)} is not the run's "
+                             f"{getattr(before, name)} ({run / 'config.yaml'}); it needs the run's θ start "
                              "and held-out pairs")
 
 
@@ -332,7 +358,7 @@ def revalidate(cfg: MetaTrainConfig) -> Path:
     checkpoints = sorted((run / VALIDATION_CHECKPOINTS).glob("update-*")) if run.is_dir() else []
     if not checkpoints:
         raise TaalmError(f"option --revalidate: {run / VALIDATION_CHECKPOINTS} holds no φ checkpoints")
-    before = build_config(MetaTrainConfig, load_config_file(run / "config.yaml"), str(run / "config.yaml"))
+    before = run_config(run, "revalidate")
     check_same_start(cfg, before, run)
     tokenizer = models.load_tokenizer(cfg.theta)
     _, held, report = prepare(cfg, tokenizer)
