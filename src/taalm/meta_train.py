@@ -201,6 +201,8 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
         raise TaalmError(f"option --phi_model: {cfg.phi_model!r} does not share θ's tokenizer; its weights could not "
                          "be aligned")
     encoded, held, report = prepare(cfg, tokenizer)
+    # checked before any model is loaded: a run that cannot lend its uniform scores fails at once
+    recorded = uniform_of_run(cfg, Path(cfg.uniform_from), list(kind_sizes(held))) if cfg.uniform_from and held else None
     out = runtime.check_output_dir(cfg.out, cfg.resume, CHECKPOINT)
     procs = Processes(cfg.device, cfg.log, out)
     procs.wait_for_everyone()  # every process has checked --out before the main one writes into it
@@ -211,8 +213,8 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
     optimizer = torch.optim.AdamW([p for p in phi.parameters() if p.requires_grad], lr=cfg.outer_lr)
     total = meta.total_updates(cfg.updates, cfg.epochs, len(encoded), cfg.meta_batch)
     validate = Validator(cfg, theta, start_params, held, tokenizer, device, out) if held and procs.is_main_process else None
-    if validate is not None and cfg.uniform_from:
-        validate.uniform = uniform_of_run(cfg, Path(cfg.uniform_from), validate)
+    if validate is not None and recorded is not None:
+        validate.uniform = recorded
     history: list[dict] = []
     first = 0
     state = runtime.load_checkpoint(out / CHECKPOINT) if cfg.resume else None
@@ -306,19 +308,20 @@ def recorded_uniform(history: list[dict], kinds: list[str], per_kind: bool) -> d
     return uniform
 
 
-def uniform_of_run(cfg: MetaTrainConfig, run: Path, validate: Validator) -> dict[str, Score]:
-    """``--uniform_from``: the uniform-weight scores ``run`` recorded, for a run whose θ start, held-out pairs and
-    validation options are this one's (checked: otherwise they would not be this run's uniform runs)."""
+def uniform_of_run(cfg: MetaTrainConfig, run: Path, kinds: list[str]) -> dict[str, Score]:
+    """``--uniform_from``: the uniform-weight scores ``run`` recorded for the held-out ``kinds``, for a run whose θ
+    start, held-out pairs and validation options are this one's (checked: otherwise they would not be this run's
+    uniform runs)."""
     before = run_config(run, "uniform_from")
     check_same_start(cfg, before, run, "uniform_from")
-    for kind in validate.held:
-        if validation_options(before, kind) != validate.options[kind]:
+    for kind in kinds:
+        if validation_options(before, kind) != validation_options(cfg, kind):
             raise TaalmError(f"option --uniform_from: the validation options for {kind or 'the pairs'} are not the "
                              f"run's ({run / 'config.yaml'}): its uniform runs learned otherwise")
     history = [record for _, record in read_jsonl(run / "history.jsonl")] if (run / "history.jsonl").is_file() else []
-    uniform = recorded_uniform(history, list(validate.held), len(validate.held) > 1)
-    if len(uniform) < len(validate.held):
-        missing = sorted(set(validate.held) - set(uniform))
+    uniform = recorded_uniform(history, kinds, len(kinds) > 1)
+    if len(uniform) < len(kinds):
+        missing = sorted(set(kinds) - set(uniform))
         raise TaalmError(f"option --uniform_from: {run / 'history.jsonl'} records no uniform run for "
                          f"{', '.join(k or 'the pairs' for k in missing)}")
     return uniform
