@@ -1,0 +1,53 @@
+"""Paired difference between two φs' taalm rows on the same benchmark seeds and sets, with the benchmark's own
+per-fact scores, statistic and bootstrap (taalm.stats): new φ − old φ. Used for the 16-layer φ against A1.
+
+    python results/phi/smollm2-135m-layers/paired_vs_a1.py lama results/lama_ckl/smollm2-135m-cpu-phi-l16 \
+        results/lama_ckl/smollm2-135m-cpu-phi-a1        # or fictional / temporalwiki
+"""
+import json
+import sys
+from pathlib import Path
+
+from taalm.bench import fictional, lama_ckl, runner, temporalwiki
+from taalm.stats import bootstrap
+
+PERIODS = ["0901-1001", "1001-1101", "1101-1201"]
+
+
+def metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def lama_scores(method_dir: Path) -> dict:
+    return lama_ckl.fact_scores(metrics(method_dir / "metrics.jsonl"))
+
+
+def temporalwiki_scores(method_dir: Path) -> dict:
+    facts = {}
+    for period in PERIODS:
+        records = metrics(method_dir / period / "metrics.jsonl")
+        last = max(r["epoch"] for r in records)
+        for kind in temporalwiki.KINDS:
+            facts[f"{kind}@{period}"] = {"nll": runner.per_probe(records, kind, [last])["nll"][0]}
+    return facts
+
+
+BENCHES = {"lama": (lama_scores, lama_ckl.statistic, ["top_acc", "nf_acc", "total"]),
+           "fictional": (lama_scores, fictional.statistic, ["last_acc", "last_nf_acc"]),
+           "temporalwiki": (temporalwiki_scores, temporalwiki.statistic_over(PERIODS), ["changed", "unchanged"])}
+
+
+def main(bench: str, new: Path, old: Path, seeds=(0, 1, 2)) -> None:
+    scores, statistic, keys = BENCHES[bench]
+    runs = [{"old": scores(old / f"seed-{s}/methods/taalm"), "new": scores(new / f"seed-{s}/methods/taalm")}
+            for s in seeds]
+    result = bootstrap(runs, statistic, baseline="old")
+    for k in keys:
+        d = result["new"]["vs_old"][k]
+        print(f"{bench} {k}: new {result['new']['stats'][k]['mean']:.3f}, old {result['old']['stats'][k]['mean']:.3f}, "
+              f"new − old {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], per seed "
+              + ", ".join(f"{x:+.3f}" for x in d["per_seed"]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
