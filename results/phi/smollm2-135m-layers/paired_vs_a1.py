@@ -4,18 +4,17 @@ per-fact scores, statistic and bootstrap (taalm.stats): new φ − old φ. Used 
     python results/phi/smollm2-135m-layers/paired_vs_a1.py lama results/lama_ckl/smollm2-135m-cpu-phi-l16 \
         results/lama_ckl/smollm2-135m-cpu-phi-a1        # or fictional / temporalwiki
 """
-import json
 import sys
 from pathlib import Path
 
-from taalm.bench import fictional, lama_ckl, runner, temporalwiki
+from taalm.bench import fictional, lama_ckl, temporalwiki
+from taalm.bench.twiki_data import LEARN_PERIODS
+from taalm.io import read_jsonl
 from taalm.stats import bootstrap
-
-PERIODS = ["0901-1001", "1001-1101", "1101-1201"]
 
 
 def metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for _, record in read_jsonl(path)]
 
 
 def lama_scores(method_dir: Path) -> dict:
@@ -23,18 +22,13 @@ def lama_scores(method_dir: Path) -> dict:
 
 
 def temporalwiki_scores(method_dir: Path) -> dict:
-    facts = {}
-    for period in PERIODS:
-        records = metrics(method_dir / period / "metrics.jsonl")
-        last = max(r["epoch"] for r in records)
-        for kind in temporalwiki.KINDS:
-            facts[f"{kind}@{period}"] = {"nll": runner.per_probe(records, kind, [last])["nll"][0]}
-    return facts
+    return {name: scores for period in LEARN_PERIODS
+            for name, scores in temporalwiki.period_facts(metrics(method_dir / period / "metrics.jsonl"), period).items()}
 
 
 BENCHES = {"lama": (lama_scores, lama_ckl.statistic, ["top_acc", "nf_acc", "total"]),
            "fictional": (lama_scores, fictional.statistic, ["last_acc", "last_nf_acc"]),
-           "temporalwiki": (temporalwiki_scores, temporalwiki.statistic_over(PERIODS), ["changed", "unchanged"])}
+           "temporalwiki": (temporalwiki_scores, temporalwiki.statistic_over(list(LEARN_PERIODS)), ["changed", "unchanged"])}
 
 
 def main(bench: str, new: Path, old: Path, seeds=(0, 1, 2)) -> None:

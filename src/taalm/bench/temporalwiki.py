@@ -139,6 +139,19 @@ def _scores(metrics: list[dict], epoch: int) -> dict[str, dict[str, float]]:
             if r["epoch"] == epoch}
 
 
+def period_facts(metrics: list[dict], period: str) -> FactScores | None:
+    """The per-probe NLL after a period's last epoch, as the sets ``changed@PERIOD`` / ``unchanged@PERIOD`` of the
+    intervals; None when the metrics hold no per-probe lists."""
+    last = max(r["epoch"] for r in metrics)
+    facts: FactScores = {}
+    for kind in KINDS:
+        scores = runner.per_probe(metrics, kind, [last])
+        if scores is None:
+            return None
+        facts[f"{kind}@{period}"] = {"nll": scores["nll"][0]}
+    return facts
+
+
 def learn_periods(cfg: TemporalWikiConfig, name: str, sets: Path, out: Path, phi: dict | None,
                   lr_selection: dict | None = None) -> tuple[dict[str, Any], FactScores | None]:
     """One method through the periods in order, each continuing the previous period's adapter, at the lr and epochs
@@ -156,9 +169,8 @@ def learn_periods(cfg: TemporalWikiConfig, name: str, sets: Path, out: Path, phi
             review_docs=str(sets / "review.jsonl"), checkpoint_every=1))
         last = max(r["epoch"] for r in metrics)
         result[period] = {"before": _scores(metrics, 0), "after": _scores(metrics, last), "seconds": round(seconds, 1)}
-        for kind in KINDS:
-            scores = runner.per_probe(metrics, kind, [last])
-            facts = None if facts is None or scores is None else {**facts, f"{kind}@{period}": {"nll": scores["nll"][0]}}
+        after = period_facts(metrics, period)
+        facts = None if facts is None or after is None else {**facts, **after}
         init_from = str(run_dir)
     result["average"] = {kind: sum(result[p]["after"][kind]["nll"] for p in cfg.period_list()) / len(cfg.period_list())
                          for kind in KINDS}
