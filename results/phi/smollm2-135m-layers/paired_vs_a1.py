@@ -1,5 +1,6 @@
 """Paired difference between two φs' taalm rows on the same benchmark seeds and sets, with the benchmark's own
-per-fact scores, statistic and bootstrap (taalm.stats): new φ − old φ. Used for the 16-layer φ against A1.
+per-fact scores, statistic and bootstrap (taalm.stats): new φ − old φ. Used for the 16-layer φ against A1 and for
+Gemma's floor 0.05 against floor 0.1 (GA1).
 
     python results/phi/smollm2-135m-layers/paired_vs_a1.py lama results/lama_ckl/smollm2-135m-cpu-phi-l16 \
         results/lama_ckl/smollm2-135m-cpu-phi-a1        # or fictional / temporalwiki
