@@ -385,3 +385,21 @@ def test_the_phi_it_uses_gets_a_position_check_in_summary_and_table(tiny_model, 
     assert check["kept"] == pytest.approx(min(lifts[1:]) / lifts[0])
     assert json.loads((out / "position_check.json").read_text())["kept"] == check["kept"]
     assert f"kept {check['kept']:.2f}" in (out / "table.md").read_text()
+
+
+def test_a_position_check_of_another_phi_in_out_is_measured_again(tiny_model, tmp_path):
+    """An OUT copied from a run with another φ (to reuse its finetune rows) must not report that φ's check."""
+    from taalm.bench.temporalwiki import phi_position_check
+    from taalm.weighting import TrainAttention
+
+    torch.manual_seed(0)
+    TrainAttention.create(tiny_model, r=4, alpha=8, dropout=0.0, attn_implementation="eager").save_pretrained(
+        tmp_path / "phi")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "position_check.json").write_text(json.dumps({"phi": "another/phi", "kept": -1.0}))
+    cfg = twiki_config(tiny_model, out, periods="0901-1001", methods="taalm", phi=str(tmp_path / "phi"))
+    check = phi_position_check(cfg, {"dir": tmp_path / "phi"}, out)
+    assert check["phi"] == str(tmp_path / "phi") and check["kept"] > 0
+    assert json.loads((out / "position_check.json").read_text()) == check
+    assert phi_position_check(cfg, {"dir": tmp_path / "phi"}, out) == check  # then kept

@@ -263,10 +263,12 @@ def table(summary: dict[str, Any]) -> str:
 
 def phi_position_check(cfg: TemporalWikiConfig, phi: dict[str, Any], out: Path) -> dict[str, Any]:
     """φ's fact-weight lift with the facts in place and moved (``taalm.position_check``) on the first learned
-    period's built documents of ``--seed``: whether φ finds facts or a place. Computed once (``position_check.json``)."""
+    period's built documents of ``--seed``: whether φ finds facts or a place. Computed once per φ
+    (``position_check.json``; an OUT resumed or copied with another φ's check gets this φ's)."""
     path = out / "position_check.json"
     procs = Processes(cfg.device)
-    if not path.is_file() and procs.is_main_process:
+    stale = not path.is_file() or json.loads(path.read_text()).get("phi") != str(phi["dir"])
+    if stale and procs.is_main_process:
         period = cfg.period_list()[0]
         docs = data.period_documents(period, cfg.changed_subjects, cfg.seed, cfg.data_dir, cfg.review_paragraphs)
         atomic_write_json(path, {"period": period, "seed": cfg.seed, **position_check_for_benchmark(
