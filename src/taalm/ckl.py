@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from taalm import losses, models, runtime
+from taalm import fingerprint, losses, models, runtime
 from taalm.adapters import build_model, initial_adapter_dir, load_initial_adapter, save_adapter, trainable_state
 from taalm.config import LearnConfig, LoopOptions, probe_sets, save_config, to_dict
 from taalm.data import Encoded, encode_all, length_sorted_chunks, load_documents, load_probes, pad_batch, pad_token_id
@@ -213,7 +213,8 @@ def learn(cfg: LearnConfig) -> LearnResult:
             from taalm.viz import plot_learning_curves
 
             plot_learning_curves(metrics, out / "learning_curve.png", title=f"{method.name} on {Path(cfg.docs).name}")
-        atomic_write_text(out / "DONE", json.dumps({"epochs": cfg.epochs}) + "\n")
+        done = {"epochs": cfg.epochs, "inputs": fingerprint.learn_inputs(cfg)}  # what a benchmark checks before reuse
+        atomic_write_text(out / fingerprint.DONE, json.dumps(done) + "\n")
     procs.wait_for_everyone()
     return LearnResult(out, metrics)
 

@@ -7,8 +7,8 @@ bar over seeds × methods), pool the seeds into 95% intervals (``taalm.stats``) 
 ``plots``. A benchmark (``Benchmark``) fills those hooks with its data and its metric.
 
 A benchmark run is a directory; every part of it (φ, each lr candidate, each method) is a sub-directory that is
-skipped when finished (``DONE``), resumed from its checkpoint when killed, and restarted when killed before its first
-checkpoint. Each seed (``--seeds``) is a run directory ``OUT/seed-<s>`` of its own (its split, data order and LoRA
+skipped when finished (``DONE``; a learning run only if it recorded the same inputs, ``taalm.fingerprint``), resumed
+from its checkpoint when killed, and restarted when killed before its first checkpoint. Each seed (``--seeds``) is a run directory ``OUT/seed-<s>`` of its own (its split, data order and LoRA
 init); shared parts (tailoring, lr selection, φ) are computed once outside.
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from taalm import ckl, meta_train, models
+from taalm import ckl, fingerprint, meta_train, models
 from taalm.bench.config import BenchOptions
 from taalm.config import LearnConfig, MetaTrainConfig, ModelOptions, held_out_count, loop_options, save_config
 from taalm.data import Pair
@@ -94,12 +94,14 @@ def _flags(values: dict[str, Any], prefix: str = "") -> list[str]:
 
 
 def learn_run(cfg: LearnConfig) -> tuple[list[dict], float]:
-    """``taalm learn`` as one part of a benchmark: skipped when finished, else resumed or restarted. Returns the
+    """``taalm learn`` as one part of a benchmark: skipped when finished (with the same inputs: ``taalm.fingerprint``),
+    else resumed or restarted. Returns the
     metrics (those the run just recorded, or a finished run's metrics.jsonl) and the run's seconds: the per-epoch
     seconds (training and evaluation, not loading) summed, so a run resumed in another invocation still counts all
     of its epochs."""
     out = Path(cfg.out)
     if finished(out):
+        fingerprint.check_reusable(cfg)
         metrics = [r for _, r in read_jsonl(out / "metrics.jsonl")]
     else:
         metrics = ckl.learn(dataclasses.replace(cfg, resume=resume_part(out, Processes(cfg.device)))).metrics
@@ -138,12 +140,14 @@ def phi_source(cfg: BenchOptions) -> str:
 
 def obtain_phi(cfg: BenchOptions, pairs: Path | None, directory: Path, **meta_overrides: Any) -> dict[str, Any]:
     """φ for the run: a shipped alias or a given directory, or meta-trained on ``pairs`` into ``directory``
-    (resumable). ``auto`` takes the φ shipped for ``cfg.model`` when there is one. Returns what the summary records."""
+    (resumable). ``auto`` takes the φ shipped for ``cfg.model`` when there is one. Returns what the summary records,
+    with φ's content digest (``taalm.fingerprint``: an alias names another φ once a new one is shipped)."""
     source = phi_source(cfg)
     if source != "train":
         path = resolve_phi(source)
         selection = path / "selection.json"
         return {"source": "shipped" if source in shipped_phis() else "given", "phi": source, "dir": str(path),
+                "digest": fingerprint.phi_digest(str(path)),
                 "selection": json.loads(selection.read_text()) if selection.is_file() else None}
     if pairs is None:
         raise TaalmError("option --phi: this benchmark has no meta-training pairs here; give a trained φ")
@@ -154,6 +158,7 @@ def obtain_phi(cfg: BenchOptions, pairs: Path | None, directory: Path, **meta_ov
                                                 resume=resume_part(directory, Processes(cfg.device)), **meta_overrides))
         seconds = round(time.time() - started, 1)
     return {"source": "meta-trained", "phi": str(directory), "dir": str(directory), "meta_train_seconds": seconds,
+            "digest": fingerprint.phi_digest(str(directory)),
             "selection": json.loads((directory / "selection.json").read_text())}
 
 
