@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from taalm import cli, meta, models
+from taalm import cli, fingerprint, meta, models
 from taalm.bench import lama_data
 from taalm.data import Pair, pad_token_id
 from taalm.io import read_jsonl
@@ -118,6 +118,7 @@ def test_demo_command_shrunk(tmp_path):
     assert summary["benchmark"] == "fictional" and summary["model"] == ALIAS
     assert summary["split"]["to_learn"] == 2 and summary["split"]["not_to_forget"] == 2
     assert summary["phi"]["source"] == "shipped" and summary["phi"]["phi"] == ALIAS
+    assert summary["phi"]["digest"] == fingerprint.phi_digest(ALIAS)  # which φ the alias named then
     assert not (out / "phi").exists()  # no meta-training
     assert list(summary["methods"]) == ["finetune", "oracle", "taalm"]
     assert all(len(m["curve"]) == 2 for m in summary["methods"].values())

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from taalm import ckl, cli, stats, weight_sources
+from taalm import ckl, cli, fingerprint, stats, weight_sources
 from taalm.bench import lama_ckl, lama_data, lama_split
 from taalm.bench.config import LamaCklConfig, TailorConfig
 from taalm.config import apply_preset
@@ -426,6 +426,7 @@ def test_quick_bench_end_to_end(bench_run):
     assert summary == returned
     assert summary["device"].startswith("CPU")
     assert (out / "phi" / "config.json").is_file() and summary["phi"]["dir"] == str(out / "phi")
+    assert summary["phi"]["digest"] == fingerprint.phi_digest(str(out / "phi"))
     assert (out / "seed-0" / "methods" / "taalm" / weight_sources.WEIGHTS_CACHE).is_file()  # φ weighed the To-Learn documents
     history = read_set(out / "phi" / "history.jsonl")
     assert [h["update"] for h in history] == [0, 1]  # validated at update 0 and after --meta_updates 1

@@ -388,7 +388,8 @@ def test_the_phi_it_uses_gets_a_position_check_in_summary_and_table(tiny_model, 
 
 
 def test_a_position_check_of_another_phi_in_out_is_measured_again(tiny_model, tmp_path):
-    """An OUT copied from a run with another φ (to reuse its finetune rows) must not report that φ's check."""
+    """An OUT copied from a run with another φ (to reuse its finetune rows) must not report that φ's check, nor a
+    φ changed in place."""
     from taalm.bench.temporalwiki import phi_position_check
     from taalm.weighting import TrainAttention
 
@@ -403,3 +404,8 @@ def test_a_position_check_of_another_phi_in_out_is_measured_again(tiny_model, tm
     assert check["phi"] == str(tmp_path / "phi") and check["kept"] > 0
     assert json.loads((out / "position_check.json").read_text()) == check
     assert phi_position_check(cfg, {"dir": tmp_path / "phi"}, out) == check  # then kept
+    config = json.loads((tmp_path / "phi" / "config.json").read_text())  # the same path, another φ (an alias updated)
+    (tmp_path / "phi" / "config.json").write_text(json.dumps({**config, "weight_floor": 0.5}))
+    again = phi_position_check(cfg, {"dir": tmp_path / "phi"}, out)
+    assert again["phi_digest"] != check["phi_digest"]
+    assert json.loads((out / "position_check.json").read_text()) == again

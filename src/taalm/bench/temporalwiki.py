@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from taalm import models, stats
+from taalm import fingerprint, models, stats
 from taalm.bench import runner
 from taalm.bench import twiki_data as data
 from taalm.bench.config import TemporalWikiConfig
@@ -267,12 +267,14 @@ def phi_position_check(cfg: TemporalWikiConfig, phi: dict[str, Any], out: Path) 
     (``position_check.json``; an OUT resumed or copied with another φ's check gets this φ's)."""
     path = out / "position_check.json"
     procs = Processes(cfg.device)
-    stale = not path.is_file() or json.loads(path.read_text()).get("phi") != str(phi["dir"])
+    digest = fingerprint.phi_digest(str(phi["dir"]))  # by content: a shipped alias's φ can change
+    stale = not path.is_file() or json.loads(path.read_text()).get("phi_digest") != digest
     if stale and procs.is_main_process:
         period = cfg.period_list()[0]
         docs = data.period_documents(period, cfg.changed_subjects, cfg.seed, cfg.data_dir, cfg.review_paragraphs)
-        atomic_write_json(path, {"period": period, "seed": cfg.seed, **position_check_for_benchmark(
-            phi["dir"], docs, models.load_tokenizer(cfg.model), cfg.device, POSITION_CHECK_LENGTH)})
+        check = position_check_for_benchmark(phi["dir"], docs, models.load_tokenizer(cfg.model), cfg.device,
+                                             POSITION_CHECK_LENGTH)
+        atomic_write_json(path, {"period": period, "seed": cfg.seed, "phi_digest": digest, **check})
     procs.wait_for_everyone()
     return json.loads(path.read_text())
 
