@@ -11,6 +11,7 @@ import pytest
 from taalm import ckl
 from taalm.bench import runner
 from taalm.bench.config import LamaCklConfig
+from taalm.errors import TaalmError
 
 
 class Counting(runner.Benchmark):
@@ -73,6 +74,22 @@ def test_the_skeleton_calls_the_hooks_in_order_and_writes_the_summary(tmp_path, 
     assert (out / "config.yaml").is_file() and all((out / f"seed-{s}" / "config.yaml").is_file() for s in (0, 1))
     err = capsys.readouterr().err
     assert "bench counting" in err and "4/4" in err  # one progress bar over seeds × methods
+
+
+def test_a_run_refused_part_way_leaves_the_records_of_the_run_that_made_them(tmp_path):
+    """A part refusing to be reused (``taalm.fingerprint``) stops the run before OUT's config.yaml says otherwise."""
+    out = tmp_path / "run"
+    runner.run(Counting(), LamaCklConfig(out=str(out), methods="finetune,oracle", seeds="0,1", epochs=3, device="cpu"))
+    before = {path: path.read_text() for path in out.rglob("*") if path.is_file()}
+
+    class Refusing(Counting):
+        def run_method(self, cfg, name, out, run):
+            raise TaalmError(f"{out}: finished with other epochs than this run's")
+
+    with pytest.raises(TaalmError, match="other epochs"):
+        runner.run(Refusing(), LamaCklConfig(out=str(out), methods="finetune,oracle", seeds="0,1", epochs=5,
+                                             device="cpu"))
+    assert {path: path.read_text() for path in out.rglob("*") if path.is_file()} == before
 
 
 def test_baseline_names_the_method_the_others_are_paired_with(tmp_path):

@@ -117,3 +117,20 @@ def test_a_setting_added_since_a_run_finished_is_not_a_change(tiny_model, inputs
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "DONE").write_text(json.dumps({"epochs": 1, "inputs": recorded}) + "\n")
     fingerprint.check_reusable(cfg)
+
+
+def test_a_meta_trained_phi_is_reused_for_its_inputs_and_refused_for_others(tiny_model, tmp_path, monkeypatch):
+    from taalm import meta_train
+    from taalm.config import MetaTrainConfig
+
+    pairs = _jsonl(tmp_path / "pairs.jsonl", [{"document": t, "task": t.split(" .")[0], "answer": a}
+                                              for t, a in zip(FACT_DOCS, FACT_ANSWERS)])
+    values = {"theta": tiny_model, "pairs": pairs, "out": str(tmp_path / "phi"), "updates": 1, "meta_batch": 2,
+              "lora_r": 4, "lora_alpha": 8, "max_length": 64, "device": "cpu", "held_out": 0}
+    cfg = MetaTrainConfig(**values)
+    meta_train.meta_train(cfg)
+    assert json.loads((tmp_path / "phi" / "DONE").read_text())["inputs"] == fingerprint.meta_train_inputs(cfg)
+    shutil.copy(pairs, tmp_path / "moved.jsonl")
+    fingerprint.check_reusable(MetaTrainConfig(**{**values, "pairs": str(tmp_path / "moved.jsonl"), "pair_batch": 2}))
+    with pytest.raises(TaalmError, match=r"phi: finished with other outer_lr, weight_floor than"):
+        fingerprint.check_reusable(MetaTrainConfig(**{**values, "outer_lr": 1e-3, "weight_floor": 0.1}))

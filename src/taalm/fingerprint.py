@@ -1,5 +1,5 @@
-"""What a finished learning run was computed from, so a benchmark reuses a finished part (``DONE``) only when it
-would compute the same thing again.
+"""What a finished run (a learning run, a φ's meta-training) was computed from, so a benchmark reuses a finished part
+(``DONE``) only when it would compute the same thing again.
 
 A run's inputs are its settings with every input file replaced by a digest of its contents and φ by a digest of the
 files it loads from; paths are not compared, so an OUT copied elsewhere keeps its finished parts, while a part learned
@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from taalm import weighting
-from taalm.config import LearnConfig, probe_sets, to_dict
+from taalm.config import LearnConfig, MetaTrainConfig, probe_sets, to_dict
 from taalm.errors import TaalmError
 from taalm.methods import parse_method
 
 EXECUTION_ONLY = ("out", "resume", "device", "log", "eval_batch", "micro_batch", "checkpoint_every",
-                  "gradient_checkpointing", "attn_implementation")
+                  "gradient_checkpointing", "attn_implementation", "pair_batch")
 # settings only one part of a method reads: a benchmark passes --phi and its NF set to every method's run
 METHOD_ONLY = {"taalm": ("phi",), "rho1": ("rho1_ratio",), "recadam": ("recadam_k", "recadam_t0", "recadam_coefficient"),
                "mixreview": ("review_docs", "review_ratio", "review_decay")}
@@ -64,15 +64,29 @@ def learn_inputs(cfg: LearnConfig) -> dict[str, Any]:
     return values
 
 
-def check_reusable(cfg: LearnConfig) -> None:
+def meta_train_inputs(cfg: MetaTrainConfig) -> dict[str, Any]:
+    """``cfg``'s settings that decide which φ meta-training ends with: the pairs as a digest, an earlier run it
+    re-validates or takes uniform scores from as the inputs that run recorded."""
+    values = {k: v for k, v in to_dict(cfg).items() if k not in EXECUTION_ONLY}
+    values["pairs"] = file_digest(cfg.pairs)
+    for name in ("revalidate", "uniform_from"):
+        values[name] = recorded_inputs(values[name]) if values[name] else ""
+    return values
+
+
+def run_inputs(cfg: LearnConfig | MetaTrainConfig) -> dict[str, Any]:
+    return learn_inputs(cfg) if isinstance(cfg, LearnConfig) else meta_train_inputs(cfg)
+
+
+def check_reusable(cfg: LearnConfig | MetaTrainConfig) -> None:
     """Refuse a finished run in ``cfg.out`` that recorded other inputs than ``cfg``'s: reusing it would report what
-    another setting learned. Runs that recorded none (older ones) are reused as before."""
-    recorded = recorded_inputs(cfg.out)
+    another setting computed. Runs that recorded none (older ones) are reused as before."""
+    out, recorded = cfg.out, recorded_inputs(cfg.out)
     if recorded is None:
         return
-    current = learn_inputs(cfg)
+    current = run_inputs(cfg)
     # a setting added to taalm since the run finished is not a change: the run had its default's behaviour
     changed = sorted(k for k in recorded.keys() & current.keys() if recorded[k] != current[k])
     if changed:
-        raise TaalmError(f"{cfg.out}: finished with other {', '.join(changed)} than this run's; delete that directory "
-                         "to learn it again, or choose another --out")
+        raise TaalmError(f"{out}: finished with other {', '.join(changed)} than this run's; delete that directory to "
+                         "compute it again, or choose another --out")

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from taalm import answer_mask, meta, models, runtime
+from taalm import answer_mask, fingerprint, meta, models, runtime
 from taalm.ckl import rng_of_this_process
 from taalm.config import LoopOptions, MetaTrainConfig, build_config, load_config_file, save_config, to_dict
 from taalm.data import Pair, encode, load_pairs, pad_token_id
@@ -456,7 +456,8 @@ def finish(cfg: MetaTrainConfig, out: Path, phi: TrainAttention | None, history:
         write_jsonl(out / "held_out.jsonl", [{"document": p.document, "task": p.task, "answer": p.answer,
                                               "source": p.source} for p in held])
     write_card(out)
-    atomic_write_text(out / "DONE", json.dumps({"updates": history[-1]["update"], "selected": chosen}) + "\n")
+    done = {"updates": history[-1]["update"], "selected": chosen, "inputs": fingerprint.meta_train_inputs(cfg)}
+    atomic_write_text(out / fingerprint.DONE, json.dumps(done) + "\n")  # what a benchmark checks before reuse
 
 
 def write_card(out: Path) -> None:

@@ -151,11 +151,12 @@ def obtain_phi(cfg: BenchOptions, pairs: Path | None, directory: Path, **meta_ov
                 "selection": json.loads(selection.read_text()) if selection.is_file() else None}
     if pairs is None:
         raise TaalmError("option --phi: this benchmark has no meta-training pairs here; give a trained φ")
-    seconds = None
-    if not finished(directory):
+    seconds, meta_cfg = None, meta_train_config(cfg, str(pairs), directory, **meta_overrides)
+    if finished(directory):
+        fingerprint.check_reusable(meta_cfg)
+    else:
         started = time.time()
-        meta_train.meta_train(meta_train_config(cfg, str(pairs), directory,
-                                                resume=resume_part(directory, Processes(cfg.device)), **meta_overrides))
+        meta_train.meta_train(dataclasses.replace(meta_cfg, resume=resume_part(directory, Processes(cfg.device))))
         seconds = round(time.time() - started, 1)
     return {"source": "meta-trained", "phi": str(directory), "dir": str(directory), "meta_train_seconds": seconds,
             "digest": fingerprint.phi_digest(str(directory)),
@@ -299,7 +300,9 @@ class Benchmark:
 
 def run(bench: Benchmark, cfg: BenchOptions, command: str = "") -> dict[str, Any]:
     """One benchmark run in ``cfg.out``: shared data, lr selection, φ, every seed × method, intervals, summary.json,
-    table.md and plots; resumable. Under accelerate launch every process runs this and the main one writes."""
+    table.md and plots; resumable. Under accelerate launch every process runs this and the main one writes. OUT's
+    config.yaml (and a seed's) is written once its parts are done, so a run refused part-way (a finished part with
+    other inputs) leaves OUT's records those of the run that made them."""
     started = time.time()
     check_phi_model(cfg)
     procs = Processes(cfg.device)
@@ -310,8 +313,6 @@ def run(bench: Benchmark, cfg: BenchOptions, command: str = "") -> dict[str, Any
     if held is not None:
         bench.lr_selection = select_lrs(cfg, *held, out / "lr_selection", bench.lr_metric)
         cfg = with_lr(cfg, bench.lr_selection, epochs=bench.lr_epochs)
-    if procs.is_main_process:
-        save_config(cfg, out / "config.yaml")
     if cfg.needs_phi():
         bench.phi = obtain_phi(cfg, bench.phi_pairs, out / "phi", **bench.meta_overrides(cfg))
     runs = run_seeds(bench, cfg)
@@ -324,6 +325,7 @@ def run(bench: Benchmark, cfg: BenchOptions, command: str = "") -> dict[str, Any
                "intervals": record, "lr_selection": bench.lr_selection, "phi": bench.phi, **own}
     if procs.is_main_process:
         table = bench.table(summary)
+        save_config(cfg, out / "config.yaml")
         atomic_write_json(out / "summary.json", summary)
         atomic_write_text(out / "table.md", table)
         bench.plots(cfg, summary, runs, out)
@@ -348,12 +350,12 @@ def run_seeds(bench: Benchmark, cfg: BenchOptions) -> list[SeedRun]:
         for seed in seeds:
             seed_cfg, out = dataclasses.replace(cfg, seed=seed), seed_dir(Path(cfg.out), seed)
             run = bench.prepare_seed(seed_cfg, out)
-            if procs.is_main_process:
-                save_config(seed_cfg, out / "config.yaml")
             for name in methods:
                 progress.set_postfix_str(f"seed {seed}, {name}")
                 run.methods[name], run.scores[name] = bench.run_method(seed_cfg, name, out, run)
                 progress.update()
+            if procs.is_main_process:
+                save_config(seed_cfg, out / "config.yaml")
             if None in run.scores.values():
                 run.scores = None
             runs.append(run)
