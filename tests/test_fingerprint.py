@@ -119,7 +119,7 @@ def test_a_setting_added_since_a_run_finished_is_not_a_change(tiny_model, inputs
     fingerprint.check_reusable(cfg)
 
 
-def test_a_meta_trained_phi_is_reused_for_its_inputs_and_refused_for_others(tiny_model, tmp_path, monkeypatch):
+def test_a_meta_trained_phi_is_reused_for_its_inputs_and_refused_for_others(tiny_model, tmp_path):
     from taalm import meta_train
     from taalm.config import MetaTrainConfig
 

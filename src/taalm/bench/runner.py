@@ -7,9 +7,10 @@ bar over seeds × methods), pool the seeds into 95% intervals (``taalm.stats``) 
 ``plots``. A benchmark (``Benchmark``) fills those hooks with its data and its metric.
 
 A benchmark run is a directory; every part of it (φ, each lr candidate, each method) is a sub-directory that is
-skipped when finished (``DONE``; a learning run only if it recorded the same inputs, ``taalm.fingerprint``), resumed
-from its checkpoint when killed, and restarted when killed before its first checkpoint. Each seed (``--seeds``) is a run directory ``OUT/seed-<s>`` of its own (its split, data order and LoRA
-init); shared parts (tailoring, lr selection, φ) are computed once outside.
+skipped when finished (``DONE``; only if it recorded the same inputs, ``taalm.fingerprint``), resumed from its
+checkpoint when killed, and restarted when killed before its first checkpoint. Each seed (``--seeds``) is a run
+directory ``OUT/seed-<s>`` of its own (its split, data order and LoRA init); shared parts (tailoring, lr selection,
+φ) are computed once outside.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from taalm.weighting import resolve_phi, shipped_phis
 
 
 def finished(directory: Path) -> bool:
-    return (directory / "DONE").is_file()
+    return (directory / fingerprint.DONE).is_file()
 
 
 def resumable(directory: Path) -> bool:
@@ -95,10 +96,9 @@ def _flags(values: dict[str, Any], prefix: str = "") -> list[str]:
 
 def learn_run(cfg: LearnConfig) -> tuple[list[dict], float]:
     """``taalm learn`` as one part of a benchmark: skipped when finished (with the same inputs: ``taalm.fingerprint``),
-    else resumed or restarted. Returns the
-    metrics (those the run just recorded, or a finished run's metrics.jsonl) and the run's seconds: the per-epoch
-    seconds (training and evaluation, not loading) summed, so a run resumed in another invocation still counts all
-    of its epochs."""
+    else resumed or restarted. Returns the metrics (those the run just recorded, or a finished run's metrics.jsonl)
+    and the run's seconds: the per-epoch seconds (training and evaluation, not loading) summed, so a run resumed in
+    another invocation still counts all of its epochs."""
     out = Path(cfg.out)
     if finished(out):
         fingerprint.check_reusable(cfg)
