@@ -134,3 +134,39 @@ def test_a_meta_trained_phi_is_reused_for_its_inputs_and_refused_for_others(tiny
     fingerprint.check_reusable(MetaTrainConfig(**{**values, "pairs": str(tmp_path / "moved.jsonl"), "pair_batch": 2}))
     with pytest.raises(TaalmError, match=r"phi: finished with other outer_lr, weight_floor than"):
         fingerprint.check_reusable(MetaTrainConfig(**{**values, "outer_lr": 1e-3, "weight_floor": 0.1}))
+
+
+def test_a_deleted_input_of_a_finished_run_is_a_one_line_error(tiny_model, inputs, tmp_path):
+    cfg = _config(tiny_model, inputs, tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "DONE").write_text(json.dumps({"inputs": fingerprint.learn_inputs(cfg)}) + "\n")
+    Path(inputs["docs"]).unlink()
+    with pytest.raises(TaalmError, match=r"docs\.jsonl: no such file") as error:
+        fingerprint.check_reusable(cfg)
+    assert "\n" not in str(error.value)
+
+
+def test_every_finished_part_with_another_phi_is_refused_before_anything_is_learned(tiny_model, inputs, tmp_path):
+    """A benchmark checks φ across all of its seeds' finished parts up front: a stale part of the last seed stops
+    the run before the first seed learns anything."""
+    from taalm.bench.config import LamaCklConfig
+    from test_bench_runner import Counting
+
+    digest = fingerprint.phi_digest(inputs["phi"])
+    out = tmp_path / "bench"
+    for seed, phi in ((0, digest), (1, "0123456789abcdef")):
+        part = out / f"seed-{seed}" / "methods" / "taalm"
+        part.mkdir(parents=True)
+        (part / "DONE").write_text(json.dumps({"inputs": {"phi": phi, "lr": 1e-3}}) + "\n")
+    finetune = out / "seed-1" / "methods" / "finetune"
+    finetune.mkdir()
+    (finetune / "DONE").write_text(json.dumps({"inputs": {"lr": 1e-3}}) + "\n")  # reads no φ: never stale
+    bench = Counting()
+    cfg = LamaCklConfig(out=str(out), methods="finetune,taalm", seeds="0,1", phi=inputs["phi"], device="cpu")
+    with pytest.raises(TaalmError, match=r"seed-1/methods/taalm: finished with other phi than this run's"):
+        runner.run(bench, cfg)
+    assert not any(call[0] == "run_method" for call in bench.calls)
+    fingerprint.check_phi_of_finished_runs([out / "seed-0", finetune], digest)  # the same φ: nothing refused
+    (out / "seed-0" / "methods" / "taalm" / "DONE").write_text(json.dumps({"inputs": {"phi": "fedcba9876543210"}}))
+    with pytest.raises(TaalmError, match=r"seed-0/methods/taalm \(and 1 more\)"):
+        fingerprint.check_phi_of_finished_runs([out / "seed-0", out / "seed-1"], digest)

@@ -28,6 +28,8 @@ DONE = "DONE"
 
 
 def file_digest(path: str | Path) -> str:
+    if not Path(path).is_file():
+        raise TaalmError(f"{path}: no such file (an input whose contents decide whether a finished run is reused)")
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
@@ -78,6 +80,21 @@ def run_inputs(cfg: LearnConfig | MetaTrainConfig) -> dict[str, Any]:
     return learn_inputs(cfg) if isinstance(cfg, LearnConfig) else meta_train_inputs(cfg)
 
 
+def refusal(run_dir: str | Path, changed: list[str]) -> TaalmError:
+    return TaalmError(f"{run_dir}: finished with other {', '.join(changed)} than this run's; delete that directory "
+                      "to compute it again, or choose another --out")
+
+
+def check_phi_of_finished_runs(directories: list[Path], digest: str) -> None:
+    """Refuse, before anything is learned, when a finished run anywhere under ``directories`` recorded another φ
+    than ``digest`` (``check_reusable`` would refuse it only once the run reaches it, after the parts before it)."""
+    stale = sorted(done.parent for directory in directories for done in directory.rglob(DONE)
+                   if (recorded_inputs(done.parent) or {}).get("phi", digest) != digest)
+    if stale:
+        more = f" (and {len(stale) - 1} more)" if len(stale) > 1 else ""
+        raise refusal(f"{stale[0]}{more}", ["phi"])
+
+
 def check_reusable(cfg: LearnConfig | MetaTrainConfig) -> None:
     """Refuse a finished run in ``cfg.out`` that recorded other inputs than ``cfg``'s: reusing it would report what
     another setting computed. Runs that recorded none (older ones) are reused as before."""
@@ -88,5 +105,4 @@ def check_reusable(cfg: LearnConfig | MetaTrainConfig) -> None:
     # a setting added to taalm since the run finished is not a change: the run had its default's behaviour
     changed = sorted(k for k in recorded.keys() & current.keys() if recorded[k] != current[k])
     if changed:
-        raise TaalmError(f"{out}: finished with other {', '.join(changed)} than this run's; delete that directory to "
-                         "compute it again, or choose another --out")
+        raise refusal(out, changed)

@@ -7,7 +7,8 @@ bar over seeds × methods), pool the seeds into 95% intervals (``taalm.stats``) 
 ``plots``. A benchmark (``Benchmark``) fills those hooks with its data and its metric.
 
 A benchmark run is a directory; every part of it (φ, each lr candidate, each method) is a sub-directory that is
-skipped when finished (``DONE``; only if it recorded the same inputs, ``taalm.fingerprint``), resumed from its
+skipped when finished (``DONE``; only if it recorded the same inputs, ``taalm.fingerprint``: φ is checked for every
+seed's parts before anything is learned, the rest when a part is reached), resumed from its
 checkpoint when killed, and restarted when killed before its first checkpoint. Each seed (``--seeds``) is a run
 directory ``OUT/seed-<s>`` of its own (its split, data order and LoRA init); shared parts (tailoring, lr selection,
 φ) are computed once outside.
@@ -315,6 +316,7 @@ def run(bench: Benchmark, cfg: BenchOptions, command: str = "") -> dict[str, Any
         cfg = with_lr(cfg, bench.lr_selection, epochs=bench.lr_epochs)
     if cfg.needs_phi():
         bench.phi = obtain_phi(cfg, bench.phi_pairs, out / "phi", **bench.meta_overrides(cfg))
+        fingerprint.check_phi_of_finished_runs([seed_dir(out, s) for s in cfg.seed_list()], bench.phi["digest"])
     runs = run_seeds(bench, cfg)
     bootstraps, record = intervals(runs, bench.statistic(cfg), cfg.baseline_method())
     own = bench.summary(cfg, runs, bootstraps, out)
