@@ -102,6 +102,13 @@ def _commands(argv: list[str] | None = None) -> dict[str, tuple[type, Callable[[
         print(table)
         print(f"chosen: {report['chosen']}" + (f" ({cfg.out})" if cfg.out else ""))
 
+    def validate_phi(cfg):
+        from taalm.phi_validate import validate_phis
+
+        report, table = validate_phis(cfg)
+        print(table or json.dumps(report["candidates"][0]["validation"], indent=2))
+        print(f"chosen: {report['chosen']}" + (f" ({os.path.join(cfg.out, 'compare.json')})" if table else ""))
+
     from taalm.bench import config as bench
 
     return {
@@ -121,6 +128,8 @@ def _commands(argv: list[str] | None = None) -> dict[str, tuple[type, Callable[[
         "export-phi": (config.ExportPhiConfig, export_phi, "re-save a trained φ in the Hub format with its model card"),
         "compare-phi": (config.ComparePhiConfig, compare_phi,
                         "choose among trained φs by their worst kind's validation gain on the same held-out pairs"),
+        "validate-phi": (config.ValidatePhiConfig, validate_phi,
+                         "validate trained φs on held-out pairs of your own against uniform weights, per kind"),
     }
 
 

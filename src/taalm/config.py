@@ -515,6 +515,31 @@ class ComparePhiConfig:
 
 
 @dataclass
+class ValidatePhiConfig:
+    """``taalm validate-phi``: trained φs validated on held-out pairs of your own, as meta-training validates its
+    checkpoints (θ learns the documents for a few epochs with φ's weights and with uniform weights, per kind), and the
+    worst-kind rule's choice among them."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("phi", "pairs", "out")
+
+    phi: list[str] = field(default_factory=list)
+    """the φs: shipped aliases, trained φ directories, Hub ids (each with its own weight floor and temperature)"""
+    pairs: str = ""
+    """JSONL of {document, task, answer[, kind]}: every pair is held out; none should be in any φ's training pairs"""
+    out: str = ""
+    """directory to write: one meta-train-style record per φ (compare-phi reads them), compare.json, table.md"""
+    like: str = ""
+    """a meta-train run (its directory) whose θ start and validation options to measure with, so gains compare with
+    that run's (default: meta-train's defaults with --theta)"""
+    theta: str = "smollm2-135m"
+    """base model θ when no --like run is given"""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.phi), "phi", "needs at least one φ")
+        _check(len(set(self.phi)) == len(self.phi), "phi", "must be distinct")
+
+
+@dataclass
 class ExportPhiConfig:
     """``taalm export-phi``: a trained φ re-saved in the Hub format with a model card (how the shipped φs are made)."""
 

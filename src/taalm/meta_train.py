@@ -37,11 +37,16 @@ VALIDATION_CHECKPOINTS = "checkpoints"
 ANSWER_MASK_RECORD = "answer_mask.json"  # the warm start's fit (--answer_mask_steps)
 
 
-def build_models(cfg: MetaTrainConfig, device: torch.device) -> tuple[torch.nn.Module, TrainAttention]:
-    """θ with fresh LoRA and φ, both with eager attention: the meta step needs a double backward."""
+def build_theta(cfg: MetaTrainConfig, device: torch.device) -> torch.nn.Module:
+    """θ with fresh LoRA (seeded: every run with the same options starts from the same θ), eager attention."""
     runtime.seed_everything(cfg.seed)
     theta = models.load_causal_lm(cfg.theta, dtype=cfg.dtype, attn_implementation="eager")
-    theta = models.add_lora(theta, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout).to(device)
+    return models.add_lora(theta, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout).to(device)
+
+
+def build_models(cfg: MetaTrainConfig, device: torch.device) -> tuple[torch.nn.Module, TrainAttention]:
+    """θ with fresh LoRA and φ, both with eager attention: the meta step needs a double backward."""
+    theta = build_theta(cfg, device)
     phi = TrainAttention.create(cfg.phi_model or cfg.theta, cfg.phi_lora_r or cfg.lora_r, cfg.lora_alpha,
                                 cfg.lora_dropout, dtype=cfg.dtype, attn_implementation="eager",
                                 num_layers=cfg.phi_layers, weight_floor=cfg.weight_floor,
@@ -149,9 +154,11 @@ class Validator:
         self.pad_id = pad_token_id(tokenizer)
         self.uniform: dict[str, Score] = {}
 
-    def __call__(self, phi: TrainAttention, update: int, known: dict[str, dict] | None = None) -> dict:
-        """φ's validation record; ``known`` holds kinds already validated for this φ with the same options (their
-        records are taken, not recomputed: a validation is deterministic)."""
+    def __call__(self, phi: TrainAttention, update: int, known: dict[str, dict] | None = None,
+                 save: bool = True) -> dict:
+        """φ's validation record (φ checkpointed for ``update`` unless not ``save``); ``known`` holds kinds already
+        validated for this φ with the same options (their records are taken, not recomputed: a validation is
+        deterministic)."""
         records, all_weights = dict(known or {}), []
         for kind, held in self.held.items():
             weights = [torch.tensor(w) for w in document_weights(phi, [d.input_ids for d in held.docs])]
@@ -165,7 +172,8 @@ class Validator:
                                     self.device, self.cfg.dtype)
             records[kind] = {**gain_record(score, self.uniform[kind]),
                              "answer_auc": answer_auc(weights, [d.label for d in held.docs])}
-        phi.save(self.checkpoint_dir(update))
+        if save:
+            phi.save(self.checkpoint_dir(update))
         worst = min(records, key=lambda k: selection_key(records[k], self.cfg.val_metric))
         aucs = [r["answer_auc"] for r in records.values() if r["answer_auc"] is not None]
         record = {**{k: v for k, v in records[worst].items() if k != "answer_auc"},
@@ -369,7 +377,7 @@ def revalidate(cfg: MetaTrainConfig) -> Path:
         raise TaalmError("option --revalidate: no held-out pairs to validate on (--held_out 0)")
     out = runtime.check_output_dir(cfg.out, False, CHECKPOINT)
     device = models.pick_device(cfg.device)
-    theta, _ = build_models(cfg, device)
+    theta = build_theta(cfg, device)
     validate = Validator(cfg, theta, meta.trainable_params(theta), held, tokenizer, device, out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")

@@ -1,0 +1,107 @@
+"""Tests for ``taalm validate-phi``: trained φs validated on pairs of one's own, as meta-training validates its
+checkpoints, then chosen by compare-phi's rule; uniform runs computed once, reruns resumed, other pairs refused.
+
+python -m pytest -q tests/test_phi_validate.py
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from tests.test_cli import check_one_line_error
+
+from conftest import FACT_ANSWERS, FACT_DOCS
+from taalm import cli, validation
+from taalm.config import MetaTrainConfig, ValidatePhiConfig, save_config
+from taalm.errors import TaalmError
+from taalm.meta_train import run_config
+from taalm.phi_validate import validate_phis
+from taalm.weighting import TrainAttention
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_model) -> dict[str, str]:
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"document": d, "task": d[: d.index(a) + len(a)], "answer": a,
+                                         "kind": "even" if i % 2 == 0 else "odd"}) + "\n"
+                             for i, (d, a) in enumerate(zip(FACT_DOCS, FACT_ANSWERS))))
+    run = tmp_path / "like"
+    run.mkdir()
+    save_config(MetaTrainConfig(theta=tiny_model, pairs="p.jsonl", out=str(run), lora_r=4, lora_alpha=8,
+                                max_length=64, val_epochs=2, val_lr=5e-3, val_batch_size=2, device="cpu"),
+                run / "config.yaml")
+    phis = {}
+    for name, floor in (("sharp", 0.0), ("floored", 0.5)):
+        torch.manual_seed(len(phis))
+        phi = TrainAttention.create(tiny_model, r=4, weight_floor=floor)
+        torch.nn.init.normal_(phi.head.weight, std=1.0)  # weights far from uniform: the two φs differ
+        phi.save(tmp_path / name)
+        phis[name] = str(tmp_path / name)
+    return {"pairs": str(pairs), "like": str(run), **phis}
+
+
+def test_phis_are_validated_per_kind_against_one_uniform_run_and_chosen_by_the_worst_kind(setup, tmp_path,
+                                                                                        monkeypatch):
+    runs = []
+    real = validation.learn_and_score
+
+    def counted(*args, **kwargs):
+        runs.append(args[3] is None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("taalm.meta_train.learn_and_score", counted)
+    out = tmp_path / "out"
+    cfg = ValidatePhiConfig(phi=[setup["sharp"], setup["floored"]], pairs=setup["pairs"], like=setup["like"],
+                            out=str(out))
+    report, table = validate_phis(cfg)
+    assert runs == [True, False, True, False, False, False]  # a uniform run per kind, once; a φ run per kind per φ
+    records = {Path(c["run"]).name: c["validation"] for c in report["candidates"]}
+    assert set(records) == {"sharp", "floored"}
+    for v in records.values():
+        for kind in ("even", "odd"):
+            assert v[f"{kind}/gain_accuracy"] == pytest.approx(v[f"{kind}/val_accuracy"] - v[f"{kind}/uniform_accuracy"])
+        assert v["worst_kind"] in ("even", "odd")
+        assert v["gain_accuracy"] == min(v["even/gain_accuracy"], v["odd/gain_accuracy"]) or \
+            v["gain_nll"] == v[f"{v['worst_kind']}/gain_nll"]
+    # the same uniform run under both φs, and the like run's validation options in their records
+    assert records["sharp"]["odd/uniform_nll"] == records["floored"]["odd/uniform_nll"]
+    chosen = max(records, key=lambda n: (records[n]["gain_accuracy"], records[n]["gain_nll"]))
+    assert Path(report["chosen"]).name == chosen and json.loads((out / "compare.json").read_text()) == report
+    assert "weight_floor" in table and (out / "table.md").read_text().strip() == table
+    recorded = run_config(out / "floored", "runs")
+    assert (recorded.val_epochs, recorded.val_lr, recorded.weight_floor) == (2, 5e-3, 0.5)
+    assert len((out / "sharp" / "held_out.jsonl").read_text().splitlines()) == len(FACT_DOCS)
+
+    # a rerun with one more φ (a copy of one, elsewhere) validates only that one, with the recorded uniform runs
+    shutil.copytree(setup["sharp"], tmp_path / "copy" / "sharp")
+    runs.clear()
+    again, _ = validate_phis(ValidatePhiConfig(phi=[*cfg.phi, str(tmp_path / "copy" / "sharp")],
+                                               pairs=setup["pairs"], like=setup["like"], out=str(out)))
+    assert runs == [False, False]
+    copy = next(c for c in again["candidates"] if c["run"].endswith("sharp-2"))
+    assert copy["validation"] == records["sharp"]  # deterministic
+
+
+def test_other_pairs_into_the_same_out_are_refused(setup, tmp_path):
+    out = tmp_path / "out"
+    validate_phis(ValidatePhiConfig(phi=[setup["sharp"]], pairs=setup["pairs"], like=setup["like"], out=str(out)))
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(Path(setup["pairs"]).read_text().splitlines(keepends=True)[:4]))
+    with pytest.raises(TaalmError, match=r"uniform.json was measured on other pairs or options"):
+        validate_phis(ValidatePhiConfig(phi=[setup["sharp"]], pairs=str(other), like=setup["like"], out=str(out)))
+
+
+def test_cli_errors_are_one_line(setup, tmp_path, capsys):
+    code = cli.main(["validate-phi", "--phi", '["no-such-phi"]', "--pairs", setup["pairs"], "--out",
+                     str(tmp_path / "o")])
+    check_one_line_error(code, capsys.readouterr().err, "no-such-phi")
+    assert not (tmp_path / "o").exists()  # nothing written before every φ is found
+    code = cli.main(["validate-phi", "--phi", f'["{setup["sharp"]}"]', "--pairs", setup["pairs"], "--like",
+                     str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    check_one_line_error(code, capsys.readouterr().err, "--like", "config.yaml")
