@@ -461,11 +461,16 @@ def finish(cfg: MetaTrainConfig, out: Path, phi: TrainAttention | None, history:
     plot_meta_curve(history, out / "meta_curve.png", selected=chosen if best is not None else None,
                     title=f"meta-training φ for {cfg.theta}")
     if held:
-        write_jsonl(out / "held_out.jsonl", [{"document": p.document, "task": p.task, "answer": p.answer,
-                                              "source": p.source} for p in held])
+        write_held_out(out, held)
     write_card(out)
     done = {"updates": history[-1]["update"], "selected": chosen, "inputs": fingerprint.meta_train_inputs(cfg)}
     atomic_write_text(out / fingerprint.DONE, json.dumps(done) + "\n")  # what a benchmark checks before reuse
+
+
+def write_held_out(out: Path, held: list[Pair]) -> None:
+    """The pairs φ was validated on (``held_out.jsonl``): compare-phi checks that compared runs share them."""
+    write_jsonl(out / "held_out.jsonl", [{"document": p.document, "task": p.task, "answer": p.answer,
+                                          "source": p.source} for p in held])
 
 
 def write_card(out: Path) -> None:

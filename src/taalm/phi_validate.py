@@ -23,8 +23,8 @@ from taalm import fingerprint, meta, models
 from taalm.config import ComparePhiConfig, MetaTrainConfig, ValidatePhiConfig, save_config
 from taalm.data import load_pairs
 from taalm.errors import TaalmError
-from taalm.io import atomic_write_json, atomic_write_text, write_jsonl
-from taalm.meta_train import Validator, build_theta, is_validation_key, run_config, windowed
+from taalm.io import atomic_write_json, atomic_write_text
+from taalm.meta_train import Validator, build_theta, is_validation_key, run_config, windowed, write_held_out
 from taalm.phi_compare import SAME_MEASURE, compare_phi
 from taalm.validation import Score
 from taalm.weighting import TrainAttention, resolve_phi
@@ -105,6 +105,5 @@ def write_record(base: MetaTrainConfig, run: Path, phi: TrainAttention, record: 
     validation = {k: v for k, v in record.items() if is_validation_key(k)}
     atomic_write_json(run / "selection.json", {"select": "best", "metric": base.val_metric, "update": 0,
                                                "validation": validation})
-    write_jsonl(run / "held_out.jsonl", [{"document": p.document, "task": p.task, "answer": p.answer,
-                                          "source": p.source} for p in held])
+    write_held_out(run, held)
     atomic_write_json(run / "phi.json", source)  # written last: its presence marks the φ as validated
