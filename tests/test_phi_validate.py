@@ -95,6 +95,9 @@ def test_other_pairs_into_the_same_out_are_refused(setup, tmp_path):
     other.write_text("".join(Path(setup["pairs"]).read_text().splitlines(keepends=True)[:4]))
     with pytest.raises(TaalmError, match=r"uniform.json was measured on other pairs or options"):
         validate_phis(ValidatePhiConfig(phi=[setup["sharp"]], pairs=str(other), like=setup["like"], out=str(out)))
+    with pytest.raises(TaalmError, match=r"is not empty and holds no validate-phi run"):
+        validate_phis(ValidatePhiConfig(phi=[setup["sharp"]], pairs=setup["pairs"], like=setup["like"],
+                                        out=setup["sharp"]))  # a φ directory is no place for the records
 
 
 def test_cli_errors_are_one_line(setup, tmp_path, capsys):

@@ -71,6 +71,8 @@ def validate_phis(cfg: ValidatePhiConfig) -> tuple[dict[str, Any], str]:
     recorded = json.loads((out / UNIFORM).read_text()) if (out / UNIFORM).is_file() else None
     if recorded is not None and recorded["measure"] != measure:
         raise TaalmError(f"option --out: {out / UNIFORM} was measured on other pairs or options; choose another --out")
+    if recorded is None and out.is_dir() and any(out.iterdir()):
+        raise TaalmError(f"option --out: {out} is not empty and holds no validate-phi run; choose another directory")
     out.mkdir(parents=True, exist_ok=True)
     device = models.pick_device(base.device)
     theta = build_theta(base, device)
