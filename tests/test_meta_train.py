@@ -506,6 +506,8 @@ def test_uniform_from_takes_the_runs_uniform_scores_and_learns_no_uniform_run(ti
             assert record[f"{kind}/uniform_nll"] == history[0][f"{kind}/uniform_nll"]
             assert record[f"{kind}/gain_nll"] == pytest.approx(history[0][f"{kind}/uniform_nll"]
                                                                - record[f"{kind}/val_nll"])
+            # the run's per-pair uniform scores come along, so compare-phi can pair the runs' held-out pairs
+            assert record[f"{kind}/uniform_pair_accuracy"] == history[0][f"{kind}/uniform_pair_accuracy"]
 
 
 @pytest.mark.parametrize("change", [{"seed": 1}, {"val_lr": 5e-2}, {"val_epochs": 3}])

@@ -19,8 +19,10 @@ from taalm.phi_compare import compare_phi
 HELD = '{"document": "Ann lives in Oslo .", "task": "Ann lives in", "answer": "Oslo", "source": "x:1"}\n'
 
 
-def fake_run(root: Path, name: str, gains: dict[str, tuple[float, float]], held: str = HELD, **options) -> Path:
-    """A meta-train output whose chosen checkpoint has these (accuracy, NLL) gains per kind."""
+def fake_run(root: Path, name: str, gains: dict[str, tuple[float, float]], held: str = HELD,
+             pairs: dict[str, list[float]] | None = None, **options) -> Path:
+    """A meta-train output whose chosen checkpoint has these (accuracy, NLL) gains per kind; with ``pairs``, each
+    kind's per-pair accuracies (uniform weights scoring 0 on every pair, so the gain is their mean)."""
     run = root / name
     run.mkdir()
     save_config(MetaTrainConfig(pairs="pairs.jsonl", out=str(run), **options), run / "config.yaml")
@@ -28,6 +30,9 @@ def fake_run(root: Path, name: str, gains: dict[str, tuple[float, float]], held:
     validation = {"gain_accuracy": gains[worst][0], "gain_nll": gains[worst][1], "worst_kind": worst}
     for kind, (accuracy, nll) in gains.items():
         validation |= {f"{kind}/gain_accuracy": accuracy, f"{kind}/gain_nll": nll}
+    for kind, scores in (pairs or {}).items():
+        validation |= {f"{kind}/val_pair_accuracy": scores, f"{kind}/uniform_pair_accuracy": [0.0] * len(scores),
+                       f"{kind}/val_pair_nll": [1.0] * len(scores), f"{kind}/uniform_pair_nll": [1.0] * len(scores)}
     (run / "selection.json").write_text(json.dumps({"update": 12, "validation": validation}))
     (run / "held_out.jsonl").write_text(held)
     return run
@@ -88,3 +93,35 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     other = fake_run(tmp_path, "other", {"a": (0.3, 0.2)})
     assert cli.main(["compare-phi", "--runs", f"{run},{other}"]) == 0
     assert f"chosen: {other}" in capsys.readouterr().out
+
+
+def with_pairs(root: Path, name: str, pairs: dict[str, list[float]]) -> Path:
+    return fake_run(root, name, {kind: (sum(p) / len(p), 0.0) for kind, p in pairs.items()}, pairs=pairs)
+
+
+def test_the_margin_over_each_other_run_has_a_paired_interval_over_the_held_out_pairs(tmp_path):
+    n = 40
+    chosen = with_pairs(tmp_path, "chosen", {"a": [1.0] * 30 + [0.0] * 10, "b": [1.0] * 20 + [0.0] * 20})
+    # one pair fewer on the worst kind: within the pairs' noise
+    close = with_pairs(tmp_path, "close", {"a": [1.0] * 30 + [0.0] * 10, "b": [1.0] * 19 + [0.0] * 21})
+    # worse on every pair of both kinds: shown
+    worse = with_pairs(tmp_path, "worse", {"a": [0.0] * n, "b": [0.0] * n})
+    report, table = compare_phi(ComparePhiConfig(runs=[str(chosen), str(close), str(worse)]))
+    assert report["chosen"] == str(chosen)
+    vs = report["intervals"]["vs_chosen"]
+    assert set(vs) == {str(close), str(worse)}  # the chosen run is the baseline, not compared with itself
+    assert vs[str(close)]["difference"] == pytest.approx(-1 / n)  # the recorded worst-kind gains' difference
+    assert vs[str(close)]["ci95"][0] < 0 <= vs[str(close)]["ci95"][1]
+    assert vs[str(worse)]["difference"] == pytest.approx(-0.5) and vs[str(worse)]["ci95"][1] < 0
+    assert "worst-kind gain − chosen's [95 %]" in table
+    rows = {line.split(" | ")[0].strip("| *"): line for line in table.splitlines()[2:]}
+    assert "(no difference shown)" in rows[str(close)] and "(no difference shown)" not in rows[str(worse)]
+    assert rows[str(chosen)].endswith("| — |")
+
+
+def test_runs_without_per_pair_scores_are_compared_without_intervals(tmp_path):
+    old = fake_run(tmp_path, "old", {"a": (0.1, 0.2)})
+    new = with_pairs(tmp_path, "new", {"a": [0.0, 1.0]})
+    report, table = compare_phi(ComparePhiConfig(runs=[str(old), str(new)]))
+    assert report["chosen"] == str(new) and report["intervals"] is None
+    assert "[95 %]" not in table

@@ -70,11 +70,21 @@ def test_phis_are_validated_per_kind_against_one_uniform_run_and_chosen_by_the_w
         assert worst in ("even", "odd") and v["gain_accuracy"] == v[f"{worst}/gain_accuracy"]
         assert v["gain_accuracy"] == min(v["even/gain_accuracy"], v["odd/gain_accuracy"])
         assert v["gain_nll"] == v[f"{worst}/gain_nll"]
+        for kind in ("even", "odd"):  # each pair's score, kept per kind only, averages to the kind's score
+            for run in ("val", "uniform"):
+                scores = v[f"{kind}/{run}_pair_accuracy"]
+                assert len(scores) == len(FACT_DOCS) // 2
+                assert sum(scores) / len(scores) == pytest.approx(v[f"{kind}/{run}_accuracy"])
+                assert sum(v[f"{kind}/{run}_pair_nll"]) / len(scores) == pytest.approx(v[f"{kind}/{run}_nll"])
+        assert not any("_pair_" in key and "/" not in key for key in v)
     # the same uniform run under both φs, and the like run's validation options in their records
     assert records["sharp"]["odd/uniform_nll"] == records["floored"]["odd/uniform_nll"]
     chosen = max(records, key=lambda n: (records[n]["gain_accuracy"], records[n]["gain_nll"]))
     assert Path(report["chosen"]).name == chosen and json.loads((out / "compare.json").read_text()) == report
     assert "weight_floor" in table and (out / "table.md").read_text().strip() == table
+    other = next(name for name in records if name != chosen)
+    margin = report["intervals"]["vs_chosen"][str(out / other)]
+    assert margin["difference"] == pytest.approx(records[other]["gain_accuracy"] - records[chosen]["gain_accuracy"])
     recorded = run_config(out / "floored", "runs")
     assert (recorded.val_epochs, recorded.val_lr, recorded.weight_floor) == (2, 5e-3, 0.5)
     assert len((out / "sharp" / "held_out.jsonl").read_text().splitlines()) == len(FACT_DOCS)
@@ -109,3 +119,4 @@ def test_cli_errors_are_one_line(setup, tmp_path, capsys):
     code = cli.main(["validate-phi", "--phi", f'["{setup["sharp"]}"]', "--pairs", setup["pairs"], "--like",
                      str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     check_one_line_error(code, capsys.readouterr().err, "--like", "config.yaml")
+

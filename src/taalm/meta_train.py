@@ -176,7 +176,9 @@ class Validator:
             phi.save(self.checkpoint_dir(update))
         worst = min(records, key=lambda k: selection_key(records[k], self.cfg.val_metric))
         aucs = [r["answer_auc"] for r in records.values() if r["answer_auc"] is not None]
-        record = {**{k: v for k, v in records[worst].items() if k != "answer_auc"},
+        # per-pair scores are kept per kind only (the worst kind's would be there twice)
+        record = {**{k: v for k, v in records[worst].items()
+                     if k != "answer_auc" and not (len(records) > 1 and "_pair_" in k)},
                   "val_answer_auc": sum(aucs) / len(aucs) if aucs else None,
                   **{f"val_w_{k}": v for k, v in weight_statistics(all_weights).items()}}
         if len(records) > 1:
@@ -311,7 +313,9 @@ def recorded_uniform(history: list[dict], kinds: list[str], per_kind: bool) -> d
         prefix = f"{kind}/" if per_kind else ""
         for record in history:
             if f"{prefix}uniform_accuracy" in record:
-                uniform[kind] = Score(record[f"{prefix}uniform_accuracy"], record[f"{prefix}uniform_nll"])
+                uniform[kind] = Score(record[f"{prefix}uniform_accuracy"], record[f"{prefix}uniform_nll"],
+                                      tuple(record.get(f"{prefix}uniform_pair_accuracy", ())),
+                                      tuple(record.get(f"{prefix}uniform_pair_nll", ())))
                 break
     return uniform
 

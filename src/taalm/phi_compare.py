@@ -5,7 +5,9 @@ a checkpoint within one run: the worst kind's validation gain over uniform weigh
 
 Each run is a ``taalm meta-train`` output (or a ``--revalidate`` one). Gains are comparable only between runs
 validated on the same held-out pairs, from the same θ start, with the same validation options: that is checked, so
-a knob is never chosen on a difference in what was measured.
+a knob is never chosen on a difference in what was measured. Where the runs recorded each held-out pair's score,
+every other run's worst-kind gain is given minus the chosen one's with a paired 95 % interval over the held-out
+pairs: a pick whose margin's interval includes 0 is no order shown, only the rule's tie-break.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from taalm import stats
 from taalm.config import ComparePhiConfig, MetaTrainConfig, build_config, load_config_file
 from taalm.errors import TaalmError
 from taalm.io import atomic_write_json, read_jsonl
@@ -71,16 +76,61 @@ def kinds_of(validation: dict) -> list[str]:
     return sorted({key.split("/", 1)[0] for key in validation if "/" in key})
 
 
-def markdown_table(candidates: list[Candidate], chosen: Candidate, knobs: list[str]) -> str:
-    """One row per run (the chosen one in bold): the knobs that differ, the worst kind, every kind's gain."""
+INTERVAL_METHOD = ("paired percentile bootstrap over the held-out pairs ({replicates} replicates): each kind's pairs "
+                   "resampled with replacement, the same pairs for every run, the worst kind's mean gain over uniform "
+                   "weights computed per run; it covers which pairs were drawn, not θ's seed")
+
+
+def pair_gains(validation: dict, kind: str, metric: str) -> np.ndarray | None:
+    """φ's gain over uniform weights on each held-out pair of ``kind`` (None: the run recorded no per-pair scores)."""
+    prefix = f"{kind}/" if kind else ""
+    mine, uniform = validation.get(f"{prefix}val_pair_{metric}"), validation.get(f"{prefix}uniform_pair_{metric}")
+    if not mine or not uniform:
+        return None
+    gain = np.subtract(mine, uniform)
+    return gain if metric == "accuracy" else -gain  # an NLL gain is uniform − φ
+
+
+def worst_kind_intervals(candidates: list[Candidate], chosen: Candidate, metric: str) -> dict | None:
+    """Every other run's worst-kind gain minus the chosen run's, with its paired interval over the held-out pairs
+    (``{run: {"difference", "ci95"}}``); None when a run recorded no per-pair scores."""
+    kinds = kinds_of(chosen.validation) or [""]
+    scores = {}
+    for c in candidates:
+        gains = {kind: pair_gains(c.validation, kind, metric) for kind in kinds}
+        if any(g is None for g in gains.values()):
+            return None
+        scores[str(c.run)] = {kind: {"gain": g} for kind, g in gains.items()}
+    worst = lambda means: {"worst": np.min(np.stack([m["gain"] for m in means.values()]), axis=0)}
+    result = stats.bootstrap([scores], worst, baseline=str(chosen.run))
+    return {str(c.run): {"difference": (d := result[str(c.run)][f"vs_{chosen.run}"]["worst"])["mean"],
+                         "ci95": d["ci95"]} for c in candidates if str(c.run) != str(chosen.run)}
+
+
+def interval_cell(interval: dict | None) -> str:
+    if interval is None:
+        return "—"
+    lo, hi = interval["ci95"]
+    shown = "" if lo > 0 or hi < 0 else " (no difference shown)"
+    return f"{interval['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]{shown}"
+
+
+def markdown_table(candidates: list[Candidate], chosen: Candidate, knobs: list[str],
+                   intervals: dict | None = None) -> str:
+    """One row per run (the chosen one in bold): the knobs that differ, the worst kind, every kind's gain, and the
+    worst-kind gain's difference from the chosen run's where ``intervals`` are known."""
     kinds = kinds_of(chosen.validation) or [""]
     prefix = {kind: f"{kind}/" if kind else "" for kind in kinds}
     header = ["run", *knobs, "update", "worst kind", *[f"{kind or 'all'}: acc / NLL gain" for kind in kinds]]
+    if intervals is not None:
+        header.append("worst-kind gain − chosen's [95 %]")
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for c in candidates:
         v = c.validation
         cells = [str(c.run), *(str(getattr(c.config, k)) for k in knobs), str(c.update), v.get("worst_kind", ""),
                  *(f"{v[prefix[k] + 'gain_accuracy']:+.3f} / {v[prefix[k] + 'gain_nll']:+.3f}" for k in kinds)]
+        if intervals is not None:
+            cells.append(interval_cell(intervals.get(str(c.run))))
         if c is chosen:
             cells[0] = f"**{cells[0]}**"
         lines.append("| " + " | ".join(cells) + " |")
@@ -98,6 +148,9 @@ def compare_phi(cfg: ComparePhiConfig) -> tuple[dict, str]:
               else "the highest NLL gain of the worst kind", "metric": metric, "chosen": str(chosen.run),
               "candidates": [{"run": str(c.run), **{k: getattr(c.config, k) for k in knobs}, "update": c.update,
                               "validation": c.validation} for c in candidates]}
+    intervals = worst_kind_intervals(candidates, chosen, metric) if len(candidates) > 1 else None
+    report["intervals"] = None if intervals is None else {
+        "method": INTERVAL_METHOD.format(replicates=stats.REPLICATES), "level": stats.LEVEL, "vs_chosen": intervals}
     if cfg.out:
         atomic_write_json(cfg.out, report)
-    return report, markdown_table(candidates, chosen, knobs)
+    return report, markdown_table(candidates, chosen, knobs, intervals)

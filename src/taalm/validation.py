@@ -34,8 +34,13 @@ class HeldOut:
 
 @dataclass(frozen=True)
 class Score:
+    """The mean over the held-out tasks, and each task's own score (in the pairs' order; empty where a score was
+    recorded before per-pair scores were), which intervals between φs resample."""
+
     accuracy: float
     nll: float
+    pair_accuracy: tuple[float, ...] = ()
+    pair_nll: tuple[float, ...] = ()
 
 
 def learn_and_score(theta: torch.nn.Module, start: Params, held: HeldOut, weights: list[torch.Tensor] | None,
@@ -60,14 +65,20 @@ def learn_and_score(theta: torch.nn.Module, start: Params, held: HeldOut, weight
             for name, value in start.items():
                 params[name].copy_(value)
         runtime.set_rng_state(rng)
-    return Score(sum(scores.accuracy) / len(scores.accuracy), sum(scores.nll) / len(scores.nll))
+    return Score(sum(scores.accuracy) / len(scores.accuracy), sum(scores.nll) / len(scores.nll),
+                 tuple(scores.accuracy), tuple(scores.nll))
 
 
 def gain_record(phi: Score, uniform: Score) -> dict[str, float]:
-    """What history.jsonl logs for a validation: both runs' scores and φ's gain over uniform weights."""
-    return {"val_accuracy": phi.accuracy, "val_nll": phi.nll, "uniform_accuracy": uniform.accuracy,
-            "uniform_nll": uniform.nll, "gain_accuracy": phi.accuracy - uniform.accuracy,
-            "gain_nll": uniform.nll - phi.nll}
+    """What history.jsonl logs for a validation: both runs' scores and φ's gain over uniform weights, and both runs'
+    per-pair scores where both have them (what ``compare-phi``'s intervals resample)."""
+    record = {"val_accuracy": phi.accuracy, "val_nll": phi.nll, "uniform_accuracy": uniform.accuracy,
+              "uniform_nll": uniform.nll, "gain_accuracy": phi.accuracy - uniform.accuracy,
+              "gain_nll": uniform.nll - phi.nll}
+    if phi.pair_accuracy and uniform.pair_accuracy:
+        record.update({f"{run}_pair_{metric}": list(getattr(score, f"pair_{metric}"))
+                       for run, score in (("val", phi), ("uniform", uniform)) for metric in ("accuracy", "nll")})
+    return record
 
 
 def selection_key(record: dict, metric: str) -> tuple[float, ...]:
