@@ -6,6 +6,7 @@ python -m pytest -q tests/test_phi_validate.py
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -19,7 +20,7 @@ from taalm import cli, validation
 from taalm.config import MetaTrainConfig, ValidatePhiConfig, save_config
 from taalm.errors import TaalmError
 from taalm.meta_train import run_config
-from taalm.phi_validate import validate_phis
+from taalm.phi_validate import measure_config, validate_phis
 from taalm.weighting import TrainAttention
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -120,3 +121,13 @@ def test_cli_errors_are_one_line(setup, tmp_path, capsys):
                      str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     check_one_line_error(code, capsys.readouterr().err, "--like", "config.yaml")
 
+
+def test_device_defaults_to_the_like_runs_and_can_be_set(setup, tmp_path):
+    gpu_run = tmp_path / "gpu-run"
+    gpu_run.mkdir()
+    save_config(dataclasses.replace(run_config(Path(setup["like"]), "like"), device="cuda:0", out=str(gpu_run)),
+                gpu_run / "config.yaml")
+    cfg = ValidatePhiConfig(phi=[setup["sharp"]], pairs=setup["pairs"], like=str(gpu_run), out=str(tmp_path / "o"))
+    assert measure_config(cfg).device == "cuda:0"
+    here = measure_config(dataclasses.replace(cfg, device="cpu"))
+    assert here.device == "cpu" and here.val_lr == 5e-3  # the like run's options, measured on this machine

@@ -533,6 +533,8 @@ class ValidatePhiConfig:
     that run's (default: meta-train's defaults with --theta)"""
     theta: str = "smollm2-135m"
     """base model θ when no --like run is given"""
+    device: str = ""
+    """where θ learns: auto, cpu, cuda, cuda:N (default: the --like run's device; auto without one)"""
 
     def __post_init__(self) -> None:
         _check(bool(self.phi), "phi", "needs at least one φ")

@@ -34,11 +34,12 @@ UNIFORM = "uniform.json"
 
 
 def measure_config(cfg: ValidatePhiConfig) -> MetaTrainConfig:
-    """How the φs are measured: the ``--like`` run's θ start and validation options, or meta-train's defaults."""
+    """How the φs are measured: the ``--like`` run's θ start and validation options, or meta-train's defaults (on
+    ``--device`` where given: a run made on a GPU can be measured again on a CPU)."""
     base = run_config(Path(cfg.like), "like") if cfg.like else MetaTrainConfig(theta=cfg.theta, pairs=cfg.pairs,
                                                                                  out=cfg.out)
     return dataclasses.replace(base, pairs=cfg.pairs, out=cfg.out, held_out=0, revalidate="", uniform_from="",
-                               resume=False)
+                               resume=False, device=cfg.device or base.device)
 
 
 def record_names(phis: list[str]) -> list[str]:
