@@ -56,15 +56,22 @@ def test_gain_is_zero_for_uniform_weights(setting):
     constant = learn_and_score(theta, start, held, weights, options, pad_id, torch.device("cpu"))
     record = gain_record(constant, uniform)
     assert record["gain_accuracy"] == pytest.approx(0.0, abs=1e-6)
+    # each pair's score recorded for both runs, in the pairs' order, averaging to the run's score
+    assert len(record["val_pair_nll"]) == len(record["uniform_pair_accuracy"]) == len(PAIRS)
+    assert sum(record["uniform_pair_nll"]) / len(PAIRS) == pytest.approx(uniform.nll)
+    assert record["val_pair_accuracy"] == pytest.approx(record["uniform_pair_accuracy"], abs=1e-6)
     assert record["gain_nll"] == pytest.approx(0.0, abs=1e-4)
     assert uniform.nll < 6.0  # θ did learn something in the validation run (untrained: ln 300 ≈ 5.7 per token)
 
 
-def test_validation_changes_neither_theta_nor_random_streams_and_weights_matter(setting):
+def test_validation_changes_neither_theta_nor_random_streams_and_weights_matter(setting, capsys):
     theta, _, held, options, pad_id = setting
     start = meta.trainable_params(theta)
     rng = runtime.rng_state()
-    uniform = learn_and_score(theta, start, held, None, options, pad_id, torch.device("cpu"))
+    uniform = learn_and_score(theta, start, held, None, options, pad_id, torch.device("cpu"), desc="kind x: uniform")
+    steps = options.epochs * -(-len(held.docs) // options.batch_size)
+    err = capsys.readouterr().err  # a progress bar over every step of θ's learning
+    assert "kind x: uniform" in err and f"0/{steps} " in err
     assert all(torch.equal(p, start[n]) for n, p in theta.named_parameters() if n in start)
     assert torch.equal(torch.get_rng_state(), rng["torch"])
     again = learn_and_score(theta, start, held, None, options, pad_id, torch.device("cpu"))

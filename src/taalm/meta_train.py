@@ -167,9 +167,10 @@ class Validator:
                 continue
             if kind not in self.uniform:
                 self.uniform[kind] = learn_and_score(self.theta, self.start, held, None, self.options[kind],
-                                                     self.pad_id, self.device, self.cfg.dtype)
+                                                     self.pad_id, self.device, self.cfg.dtype,
+                                                     f"validate {kind or 'held-out'}: uniform weights")
             score = learn_and_score(self.theta, self.start, held, weights, self.options[kind], self.pad_id,
-                                    self.device, self.cfg.dtype)
+                                    self.device, self.cfg.dtype, f"validate {kind or 'held-out'}: φ's weights")
             records[kind] = {**gain_record(score, self.uniform[kind]),
                              "answer_auc": answer_auc(weights, [d.label for d in held.docs])}
         if save:

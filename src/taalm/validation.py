@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from taalm import runtime
 from taalm.ckl import Learner
@@ -44,10 +45,12 @@ class Score:
 
 
 def learn_and_score(theta: torch.nn.Module, start: Params, held: HeldOut, weights: list[torch.Tensor] | None,
-                    options: LoopOptions, pad_id: int, device: torch.device, dtype: str = "auto") -> Score:
+                    options: LoopOptions, pad_id: int, device: torch.device, dtype: str = "auto",
+                    desc: str = "validate") -> Score:
     """θ learns the held-out documents from ``start`` (its trainable parameters) with ``weights`` (None: uniform)
     and is scored on their tasks. θ's parameters and every random stream are left exactly as they were, so
-    validating never changes meta-training (the official validation fine-tuned θ's start point in place)."""
+    validating never changes meta-training (the official validation fine-tuned θ's start point in place). A
+    transient progress bar (``desc``) counts θ's steps."""
     params = dict(theta.named_parameters())
     rng = runtime.rng_state()
     try:
@@ -56,9 +59,12 @@ def learn_and_score(theta: torch.nn.Module, start: Params, held: HeldOut, weight
         optimizer = torch.optim.AdamW([params[n] for n in start], lr=options.lr, weight_decay=0.0)
         source = FixedWeights(weights) if weights is not None else None
         learner = Learner(options, method, theta, optimizer, held.docs, [], source, pad_id, device, dtype)
-        for epoch in range(options.epochs):
-            for step, batch in enumerate(learner.epoch_batches(epoch)):
-                learner.step(batch, epoch, step)
+        batches = [learner.epoch_batches(epoch) for epoch in range(options.epochs)]
+        with tqdm(total=sum(map(len, batches)), desc=desc, leave=False, dynamic_ncols=True) as progress:
+            for epoch, epoch_batches in enumerate(batches):
+                for step, batch in enumerate(epoch_batches):
+                    learner.step(batch, epoch, step)
+                    progress.update(1)
         scores = score_probes(theta, held.tasks, pad_id, options.eval_batch, device, dtype)
     finally:
         with torch.no_grad():
