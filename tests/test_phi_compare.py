@@ -113,6 +113,10 @@ def test_the_margin_over_each_other_run_has_a_paired_interval_over_the_held_out_
     assert vs[str(close)]["difference"] == pytest.approx(-1 / n)  # the recorded worst-kind gains' difference
     assert vs[str(close)]["ci95"][0] < 0 <= vs[str(close)]["ci95"][1]
     assert vs[str(worse)]["difference"] == pytest.approx(-0.5) and vs[str(worse)]["ci95"][1] < 0
+    # every kind's margin too: close is the chosen run itself on kind a
+    assert vs[str(close)]["kinds"]["a"] == {"difference": 0.0, "ci95": [0.0, 0.0]}
+    assert vs[str(worse)]["kinds"]["a"]["difference"] == pytest.approx(-0.75)
+    assert vs[str(worse)]["kinds"]["b"]["ci95"][1] < 0
     assert "worst-kind gain − chosen's [95 %]" in table
     rows = {line.split(" | ")[0].strip("| *"): line for line in table.splitlines()[2:]}
     assert "(no difference shown)" in rows[str(close)] and "(no difference shown)" not in rows[str(worse)]

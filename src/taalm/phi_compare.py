@@ -92,8 +92,9 @@ def pair_gains(validation: dict, kind: str, metric: str) -> np.ndarray | None:
 
 
 def worst_kind_intervals(candidates: list[Candidate], chosen: Candidate, metric: str) -> dict | None:
-    """Every other run's worst-kind gain minus the chosen run's, with its paired interval over the held-out pairs
-    (``{run: {"difference", "ci95"}}``); None when a run recorded no per-pair scores."""
+    """Every other run's worst-kind gain minus the chosen run's, with its paired interval over the held-out pairs,
+    and the same for each kind's gain (``{run: {"difference", "ci95", "kinds": {kind: {"difference", "ci95"}}}}``);
+    None when a run recorded no per-pair scores."""
     kinds = kinds_of(chosen.validation) or [""]
     scores = {}
     for c in candidates:
@@ -101,10 +102,17 @@ def worst_kind_intervals(candidates: list[Candidate], chosen: Candidate, metric:
         if any(g is None for g in gains.values()):
             return None
         scores[str(c.run)] = {kind: {"gain": g} for kind, g in gains.items()}
-    worst = lambda means: {"worst": np.min(np.stack([m["gain"] for m in means.values()]), axis=0)}
-    result = stats.bootstrap([scores], worst, baseline=str(chosen.run))
-    return {str(c.run): {"difference": (d := result[str(c.run)][f"vs_{chosen.run}"]["worst"])["mean"],
-                         "ci95": d["ci95"]} for c in candidates if str(c.run) != str(chosen.run)}
+    statistic = lambda means: {"worst": np.min(np.stack([means[k]["gain"] for k in kinds]), axis=0),
+                               **{f"kind:{k}": means[k]["gain"] for k in kinds}}
+    result = stats.bootstrap([scores], statistic, baseline=str(chosen.run))
+    margin = lambda d: {"difference": d["mean"], "ci95": d["ci95"]}
+    intervals = {}
+    for c in candidates:
+        if str(c.run) != str(chosen.run):
+            vs = result[str(c.run)][f"vs_{chosen.run}"]
+            intervals[str(c.run)] = {**margin(vs["worst"]),
+                                     "kinds": {k: margin(vs[f"kind:{k}"]) for k in kinds if k}}
+    return intervals
 
 
 def interval_cell(interval: dict | None) -> str:
