@@ -429,10 +429,10 @@ def kinded_run(tiny_model, tmp_path_factory):
 
 def record_validation_runs(monkeypatch, what) -> list:
     """What each learn_and_score call of a validation was given, as ``what(args)``."""
-    import taalm.meta_train as mt
+    import taalm.validation as v
 
-    runs, original = [], mt.learn_and_score
-    monkeypatch.setattr(mt, "learn_and_score", lambda *a, **k: runs.append(what(a)) or original(*a, **k))
+    runs, original = [], v.learn_and_score
+    monkeypatch.setattr(v, "learn_and_score", lambda *a, **k: runs.append(what(a)) or original(*a, **k))
     return runs
 
 
@@ -510,7 +510,7 @@ def test_uniform_from_takes_the_runs_uniform_scores_and_learns_no_uniform_run(ti
             assert record[f"{kind}/uniform_pair_accuracy"] == history[0][f"{kind}/uniform_pair_accuracy"]
 
 
-@pytest.mark.parametrize("change", [{"seed": 1}, {"val_lr": 5e-2}, {"val_epochs": 3}])
+@pytest.mark.parametrize("change", [{"seed": 1}, {"val_lr": 5e-2}, {"val_epochs": 3}, {"val_group": 1}])
 def test_uniform_from_refuses_a_run_whose_uniform_runs_learned_otherwise(tiny_model, kinded_run, tmp_path, change):
     pairs, run, _ = kinded_run
     cfg = resume_config(tiny_model, pairs, tmp_path / "other", **{"updates": 2, "held_out": 1, **change},

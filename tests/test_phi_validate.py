@@ -56,7 +56,7 @@ def test_phis_are_validated_per_kind_against_one_uniform_run_and_chosen_by_the_w
         runs.append(args[3] is None)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("taalm.meta_train.learn_and_score", counted)
+    monkeypatch.setattr("taalm.validation.learn_and_score", counted)
     out = tmp_path / "out"
     cfg = ValidatePhiConfig(phi=[setup["sharp"], setup["floored"]], pairs=setup["pairs"], like=setup["like"],
                             out=str(out))
@@ -131,3 +131,21 @@ def test_device_defaults_to_the_like_runs_and_can_be_set(setup, tmp_path):
     assert measure_config(cfg).device == "cuda:0"
     here = measure_config(dataclasses.replace(cfg, device="cpu"))
     assert here.device == "cpu" and here.val_lr == 5e-3  # the like run's options, measured on this machine
+
+
+def test_pairs_in_groups_are_learned_group_by_group_and_recorded_as_measured(setup, tmp_path, monkeypatch):
+    sizes = []
+    real = validation.learn_and_score
+    monkeypatch.setattr("taalm.validation.learn_and_score",
+                        lambda *a, **k: sizes.append(len(a[2].docs)) or real(*a, **k))
+    out = tmp_path / "grouped"
+    report, _ = validate_phis(ValidatePhiConfig(phi=[setup["sharp"]], pairs=setup["pairs"], like=setup["like"],
+                                                out=str(out), group=2))
+    per_kind = len(FACT_DOCS) // 2
+    assert per_kind == 3 and sorted(sizes) == [1] * 4 + [2] * 4  # 3 pairs per kind in groups of about 2: 1 and 2,
+    # for the uniform and the φ run of each of the two kinds
+    assert run_config(out / "sharp", "runs").val_group == 2
+    assert len(report["candidates"][0]["validation"]["even/val_pair_accuracy"]) == per_kind
+    # a grouped measurement is another measurement: its OUT refuses the ungrouped one
+    with pytest.raises(TaalmError, match="measured on other pairs or options"):
+        validate_phis(ValidatePhiConfig(phi=[setup["sharp"]], pairs=setup["pairs"], like=setup["like"], out=str(out)))

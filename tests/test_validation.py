@@ -16,7 +16,7 @@ from taalm import meta, models, runtime
 from taalm.config import LoopOptions, MetaTrainConfig
 from taalm.data import encode, pad_token_id
 from taalm.meta_train import build_models, meta_train
-from taalm.validation import HeldOut, best_validation, gain_record, learn_and_score
+from taalm.validation import HeldOut, best_validation, gain_record, learn_and_score, learn_and_score_groups
 from taalm.weighting import TrainAttention, document_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -80,6 +80,23 @@ def test_validation_changes_neither_theta_nor_random_streams_and_weights_matter(
                    [encode_doc_labels(held, i) for i in range(len(held.docs))]]
     focused = learn_and_score(theta, start, held, answer_only, options, pad_id, torch.device("cpu"))
     assert focused.nll != uniform.nll  # the weights reach the learning run
+
+
+def test_groups_are_learned_each_from_the_start_and_their_pairs_pooled(setting):
+    theta, _, held, options, pad_id = setting
+    start = meta.trainable_params(theta)
+    cpu = torch.device("cpu")
+    halves = [learn_and_score(theta, start, HeldOut(held.docs[a:b], held.tasks[a:b]), None, options, pad_id, cpu)
+              for a, b in ((0, 2), (2, 4))]
+    grouped = learn_and_score_groups(theta, start, held, None, options, pad_id, cpu, group=2)
+    assert grouped.pair_accuracy == halves[0].pair_accuracy + halves[1].pair_accuracy
+    assert grouped.pair_nll == halves[0].pair_nll + halves[1].pair_nll
+    assert grouped.nll == pytest.approx(sum(grouped.pair_nll) / 4)
+    # about the size asked: 4 pairs in groups of about 3 are two groups of 2, not 3 and 1
+    assert learn_and_score_groups(theta, start, held, None, options, pad_id, cpu, group=3) == grouped
+    together = learn_and_score_groups(theta, start, held, None, options, pad_id, cpu, group=0)
+    assert together == learn_and_score(theta, start, held, None, options, pad_id, cpu)
+    assert together.pair_nll != grouped.pair_nll  # learning 4 documents together is not learning 2 and 2
 
 
 def encode_doc_labels(held: HeldOut, i: int):

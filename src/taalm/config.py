@@ -162,6 +162,9 @@ class MetaOptions:
     whose uniform run learns nothing at --val_lr ties every φ at a gain of 0)"""
     val_batch_size: int = 8
     """validation: documents per optimizer step (use the learning phase's; in a benchmark 0 means its --batch_size)"""
+    val_group: int = 0
+    """validation: learn each kind's held-out pairs in groups of about this many, each group from θ's start, their
+    scores pooled (0: all together): a large held-out set measured at a small one's step count"""
     val_metric: Literal["accuracy", "nll"] = "accuracy"
     """validation gain measured on: accuracy (ties broken by NLL) or nll"""
     select: Literal["best", "last"] = "best"
@@ -172,7 +175,7 @@ class MetaOptions:
     def __post_init__(self) -> None:
         check_choices(self)
         for name in ("answer_mask_steps", "dummy_steps", "phi_layers", "phi_lora_r", "updates", "epochs",
-                     "val_batch_size"):
+                     "val_batch_size", "val_group"):
             _check(getattr(self, name) >= 0, name, "must be >= 0")
         for name in ("meta_batch", "inner_batch", "pair_batch", "val_every", "val_epochs",
                      "checkpoint_every"):
@@ -533,12 +536,16 @@ class ValidatePhiConfig:
     that run's (default: meta-train's defaults with --theta)"""
     theta: str = "smollm2-135m"
     """base model θ when no --like run is given"""
+    group: int = 0
+    """learn each kind's pairs in groups of about this many, each from θ's start (0: the --like run's --val_group,
+    all together without one): many fresh pairs measured at the step count of the run's own validation"""
     device: str = ""
     """where θ learns: auto, cpu, cuda, cuda:N (default: the --like run's device; auto without one)"""
 
     def __post_init__(self) -> None:
         _check(bool(self.phi), "phi", "needs at least one φ")
         _check(len(set(self.phi)) == len(self.phi), "phi", "must be distinct")
+        _check(self.group >= 0, "group", "must be >= 0")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from taalm.data import Pair, encode, load_pairs, pad_token_id
 from taalm.distributed import Processes
 from taalm.errors import TaalmError
 from taalm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
-from taalm.validation import HeldOut, Score, best_validation, gain_record, learn_and_score, selection_key
+from taalm.validation import HeldOut, Score, best_validation, gain_record, learn_and_score_groups, selection_key
 from taalm.weighting import TrainAttention, answer_auc, document_weights, weight_statistics
 from taalm.windowing import answer_window
 
@@ -139,7 +139,8 @@ def prepare(cfg: MetaTrainConfig, tokenizer) -> tuple[list[meta.EncodedPair], li
 class Validator:
     """Validation on the held-out pairs, per kind of document when the pairs name kinds: a validation's gain is the
     smallest over the kinds (φ must help on every kind, not on average), each kind's gain recorded beside it. The
-    uniform-weight runs are the same every time, so each runs once."""
+    uniform-weight runs are the same every time, so each runs once. With ``--val_group``, each kind's pairs are
+    learned in groups of about that many (``learn_and_score_groups``)."""
 
     def __init__(self, cfg: MetaTrainConfig, theta, start, held: list[Pair], tokenizer, device, out: Path):
         self.cfg, self.theta, self.start, self.device, self.out = cfg, theta, start, device, out
@@ -166,11 +167,13 @@ class Validator:
             if kind in records:
                 continue
             if kind not in self.uniform:
-                self.uniform[kind] = learn_and_score(self.theta, self.start, held, None, self.options[kind],
-                                                     self.pad_id, self.device, self.cfg.dtype,
-                                                     f"validate {kind or 'held-out'}: uniform weights")
-            score = learn_and_score(self.theta, self.start, held, weights, self.options[kind], self.pad_id,
-                                    self.device, self.cfg.dtype, f"validate {kind or 'held-out'}: φ's weights")
+                self.uniform[kind] = learn_and_score_groups(self.theta, self.start, held, None, self.options[kind],
+                                                            self.pad_id, self.device, self.cfg.dtype,
+                                                            f"validate {kind or 'held-out'}: uniform weights",
+                                                            self.cfg.val_group)
+            score = learn_and_score_groups(self.theta, self.start, held, weights, self.options[kind], self.pad_id,
+                                           self.device, self.cfg.dtype, f"validate {kind or 'held-out'}: φ's weights",
+                                           self.cfg.val_group)
             records[kind] = {**gain_record(score, self.uniform[kind]),
                              "answer_auc": answer_auc(weights, [d.label for d in held.docs])}
         if save:
@@ -307,6 +310,11 @@ def is_validation_key(key: str) -> bool:
     return key.startswith(("val_", "uniform_", "gain_", "worst_kind")) or "/" in key
 
 
+def same_validation(a: MetaTrainConfig, b: MetaTrainConfig, kind: str) -> bool:
+    """Whether two runs' validations of ``kind`` learn alike (so their uniform runs are the same)."""
+    return validation_options(a, kind) == validation_options(b, kind) and a.val_group == b.val_group
+
+
 def recorded_uniform(history: list[dict], kinds: list[str], per_kind: bool) -> dict[str, Score]:
     """The uniform-weight scores a run's validations recorded for ``kinds`` (under ``kind/`` when ``per_kind``)."""
     uniform = {}
@@ -328,7 +336,7 @@ def uniform_of_run(cfg: MetaTrainConfig, run: Path, kinds: list[str]) -> dict[st
     before = run_config(run, "uniform_from")
     check_same_start(cfg, before, run, "uniform_from")
     for kind in kinds:
-        if validation_options(before, kind) != validation_options(cfg, kind):
+        if not same_validation(before, cfg, kind):
             raise TaalmError(f"option --uniform_from: the validation options for {kind or 'the pairs'} are not the "
                              f"run's ({run / 'config.yaml'}): its uniform runs learned otherwise")
     history = [record for _, record in read_jsonl(run / "history.jsonl")] if (run / "history.jsonl").is_file() else []
@@ -392,7 +400,7 @@ def revalidate(cfg: MetaTrainConfig) -> Path:
     recorded = {record["update"]: record for _, record in read_jsonl(run / "history.jsonl")}
     # kinds whose validation options are the run's keep their recorded uniform runs, and their recorded validations
     # too when φ's weight settings are the run's (the same θ start: a validation is deterministic)
-    unchanged = [kind for kind in validate.held if validation_options(before, kind) == validate.options[kind]]
+    unchanged = [kind for kind in validate.held if same_validation(before, cfg, kind)]
     validate.uniform = recorded_uniform(list(recorded.values()), unchanged, len(validate.held) > 1)
     same = unchanged if weight_settings(cfg) == weight_settings(before) else []
     by_update = {update: {k: v for k, v in record.items() if not is_validation_key(k)}

@@ -39,7 +39,7 @@ def measure_config(cfg: ValidatePhiConfig) -> MetaTrainConfig:
     base = run_config(Path(cfg.like), "like") if cfg.like else MetaTrainConfig(theta=cfg.theta, pairs=cfg.pairs,
                                                                                  out=cfg.out)
     return dataclasses.replace(base, pairs=cfg.pairs, out=cfg.out, held_out=0, revalidate="", uniform_from="",
-                               resume=False, device=cfg.device or base.device)
+                               resume=False, device=cfg.device or base.device, val_group=cfg.group or base.val_group)
 
 
 def record_names(phis: list[str]) -> list[str]:

@@ -75,6 +75,27 @@ def learn_and_score(theta: torch.nn.Module, start: Params, held: HeldOut, weight
                  tuple(scores.accuracy), tuple(scores.nll))
 
 
+def learn_and_score_groups(theta: torch.nn.Module, start: Params, held: HeldOut, weights: list[torch.Tensor] | None,
+                           options: LoopOptions, pad_id: int, device: torch.device, dtype: str = "auto",
+                           desc: str = "validate", group: int = 0) -> Score:
+    """``learn_and_score`` on groups of about ``group`` pairs (0: all together), each learned from θ's start on its
+    own, the scores of all pairs pooled: a large held-out set is measured at the step count of a small one (θ's
+    steps grow with the documents learned together, and so does what uniform weights already learn)."""
+    n = len(held.docs)
+    count = -(-n // group) if group else 1
+    bounds = [n * i // count for i in range(count + 1)]  # sizes differ by at most one
+    accuracy, nll = [], []
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        part = learn_and_score(theta, start, HeldOut(held.docs[a:b], held.tasks[a:b]),
+                               None if weights is None else weights[a:b], options, pad_id, device, dtype,
+                               desc if count == 1 else f"{desc}, group {i + 1}/{count}")
+        accuracy += part.pair_accuracy
+        nll += part.pair_nll
+    if count == 1:
+        return part
+    return Score(sum(accuracy) / n, sum(nll) / n, tuple(accuracy), tuple(nll))
+
+
 def gain_record(phi: Score, uniform: Score) -> dict[str, float]:
     """What history.jsonl logs for a validation: both runs' scores and φ's gain over uniform weights, and both runs'
     per-pair scores where both have them (what ``compare-phi``'s intervals resample)."""
