@@ -9,6 +9,7 @@ once with φ's weights and once with uniform weights (finetune), and scores the 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -85,7 +86,7 @@ def learn_and_score_groups(theta: torch.nn.Module, start: Params, held: HeldOut,
     count = -(-n // group) if group else 1
     bounds = [n * i // count for i in range(count + 1)]  # sizes differ by at most one
     accuracy, nll = [], []
-    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
         part = learn_and_score(theta, start, HeldOut(held.docs[a:b], held.tasks[a:b]),
                                None if weights is None else weights[a:b], options, pad_id, device, dtype,
                                desc if count == 1 else f"{desc}, group {i + 1}/{count}")
