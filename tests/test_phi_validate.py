@@ -88,6 +88,7 @@ def test_phis_are_validated_per_kind_against_one_uniform_run_and_chosen_by_the_w
     assert margin["difference"] == pytest.approx(records[other]["gain_accuracy"] - records[chosen]["gain_accuracy"])
     recorded = run_config(out / "floored", "runs")
     assert (recorded.val_epochs, recorded.val_lr, recorded.weight_floor) == (2, 5e-3, 0.5)
+    assert recorded.phi_lora_r == 4  # φ's own rank, not the like run's option
     assert len((out / "sharp" / "held_out.jsonl").read_text().splitlines()) == len(FACT_DOCS)
 
     # a rerun with one more φ (a copy of one, elsewhere) validates only that one, with the recorded uniform runs

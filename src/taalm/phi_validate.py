@@ -101,10 +101,12 @@ def validate_phis(cfg: ValidatePhiConfig) -> tuple[dict[str, Any], str]:
 def write_record(base: MetaTrainConfig, run: Path, phi: TrainAttention, record: dict, held: list,
                  source: dict[str, str]) -> None:
     """What meta-train writes about a validated checkpoint, for ``compare-phi``: the options (with φ's own layers,
-    floor and temperature), the validation (as selection.json's) and the held-out pairs; ``phi.json`` names φ."""
+    LoRA rank, floor and temperature), the validation (as selection.json's) and the held-out pairs; ``phi.json``
+    names φ."""
     run.mkdir(parents=True, exist_ok=True)
-    save_config(dataclasses.replace(base, out=str(run), phi_layers=phi.num_layers, weight_floor=phi.weight_floor,
-                                    weight_temperature=phi.weight_temperature), run / "config.yaml")
+    save_config(dataclasses.replace(base, out=str(run), phi_layers=phi.num_layers, phi_lora_r=int(phi.lora["r"]),
+                                    weight_floor=phi.weight_floor, weight_temperature=phi.weight_temperature),
+                run / "config.yaml")
     validation = {k: v for k, v in record.items() if is_validation_key(k)}
     atomic_write_json(run / "selection.json", {"select": "best", "metric": base.val_metric, "update": 0,
                                                "validation": validation})
