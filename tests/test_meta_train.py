@@ -481,6 +481,14 @@ def test_revalidate_with_another_weight_setting_reruns_every_kind_but_no_uniform
     assert "--revalidate" not in theirs and f"--{setting}" not in theirs and f"--out {run}" in theirs
 
 
+def test_revalidate_in_groups_reruns_the_uniform_runs(tiny_model, kinded_run, tmp_path, monkeypatch):
+    pairs, run, _ = kinded_run
+    runs = record_validation_runs(monkeypatch, lambda a: a[3] is None)
+    meta_train(resume_config(tiny_model, pairs, tmp_path / "grouped", updates=4, held_out=1, revalidate=str(run),
+                             val_group=1))
+    assert runs.count(True) == 2  # grouped validation is another measurement: no recorded uniform run is reused
+
+
 @pytest.mark.parametrize("change", [{"seed": 1}, {"lora_r": 8}, {"held_out": 2}])
 def test_revalidate_refuses_another_theta_start_or_held_out_split(tiny_model, kinded_run, tmp_path, change):
     pairs, run, _ = kinded_run
