@@ -167,13 +167,8 @@ class Validator:
             if kind in records:
                 continue
             if kind not in self.uniform:
-                self.uniform[kind] = learn_and_score_groups(self.theta, self.start, held, None, self.options[kind],
-                                                            self.pad_id, self.device, self.cfg.dtype,
-                                                            f"validate {kind or 'held-out'}: uniform weights",
-                                                            self.cfg.val_group)
-            score = learn_and_score_groups(self.theta, self.start, held, weights, self.options[kind], self.pad_id,
-                                           self.device, self.cfg.dtype, f"validate {kind or 'held-out'}: φ's weights",
-                                           self.cfg.val_group)
+                self.uniform[kind] = self.learn(kind, None, "uniform weights")
+            score = self.learn(kind, weights, "φ's weights")
             records[kind] = {**gain_record(score, self.uniform[kind]),
                              "answer_auc": answer_auc(weights, [d.label for d in held.docs])}
         if save:
@@ -189,6 +184,12 @@ class Validator:
             record["worst_kind"] = worst
             record.update({f"{kind}/{k}": v for kind, r in records.items() for k, v in r.items()})
         return record
+
+    def learn(self, kind: str, weights: list[torch.Tensor] | None, label: str) -> Score:
+        """θ learns ``kind``'s held-out documents with ``weights`` (None: uniform) and is scored on their tasks."""
+        return learn_and_score_groups(self.theta, self.start, self.held[kind], weights, self.options[kind],
+                                      self.pad_id, self.device, self.cfg.dtype,
+                                      f"validate {kind or 'held-out'}: {label}", self.cfg.val_group)
 
     def uniform_state(self) -> dict[str, dict]:
         return {kind: vars(score) for kind, score in self.uniform.items()}

@@ -92,8 +92,6 @@ def learn_and_score_groups(theta: torch.nn.Module, start: Params, held: HeldOut,
                                desc if count == 1 else f"{desc}, group {i + 1}/{count}")
         accuracy += part.pair_accuracy
         nll += part.pair_nll
-    if count == 1:
-        return part
     return Score(sum(accuracy) / n, sum(nll) / n, tuple(accuracy), tuple(nll))
 
 
