@@ -121,6 +121,22 @@ def test_the_margin_over_each_other_run_has_a_paired_interval_over_the_held_out_
     rows = {line.split(" | ")[0].strip("| *"): line for line in table.splitlines()[2:]}
     assert "(no difference shown)" in rows[str(close)] and "(no difference shown)" not in rows[str(worse)]
     assert rows[str(chosen)].endswith("| — |")
+    # each run's own gain over uniform weights, with its interval
+    gains = report["intervals"]["gains"]
+    assert set(gains) == {str(chosen), str(close), str(worse)}
+    assert gains[str(chosen)]["gain"] == pytest.approx(0.5) and gains[str(chosen)]["kinds"]["a"]["gain"] == 0.75
+    assert 0 < gains[str(chosen)]["ci95"][0] < 0.5 < gains[str(chosen)]["ci95"][1]
+    assert gains[str(worse)]["kinds"]["b"] == {"gain": 0.0, "ci95": [0.0, 0.0]}  # no pair gains: no spread
+
+
+def test_a_written_comparison_has_its_plot_beside_it(tmp_path):
+    runs = [with_pairs(tmp_path, "one", {"a": [1.0, 0.0], "b": [1.0, 1.0]}),
+            with_pairs(tmp_path, "two", {"a": [0.0, 0.0], "b": [1.0, 0.0]}),
+            fake_run(tmp_path, "old", {"a": (0.1, 0.2), "b": (0.3, 0.0)})]  # no per-pair scores: no intervals
+    for compared, name in ((runs[:2], "with.json"), (runs, "without.json")):
+        compare_phi(ComparePhiConfig(runs=[str(r) for r in compared], out=str(tmp_path / name)))
+    assert (tmp_path / "with.png").read_bytes()[:8] == (tmp_path / "without.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "with.png").read_bytes() != (tmp_path / "without.png").read_bytes()
 
 
 def test_runs_without_per_pair_scores_are_compared_without_intervals(tmp_path):

@@ -301,3 +301,18 @@ def test_period_curves_draw_the_band_where_the_summary_has_one(tmp_path):
     with pytest.raises(ValueError, match="finetune: the changed band"):
         viz.plot_period_curves(bad, tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_kind_gains_png_draws_each_interval_and_needs_a_run(tmp_path):
+    runs = {"floor": {"worst kind": (-0.03, (-0.1, 0.0)), "lama": (0.0, (-0.1, 0.1))},
+            "T3": {"worst kind": (0.02, (-0.1, 0.08)), "lama": (0.02, None)}}
+    with_ci, without = tmp_path / "with.png", tmp_path / "without.png"
+    viz.plot_kind_gains(runs, with_ci, chosen="T3")
+    viz.plot_kind_gains({run: {g: (v, None) for g, (v, _) in points.items()} for run, points in runs.items()},
+                        without, chosen="T3")
+    assert with_ci.read_bytes()[:8] == PNG_MAGIC and png_size(with_ci) == png_size(without)
+    assert with_ci.read_bytes() != without.read_bytes()  # the error bars are drawn
+    viz.plot_kind_gains({"only": {"fictional": (0.1, None)}}, tmp_path / "one.png")  # a run without every group
+    with pytest.raises(ValueError, match="no runs"):
+        viz.plot_kind_gains({}, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()

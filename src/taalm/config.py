@@ -510,7 +510,8 @@ class ComparePhiConfig:
     runs: list[str] = field(default_factory=list)
     """meta-train (or --revalidate) output directories, validated on the same held-out pairs"""
     out: str = ""
-    """JSON to write: the rule, the chosen run and every candidate's validation (default: print only)"""
+    """JSON to write: the rule, the chosen run and every candidate's validation (default: print only); a PNG of the
+    gains per kind beside it"""
 
     def __post_init__(self) -> None:
         _check(len(self.runs) >= 2, "runs", "needs at least two runs to compare")

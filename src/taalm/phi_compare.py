@@ -7,7 +7,8 @@ Each run is a ``taalm meta-train`` output (or a ``--revalidate`` one). Gains are
 validated on the same held-out pairs, from the same θ start, with the same validation options: that is checked, so
 a knob is never chosen on a difference in what was measured. Where the runs recorded each held-out pair's score,
 every other run's worst-kind gain is given minus the chosen one's with a paired 95 % interval over the held-out
-pairs: a pick whose margin's interval includes 0 is no order shown, only the rule's tie-break.
+pairs: a pick whose margin's interval includes 0 is no order shown, only the rule's tie-break. With ``--out``, a
+plot of every run's gain per kind (with its interval where known) is written beside the JSON.
 """
 
 from __future__ import annotations
@@ -93,8 +94,9 @@ def pair_gains(validation: dict, kind: str, metric: str) -> np.ndarray | None:
 
 def worst_kind_intervals(candidates: list[Candidate], chosen: Candidate, metric: str) -> dict | None:
     """Every other run's worst-kind gain minus the chosen run's, with its paired interval over the held-out pairs,
-    and the same for each kind's gain (``{run: {"difference", "ci95", "kinds": {kind: {"difference", "ci95"}}}}``);
-    None when a run recorded no per-pair scores."""
+    and the same for each kind's gain (``{"vs_chosen": {run: {"difference", "ci95", "kinds": {kind: {"difference",
+    "ci95"}}}}, "gains": {run: {"gain", "ci95", "kinds": …}}}``: ``gains`` is each run's own gain over uniform
+    weights, paired with them on each pair); None when a run recorded no per-pair scores."""
     kinds = kinds_of(chosen.validation) or [""]
     scores = {}
     for c in candidates:
@@ -105,14 +107,12 @@ def worst_kind_intervals(candidates: list[Candidate], chosen: Candidate, metric:
     statistic = lambda means: {"worst": np.min(np.stack([means[k]["gain"] for k in kinds]), axis=0),
                                **{f"kind:{k}": means[k]["gain"] for k in kinds}}
     result = stats.bootstrap([scores], statistic, baseline=str(chosen.run))
-    margin = lambda d: {"difference": d["mean"], "ci95": d["ci95"]}
-    intervals = {}
-    for c in candidates:
-        if str(c.run) != str(chosen.run):
-            vs = result[str(c.run)][f"vs_{chosen.run}"]
-            intervals[str(c.run)] = {**margin(vs["worst"]),
-                                     "kinds": {k: margin(vs[f"kind:{k}"]) for k in kinds if k}}
-    return intervals
+    per_kind = lambda name, d: {name: d["worst"]["mean"], "ci95": d["worst"]["ci95"],
+                                "kinds": {k: {name: d[f"kind:{k}"]["mean"], "ci95": d[f"kind:{k}"]["ci95"]}
+                                          for k in kinds if k}}
+    return {"vs_chosen": {str(c.run): per_kind("difference", result[str(c.run)][f"vs_{chosen.run}"])
+                          for c in candidates if str(c.run) != str(chosen.run)},
+            "gains": {str(c.run): per_kind("gain", result[str(c.run)]["stats"]) for c in candidates}}
 
 
 def interval_cell(interval: dict | None) -> str:
@@ -158,7 +158,26 @@ def compare_phi(cfg: ComparePhiConfig) -> tuple[dict, str]:
                               "validation": c.validation} for c in candidates]}
     intervals = worst_kind_intervals(candidates, chosen, metric) if len(candidates) > 1 else None
     report["intervals"] = None if intervals is None else {
-        "method": INTERVAL_METHOD.format(replicates=stats.REPLICATES), "level": stats.LEVEL, "vs_chosen": intervals}
+        "method": INTERVAL_METHOD.format(replicates=stats.REPLICATES), "level": stats.LEVEL, **intervals}
     if cfg.out:
         atomic_write_json(cfg.out, report)
-    return report, markdown_table(candidates, chosen, knobs, intervals)
+        plot_gains(report, Path(cfg.out).with_suffix(".png"))
+    return report, markdown_table(candidates, chosen, knobs, intervals and intervals["vs_chosen"])
+
+
+def plot_gains(report: dict, path: Path) -> None:
+    """Each run's gain over uniform weights per kind and on its worst kind, with its 95 % interval where known."""
+    from taalm.viz import plot_kind_gains
+
+    metric = report["metric"]
+    kinds = kinds_of(report["candidates"][0]["validation"]) or [""]
+    gains = (report["intervals"] or {}).get("gains", {})
+    runs = {}
+    for c in report["candidates"]:
+        v, known = c["validation"], gains.get(c["run"])
+        if kinds == [""]:  # one kind: its gain is the worst kind's
+            runs[c["run"]] = {"held-out pairs": (v[f"gain_{metric}"], known and known["ci95"])}
+            continue
+        runs[c["run"]] = {"worst kind": (v[f"gain_{metric}"], known and known["ci95"]),
+                          **{k: (v[f"{k}/gain_{metric}"], known and known["kinds"][k]["ci95"]) for k in kinds}}
+    plot_kind_gains(runs, path, chosen=report["chosen"], ylabel=f"{metric} gain over uniform weights")

@@ -506,3 +506,39 @@ def plot_tradeoff(summary: dict[str, Any], path: str | Path, title: str = "") ->
     if title:
         fig.suptitle(title)
     atomic_write_bytes(path, _png_bytes(fig))
+
+
+Gain = tuple[float, Sequence[float] | None]  # a value and its 95 % interval (None: not known)
+
+
+def plot_kind_gains(runs: dict[str, dict[str, Gain]], path: str | Path, chosen: str = "",
+                    ylabel: str = "gain over uniform weights") -> None:
+    """φ candidates side by side: ``runs[run][group] = (gain, ci95 or None)``, one group of markers per key (the worst
+    kind, then each kind), one marker per run with its interval as an error bar, 0 (uniform weights) as a line; the
+    ``chosen`` run is drawn filled and named so in the legend."""
+    from matplotlib.figure import Figure
+
+    if not runs:
+        raise ValueError("plot_kind_gains: no runs")
+    groups = list(dict.fromkeys(g for points in runs.values() for g in points))
+    width = 0.8 / len(runs)
+    fig = Figure(figsize=(max(5.0, 1.5 + len(groups) * (0.6 + 0.35 * len(runs))), 4), layout="constrained")
+    ax = fig.subplots()
+    for k, (run, points) in enumerate(runs.items()):
+        color, marker = _palette(len(runs))[k], _MARKERS[k % len(_MARKERS)]
+        label = f"{run} (chosen)" if run == chosen else run
+        for i, group in enumerate(groups):
+            if group not in points:
+                continue
+            value, ci = points[group]
+            x = i - 0.4 + width * (k + 0.5)
+            if ci is not None:
+                ax.errorbar(x, value, yerr=[[value - ci[0]], [ci[1] - value]], color=color, capsize=3, lw=1)
+            ax.plot(x, value, marker=marker, ms=7, color=color, mfc=color if run == chosen else "white",
+                    label=label if group == next(iter(points)) else None)  # one legend entry per run
+    ax.axhline(0, color="0.4", lw=0.8)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    atomic_write_bytes(path, _png_bytes(fig))
