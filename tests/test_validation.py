@@ -16,7 +16,7 @@ from taalm import meta, models, runtime
 from taalm.config import LoopOptions, MetaTrainConfig
 from taalm.data import encode, pad_token_id
 from taalm.meta_train import build_models, meta_train
-from taalm.validation import HeldOut, best_validation, gain_record, learn_and_score, learn_and_score_groups
+from taalm.validation import HeldOut, Score, best_validation, gain_record, learn_and_score, learn_and_score_groups
 from taalm.weighting import TrainAttention, document_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -110,6 +110,13 @@ def encode_doc_labels(held: HeldOut, i: int):
         if doc.input_ids[k:k + len(answer_ids)] == answer_ids:
             label[k:k + len(answer_ids)] = [True] * len(answer_ids)
     return Encoded(doc.input_ids, label)
+
+
+def test_a_score_restored_from_json_equals_the_one_written():
+    score = Score(0.5, 1.25, (1.0, 0.0), (0.5, 2.0))
+    restored = Score(**json.loads(json.dumps(vars(score))))  # the pairs come back as lists
+    assert restored == score and isinstance(restored.pair_nll, tuple)
+    assert hash(restored) == hash(score)
 
 
 def test_best_validation_picks_the_highest_gain_earliest_on_ties():

@@ -324,8 +324,8 @@ def recorded_uniform(history: list[dict], kinds: list[str], per_kind: bool) -> d
         for record in history:
             if f"{prefix}uniform_accuracy" in record:
                 uniform[kind] = Score(record[f"{prefix}uniform_accuracy"], record[f"{prefix}uniform_nll"],
-                                      tuple(record.get(f"{prefix}uniform_pair_accuracy", ())),
-                                      tuple(record.get(f"{prefix}uniform_pair_nll", ())))
+                                      record.get(f"{prefix}uniform_pair_accuracy", ()),
+                                      record.get(f"{prefix}uniform_pair_nll", ()))
                 break
     return uniform
 

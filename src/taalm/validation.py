@@ -44,6 +44,10 @@ class Score:
     pair_accuracy: tuple[float, ...] = ()
     pair_nll: tuple[float, ...] = ()
 
+    def __post_init__(self) -> None:  # restored from JSON, the per-pair scores are lists: equal Scores compare equal
+        object.__setattr__(self, "pair_accuracy", tuple(self.pair_accuracy))
+        object.__setattr__(self, "pair_nll", tuple(self.pair_nll))
+
 
 def learn_and_score(theta: torch.nn.Module, start: Params, held: HeldOut, weights: list[torch.Tensor] | None,
                     options: LoopOptions, pad_id: int, device: torch.device, dtype: str = "auto",
@@ -92,7 +96,7 @@ def learn_and_score_groups(theta: torch.nn.Module, start: Params, held: HeldOut,
                                desc if count == 1 else f"{desc}, group {i + 1}/{count}")
         accuracy += part.pair_accuracy
         nll += part.pair_nll
-    return Score(sum(accuracy) / n, sum(nll) / n, tuple(accuracy), tuple(nll))
+    return Score(sum(accuracy) / n, sum(nll) / n, accuracy, nll)
 
 
 def gain_record(phi: Score, uniform: Score) -> dict[str, float]:
