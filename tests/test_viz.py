@@ -313,6 +313,7 @@ def test_kind_gains_png_draws_each_interval_and_needs_a_run(tmp_path):
     assert with_ci.read_bytes()[:8] == PNG_MAGIC and png_size(with_ci) == png_size(without)
     assert with_ci.read_bytes() != without.read_bytes()  # the error bars are drawn
     viz.plot_kind_gains({"only": {"fictional": (0.1, None)}}, tmp_path / "one.png")  # a run without every group
+    viz.plot_kind_gains({"biased": {"worst kind": (0.1, (-0.2, 0.05))}}, tmp_path / "outside.png")  # value above it
     with pytest.raises(ValueError, match="no runs"):
         viz.plot_kind_gains({}, tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()

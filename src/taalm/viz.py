@@ -532,8 +532,9 @@ def plot_kind_gains(runs: dict[str, dict[str, Gain]], path: str | Path, chosen: 
                 continue
             value, ci = points[group]
             x = i - 0.4 + width * (k + 0.5)
-            if ci is not None:
-                ax.errorbar(x, value, yerr=[[value - ci[0]], [ci[1] - value]], color=color, capsize=3, lw=1)
+            if ci is not None:  # a worst kind's percentile interval can miss its value (the min of means is biased)
+                ax.errorbar(x, value, yerr=[[max(value - ci[0], 0)], [max(ci[1] - value, 0)]], color=color,
+                            capsize=3, lw=1)
             ax.plot(x, value, marker=marker, ms=7, color=color, mfc=color if run == chosen else "white",
                     label=label if group == next(iter(points)) else None)  # one legend entry per run
     ax.axhline(0, color="0.4", lw=0.8)
