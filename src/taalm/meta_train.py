@@ -27,7 +27,7 @@ from taalm.data import Pair, encode, load_pairs, pad_token_id
 from taalm.distributed import Processes
 from taalm.errors import TaalmError
 from taalm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
-from taalm.validation import HeldOut, Score, best_validation, gain_record, learn_and_score_groups, selection_key
+from taalm.validation import HeldOut, Score, best_validation, gain_record, kinds_record, learn_and_score_groups
 from taalm.weighting import TrainAttention, answer_auc, document_weights, weight_statistics
 from taalm.windowing import answer_window
 
@@ -173,17 +173,10 @@ class Validator:
                              "answer_auc": answer_auc(weights, [d.label for d in held.docs])}
         if save:
             phi.save(self.checkpoint_dir(update))
-        worst = min(records, key=lambda k: selection_key(records[k], self.cfg.val_metric))
         aucs = [r["answer_auc"] for r in records.values() if r["answer_auc"] is not None]
-        # per-pair scores are kept per kind only (the worst kind's would be there twice)
-        record = {**{k: v for k, v in records[worst].items()
-                     if k != "answer_auc" and not (len(records) > 1 and "_pair_" in k)},
-                  "val_answer_auc": sum(aucs) / len(aucs) if aucs else None,
-                  **{f"val_w_{k}": v for k, v in weight_statistics(all_weights).items()}}
-        if len(records) > 1:
-            record["worst_kind"] = worst
-            record.update({f"{kind}/{k}": v for kind, r in records.items() for k, v in r.items()})
-        return record
+        return {**kinds_record(records, self.cfg.val_metric),
+                "val_answer_auc": sum(aucs) / len(aucs) if aucs else None,
+                **{f"val_w_{k}": v for k, v in weight_statistics(all_weights).items()}}
 
     def learn(self, kind: str, weights: list[torch.Tensor] | None, label: str) -> Score:
         """θ learns ``kind``'s held-out documents with ``weights`` (None: uniform) and is scored on their tasks."""

@@ -111,6 +111,18 @@ def gain_record(phi: Score, uniform: Score) -> dict[str, float]:
     return record
 
 
+def kinds_record(records: dict[str, dict], metric: str) -> dict:
+    """One validation record from each kind's (``gain_record``'s): the worst kind's at the top, and with several
+    kinds ``worst_kind`` and every kind's under ``kind/`` (per-pair scores there only: the worst kind's would be
+    there twice). A kind's ``answer_auc`` is kept under its kind only."""
+    worst = min(records, key=lambda k: selection_key(records[k], metric))
+    record = {k: v for k, v in records[worst].items() if k != "answer_auc" and not (len(records) > 1 and "_pair_" in k)}
+    if len(records) > 1:
+        record["worst_kind"] = worst
+        record.update({f"{kind}/{k}": v for kind, r in records.items() for k, v in r.items()})
+    return record
+
+
 def selection_key(record: dict, metric: str) -> tuple[float, ...]:
     """Higher is better: the accuracy gain with the NLL gain breaking ties, or the NLL gain alone."""
     return (record["gain_accuracy"], record["gain_nll"]) if metric == "accuracy" else (record["gain_nll"],)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from taalm import phi_compare, stats
-from taalm.validation import Score, gain_record, selection_key
+from taalm.validation import Score, gain_record, kinds_record, selection_key
 
 first, second, out = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 names = sys.argv[4:]
@@ -37,10 +37,7 @@ for name in names:
     assert kinds == phi_compare.kinds_of(validations[1]), (name, kinds)
     records = {kind: gain_record(pooled_score(validations, kind, "val"), pooled_score(validations, kind, "uniform"))
                for kind in kinds}
-    worst = min(records, key=lambda k: selection_key(records[k], "accuracy"))
-    validation = {**{k: v for k, v in records[worst].items() if "_pair_" not in k}, "worst_kind": worst,
-                  **{f"{kind}/{k}": v for kind, r in records.items() for k, v in r.items()}}
-    candidates.append(replace(parts[1], run=Path(name), validation=validation))
+    candidates.append(replace(parts[1], run=Path(name), validation=kinds_record(records, "accuracy")))
 
 chosen = max(candidates, key=lambda c: selection_key(c.validation, "accuracy"))
 intervals = phi_compare.worst_kind_intervals(candidates, chosen, "accuracy")
