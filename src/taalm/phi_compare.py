@@ -92,7 +92,7 @@ def pair_gains(validation: dict, kind: str, metric: str) -> np.ndarray | None:
     return gain if metric == "accuracy" else -gain  # an NLL gain is uniform − φ
 
 
-def worst_kind_intervals(candidates: list[Candidate], chosen: Candidate, metric: str) -> dict | None:
+def paired_intervals(candidates: list[Candidate], chosen: Candidate, metric: str) -> dict | None:
     """Every other run's worst-kind gain minus the chosen run's, with its paired interval over the held-out pairs,
     and the same for each kind's gain (``{"vs_chosen": {run: {"difference", "ci95", "kinds": {kind: {"difference",
     "ci95"}}}}, "gains": {run: {"gain", "ci95", "kinds": …}}}``: ``gains`` is each run's own gain over uniform
@@ -156,7 +156,7 @@ def compare_phi(cfg: ComparePhiConfig) -> tuple[dict, str]:
               else "the highest NLL gain of the worst kind", "metric": metric, "chosen": str(chosen.run),
               "candidates": [{"run": str(c.run), **{k: getattr(c.config, k) for k in knobs}, "update": c.update,
                               "validation": c.validation} for c in candidates]}
-    intervals = worst_kind_intervals(candidates, chosen, metric) if len(candidates) > 1 else None
+    intervals = paired_intervals(candidates, chosen, metric) if len(candidates) > 1 else None
     report["intervals"] = None if intervals is None else {
         "method": INTERVAL_METHOD.format(replicates=stats.REPLICATES), "level": stats.LEVEL, **intervals}
     if cfg.out:

@@ -40,7 +40,7 @@ for name in names:
     candidates.append(replace(parts[1], run=Path(name), validation=kinds_record(records, "accuracy")))
 
 chosen = max(candidates, key=lambda c: selection_key(c.validation, "accuracy"))
-intervals = phi_compare.worst_kind_intervals(candidates, chosen, "accuracy")
+intervals = phi_compare.paired_intervals(candidates, chosen, "accuracy")
 report = {"pooled": [str(first), str(second)], "metric": "accuracy", "chosen": str(chosen.run),
           "pairs": {k: len(chosen.validation[f"{k}/val_pair_accuracy"])
                     for k in phi_compare.kinds_of(chosen.validation)},
