@@ -10,6 +10,7 @@ once with φ's weights and once with uniform weights (finetune), and scores the 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,11 @@ class Score:
         object.__setattr__(self, "pair_accuracy", tuple(self.pair_accuracy))
         object.__setattr__(self, "pair_nll", tuple(self.pair_nll))
 
+    @classmethod
+    def of_pairs(cls, accuracy: Sequence[float], nll: Sequence[float]) -> Score:
+        """The Score of these per-pair scores: their means, and the scores themselves."""
+        return cls(sum(accuracy) / len(accuracy), sum(nll) / len(nll), tuple(accuracy), tuple(nll))
+
 
 def learn_and_score(theta: torch.nn.Module, start: Params, held: HeldOut, weights: list[torch.Tensor] | None,
                     options: LoopOptions, pad_id: int, device: torch.device, dtype: str = "auto",
@@ -76,8 +82,7 @@ def learn_and_score(theta: torch.nn.Module, start: Params, held: HeldOut, weight
             for name, value in start.items():
                 params[name].copy_(value)
         runtime.set_rng_state(rng)
-    return Score(sum(scores.accuracy) / len(scores.accuracy), sum(scores.nll) / len(scores.nll),
-                 tuple(scores.accuracy), tuple(scores.nll))
+    return Score.of_pairs(scores.accuracy, scores.nll)
 
 
 def learn_and_score_groups(theta: torch.nn.Module, start: Params, held: HeldOut, weights: list[torch.Tensor] | None,
@@ -96,7 +101,7 @@ def learn_and_score_groups(theta: torch.nn.Module, start: Params, held: HeldOut,
                                desc if count == 1 else f"{desc}, group {i + 1}/{count}")
         accuracy += part.pair_accuracy
         nll += part.pair_nll
-    return Score(sum(accuracy) / n, sum(nll) / n, accuracy, nll)
+    return Score.of_pairs(accuracy, nll)
 
 
 def gain_record(phi: Score, uniform: Score) -> dict[str, float]:

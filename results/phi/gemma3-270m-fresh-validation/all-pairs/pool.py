@@ -20,7 +20,7 @@ names = sys.argv[4:]
 def pooled_score(records: list[dict], kind: str, run: str) -> Score:
     accuracy = [a for r in records for a in r[f"{kind}/{run}_pair_accuracy"]]
     nll = [x for r in records for x in r[f"{kind}/{run}_pair_nll"]]
-    return Score(sum(accuracy) / len(accuracy), sum(nll) / len(nll), tuple(accuracy), tuple(nll))
+    return Score.of_pairs(accuracy, nll)
 
 
 candidates = []

@@ -26,7 +26,7 @@ def key(validation: dict, name: str):
 def pooled_score(parts: list[phi_compare.Candidate], run: str) -> Score:
     accuracy = tuple(a for p in parts for a in key(p.validation, f"{run}_pair_accuracy"))
     nll = tuple(x for p in parts for x in key(p.validation, f"{run}_pair_nll"))
-    return Score(sum(accuracy) / len(accuracy), sum(nll) / len(nll), accuracy, nll)
+    return Score.of_pairs(accuracy, nll)
 
 
 def pooled(dirs: list[Path]) -> phi_compare.Candidate:
