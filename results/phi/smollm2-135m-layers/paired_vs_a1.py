@@ -4,6 +4,9 @@ Gemma's floor 0.05 against floor 0.1 (GA1).
 
     python results/phi/smollm2-135m-layers/paired_vs_a1.py lama results/lama_ckl/smollm2-135m-cpu-phi-l16 \
         results/lama_ckl/smollm2-135m-cpu-phi-a1        # or fictional / temporalwiki
+
+Two more arguments name other rows than taalm's: new's method and old's, e.g. `... taalm oracle` for taalm against
+the oracle's rows of the same seeds and sets.
 """
 import sys
 from pathlib import Path
@@ -32,9 +35,10 @@ BENCHES = {"lama": (lama_scores, lama_ckl.statistic, ["top_acc", "nf_acc", "tota
            "temporalwiki": (temporalwiki_scores, temporalwiki.statistic_over(list(LEARN_PERIODS)), ["changed", "unchanged"])}
 
 
-def main(bench: str, new: Path, old: Path, seeds=(0, 1, 2)) -> None:
+def main(bench: str, new: Path, old: Path, new_method: str = "taalm", old_method: str = "taalm",
+         seeds=(0, 1, 2)) -> None:
     scores, statistic, keys = BENCHES[bench]
-    runs = [{"old": scores(old / f"seed-{s}/methods/taalm"), "new": scores(new / f"seed-{s}/methods/taalm")}
+    runs = [{"old": scores(old / f"seed-{s}/methods/{old_method}"), "new": scores(new / f"seed-{s}/methods/{new_method}")}
             for s in seeds]
     result = bootstrap(runs, statistic, baseline="old")
     for k in keys:
@@ -45,4 +49,4 @@ def main(bench: str, new: Path, old: Path, seeds=(0, 1, 2)) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
+    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), *sys.argv[4:6])
