@@ -1,6 +1,7 @@
 """The checks of the shipped φs (used by tests/test_integration.py for SmolLM2's φs and tests/test_gemma.py for
 Gemma's): each loads within the package budget and weighs a fact-dense sentence like a trained φ, and on documents of
-each kind the benchmarks evaluate its answer-token ROC-AUC is compared with what a random ranking reaches."""
+each kind the benchmarks evaluate (and, for the current aliases, on kinds of document no φ trains on) its
+answer-token ROC-AUC is compared with what a random ranking reaches."""
 
 from __future__ import annotations
 
@@ -28,16 +29,20 @@ def check_shipped_phi(alias: str, backbone: str, tokenizer) -> None:
     assert top & FACT_WORDS, top
 
 
-def answer_ranking_against_chance(alias: str, tokenizer, per_kind: int = 32) -> dict[str, tuple[float, float]]:
-    """Per kind of document: (φ's answer-token ROC-AUC, a random ranking's 99.9th percentile on the same documents)."""
+def answer_ranking_against_chance(alias: str, tokenizer, per_kind: int = 32,
+                                  unseen: bool = False) -> dict[str, tuple[float, float]]:
+    """Per kind of document (with ``unseen``, the kinds no φ trains on too): (φ's answer-token ROC-AUC, a random
+    ranking's 99.9th percentile on the same documents)."""
     from taalm.bench.answer_ranking import ranking_against_chance
     from taalm.weighting import TrainAttention, resolve_phi
 
-    rows = ranking_against_chance(TrainAttention.load(resolve_phi(alias)), tokenizer, per_kind)
+    rows = ranking_against_chance(TrainAttention.load(resolve_phi(alias)), tokenizer, per_kind, unseen=unseen)
     return {kind: (row["answer_auc"], row["chance_99.9"]) for kind, row in rows.items()}
 
 
-def check_answer_ranking(alias: str, tokenizer, at_least: float = 0.0) -> None:
-    """φ ranks the answer tokens above a random ranking's 99.9th percentile on every kind, and above ``at_least``."""
-    margins = answer_ranking_against_chance(alias, tokenizer)
+def check_answer_ranking(alias: str, tokenizer, at_least: float = 0.0, unseen: bool = False) -> None:
+    """φ ranks the answer tokens above a random ranking's 99.9th percentile on every kind (with ``unseen``, the
+    kinds no φ trains on too), and above ``at_least``."""
+    margins = answer_ranking_against_chance(alias, tokenizer, unseen=unseen)
+    assert len(margins) == (5 if unseen else 3), margins
     assert all(auc > bound and auc > at_least for auc, bound in margins.values()), margins

@@ -65,6 +65,17 @@ def test_chance_bound_is_a_random_rankings_quantile(documents, tiny_model):
         answer_ranking.chance_bound(tokenizer, documents, draws=400)  # seeded: the same bound every time
 
 
+def test_unseen_kinds_are_test_side_facts_in_other_styles_never_on_phis_side():
+    documents = answer_ranking.evaluation_documents(per_kind=5, seed=2, unseen=True)
+    assert set(documents) == set(answer_ranking.KINDS + answer_ranking.UNSEEN_KINDS)
+    letters, cards = documents["fictional-letter"], documents["fictional-record"]
+    assert all(text.startswith("Dear ") and text.count(answer) == 1 for text, answer in letters)
+    assert all(text.startswith("Archive card ") and "\nSummary: " in text for text, _ in cards)
+    prose = {answer for _, answer in documents["fictional"]}
+    assert prose.isdisjoint(a for _, a in letters + cards)  # each style draws its own facts
+    assert set(answer_ranking.evaluation_documents(per_kind=5, seed=2)) == set(answer_ranking.KINDS)
+
+
 def test_cli_answer_ranking_prints_each_kind_and_writes_json(tiny_model, tmp_path, capsys):
     import json
 
@@ -80,7 +91,8 @@ def test_cli_answer_ranking_prints_each_kind_and_writes_json(tiny_model, tmp_pat
                      "--device", "cpu", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     saved = json.loads(out.read_text())
-    assert saved["per_kind"] == 3 and set(saved["kinds"]) == set(answer_ranking.KINDS)
+    assert saved["per_kind"] == 3
+    assert set(saved["kinds"]) == set(answer_ranking.KINDS + answer_ranking.UNSEEN_KINDS)  # unseen kinds reported too
     for kind, row in saved["kinds"].items():
         assert f"| {kind} | {row['answer_auc']:.3f} | {row['chance_99.9']:.3f} |" in printed
         assert 0.0 <= row["answer_auc"] <= 1.0 and row["chance_99.9"] > 0.5

@@ -128,6 +128,37 @@ def test_sides_share_no_filler_since_version_2(sides):
         gen.generate("train", 1, seed=3, version="0")
 
 
+@pytest.mark.parametrize("style", [s for s in gen.STYLES if s != "prose"])
+def test_other_styles_frame_the_same_kind_of_fact_in_their_own_lines(sides, style):
+    facts = gen.generate("test", N, seed=3, filler=4, style=style)
+    frame = gen.STYLE_FRAMES[style]
+    assert facts == gen.generate("test", N, seed=3, filler=4, style=style)  # deterministic
+    assert {f.answer for f in facts}.isdisjoint(f.answer for f in sides["test"])  # its own draws
+    assert {f.uuid for f in facts}.isdisjoint(f.uuid for f in sides["test"])
+    assert all(gen.side_of(w) == "test" for f in facts for w in f.words)
+    places = gen.describe(facts)["fact_places"]
+    assert all(places[p] >= N // 6 for p in gen.PLACES), places
+    for f in facts:
+        framed = re.fullmatch(f"({frame_pattern(frame.head)}){re.escape(frame.joiner)}(.*){re.escape(frame.joiner)}"
+                              f"({frame_pattern(frame.tail)})", f.document, flags=re.DOTALL)
+        assert framed, f.document
+        body = framed.group(2).split("\n") if frame.joiner == "\n" else re.split(r"(?<=\.) ", framed.group(2))
+        assert len(body) == 5 and (frame.fact_prefix + f.sentence) in body  # 4 filler lines + the fact
+        index = body.index(frame.fact_prefix + f.sentence)
+        assert {"first": index == 0, "middle": 0 < index < 4, "last": index == 4}[f.fact_place]
+        assert f.document.count(f.answer) == 1 and f.probe.endswith(f.answer)
+    assert set(frame.filler).isdisjoint(TRAIN_LINES)  # φ's side never sees another style's lines
+    with pytest.raises(ValueError, match="the test side's only"):
+        gen.generate("train", 1, seed=3, style=style)
+
+
+def frame_pattern(template: str) -> str:  # a head or tail template as a pattern
+    return re.escape(template).replace(re.escape("{d}"), r"[A-Z]\w+ [A-Z]\w+").replace(re.escape("{n}"), r"\d+")
+
+
+TRAIN_LINES = gen.TRAIN_FILLER + gen.FILLER
+
+
 def test_objects_are_invented_or_numbers(sides):
     for f in sides["test"]:
         kind = gen.RELATIONS[f.relation].object
@@ -189,6 +220,17 @@ def test_prepare_sets_writes_files_taalm_reads(tiny_model, tmp_path):
     assert again["counts"] == {"not_to_forget": 3} and [p.name for p in (tmp_path / "again").iterdir()] == \
         ["not_to_forget.jsonl"]
     assert [r["uuid"] for _, r in read_jsonl(tmp_path / "again" / "not_to_forget.jsonl")] == nf  # seeded
+
+
+def test_prepare_sets_writes_the_style_asked_for(tiny_model, tmp_path):
+    split = stand_in_split(tmp_path / "split")
+    cfg = config(tiny_model, tmp_path / "run", style="letter")
+    provenance = fictional.prepare_sets(cfg, 5, tmp_path / "sets", split, ("to_learn",))
+    rows = [r for _, r in read_jsonl(tmp_path / "sets" / "to_learn.jsonl")]
+    assert provenance["style"] == "letter" and all(r["text"].startswith("Dear ") for r in rows)
+    assert [r["uuid"] for r in rows] == [f.uuid for f in gen.generate("test", 6, 5, 2, style="letter")]
+    assert "style" not in fictional.prepare_sets(config(tiny_model, tmp_path / "run"), 5, tmp_path / "prose", split,
+                                                 ("to_learn",))  # prose runs record what they always did
 
 
 def test_documents_that_do_not_fit_are_a_one_line_error(tiny_model, tmp_path):

@@ -204,8 +204,9 @@ def test_the_shipped_gemma_phi_ranks_answer_tokens_above_chance_on_every_kind_of
     from shipped_phi import check_answer_ranking  # tests/shipped_phi.py
 
     # the answer-mask warm start's φ: 0.97 / 0.96 / 0.95 when shipped (-v3 is the same φ at floor 0.1: a floor
-    # does not change a ranking); G1 (-v2): 0.75 / 0.86 / 0.76
-    check_answer_ranking(alias, tokenizer, at_least=0.85 if alias == ALIAS else 0.0)
+    # does not change a ranking), and on letters and archive cards no φ trained on 0.98 / 0.93; G1 (-v2): 0.75 / 0.86
+    # / 0.76
+    check_answer_ranking(alias, tokenizer, at_least=0.85 if alias == ALIAS else 0.0, unseen=alias == ALIAS)
 
 
 @real_gemma

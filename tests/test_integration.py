@@ -139,8 +139,10 @@ def test_the_shipped_phi_alias_loads_and_weighs_every_token_in_0_1(alias):
 def test_the_shipped_phi_ranks_answer_tokens_above_chance_on_every_kind_of_document(alias):
     from shipped_phi import check_answer_ranking  # tests/shipped_phi.py
 
-    # the answer-mask warm start's φ: 0.90 / 0.95 / 0.91 when shipped, where the others reach 0.68–0.85
-    check_answer_ranking(alias, models.load_tokenizer(ALIAS), at_least=0.85 if alias == ALIAS else 0.0)
+    # the answer-mask warm start's φ: 0.90 / 0.95 / 0.91 when shipped, where the others reach 0.68–0.85; on letters
+    # and archive cards no φ trained on 0.90 / 0.86
+    check_answer_ranking(alias, models.load_tokenizer(ALIAS), at_least=0.85 if alias == ALIAS else 0.0,
+                         unseen=alias == ALIAS)
 
 
 def test_learn_with_the_shipped_phi_out_of_the_box(learn_files, tmp_path):

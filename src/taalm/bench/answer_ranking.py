@@ -4,7 +4,9 @@
 is a random ranking, 1 a perfect one. It is measured on a few fixed documents of each kind, all from the sides the
 benchmarks evaluate and never from φ's data: LAMA-ckl variant rows of the split's evaluation part, generated
 test-side fictional facts, and TemporalWiki 0901-1001 v3 documents stating one changed fact. The shipped φs are
-tested against a bound with it, and it is how a φ that learned one benchmark's habits shows on the others.
+tested against a bound with it, and it is how a φ that learned one benchmark's habits shows on the others. Two kinds
+that no φ trains on are reported beside them (``UNSEEN_KINDS``): the same test-side facts written as personal letters
+and as archive cards (``fictional_data.STYLES``).
 
     taalm weights --phi smollm2-135m --answer_ranking --per_kind 32
 """
@@ -22,12 +24,21 @@ from taalm.data import encode
 from taalm.errors import TaalmError
 from taalm.weighting import answer_auc, document_weights
 
-KINDS = ("lama", "fictional", "temporalwiki")
+KINDS = ("lama", "fictional", "temporalwiki")  # the kinds φ trains on
+UNSEEN_KINDS = ("fictional-letter", "fictional-record")  # kinds of document no φ trains on
 PERIOD = "0901-1001"
 
 
-def evaluation_documents(per_kind: int = 8, seed: int = 0) -> dict[str, list[tuple[str, str]]]:
-    """``per_kind`` seeded (document, answer) pairs of each kind, answers verbatim in their documents."""
+def unseen_documents(per_kind: int = 8, seed: int = 0) -> dict[str, list[tuple[str, str]]]:
+    """``per_kind`` seeded (document, answer) pairs of each unseen kind: test-side facts in another style."""
+    return {kind: [(f.document, f.answer) for f in
+                   fictional_data.generate("test", per_kind, seed, style=kind.removeprefix("fictional-"))]
+            for kind in UNSEEN_KINDS}
+
+
+def evaluation_documents(per_kind: int = 8, seed: int = 0, unseen: bool = False) -> dict[str, list[tuple[str, str]]]:
+    """``per_kind`` seeded (document, answer) pairs of each kind (and, with ``unseen``, of each unseen kind),
+    answers verbatim in their documents."""
     evaluation, _ = lama_split.split_variant(read_rows(data_file("variant")))
     lama = [(r["evidence"], r["object"]) for r in evaluation if r["object"] in r["evidence"]]
     fictional = [(f.document, f.answer) for f in fictional_data.generate("test", per_kind, seed)]
@@ -35,7 +46,7 @@ def evaluation_documents(per_kind: int = 8, seed: int = 0) -> dict[str, list[tup
     temporalwiki = [(d.text, d.facts[0].object) for d in docs if len(d.facts) == 1 and d.facts[0].object in d.text]
     rng = random.Random(seed)
     return {"lama": rng.sample(lama, per_kind), "fictional": fictional,
-            "temporalwiki": temporalwiki[:per_kind]}
+            "temporalwiki": temporalwiki[:per_kind], **(unseen_documents(per_kind, seed) if unseen else {})}
 
 
 def encoded_documents(tokenizer, documents: dict[str, list[tuple[str, str]]], max_length: int = 512) -> dict:
@@ -88,18 +99,19 @@ def chance_bound(tokenizer, documents: dict[str, list[tuple[str, str]]], quantil
     return _chance(encoded_documents(tokenizer, documents, max_length), quantile, draws, seed)
 
 
-def ranking_against_chance(phi, tokenizer, per_kind: int = 32, seed: int = 0,
-                           max_length: int = 512) -> dict[str, dict[str, float]]:
-    """Per kind of ``evaluation_documents(per_kind, seed)``: φ's answer-token ROC-AUC and a random ranking's 99.9th
-    percentile on the same documents (encoded once for both; the random rankings drawn with the same seed)."""
-    encoded = encoded_documents(tokenizer, evaluation_documents(per_kind, seed), max_length)
+def ranking_against_chance(phi, tokenizer, per_kind: int = 32, seed: int = 0, max_length: int = 512,
+                           unseen: bool = False) -> dict[str, dict[str, float]]:
+    """Per kind of ``evaluation_documents(per_kind, seed, unseen)``: φ's answer-token ROC-AUC and a random ranking's
+    99.9th percentile on the same documents (encoded once for both; the random rankings drawn with the same seed)."""
+    encoded = encoded_documents(tokenizer, evaluation_documents(per_kind, seed, unseen), max_length)
     auc, chance = _ranking(phi, encoded), _chance(encoded, 0.999, 1000, seed)
     return {kind: {"answer_auc": auc[kind], "chance_99.9": chance[kind]} for kind in encoded}
 
 
 def run_answer_ranking(cfg) -> dict:
     """``taalm weights --answer_ranking``: φ's answer-token ROC-AUC on ``cfg.per_kind`` evaluation-side documents of
-    each kind (seed ``cfg.seed``) beside a random ranking's 99.9th percentile; printed, and written to ``--out``."""
+    each kind, the unseen kinds included (seed ``cfg.seed``), beside a random ranking's 99.9th percentile; printed,
+    and written to ``--out``."""
     from pathlib import Path
 
     from taalm import models
@@ -109,7 +121,7 @@ def run_answer_ranking(cfg) -> dict:
     phi = TrainAttention.load(resolve_phi(cfg.phi)).to(models.pick_device(cfg.device))
     tokenizer = models.load_tokenizer(phi.backbone_name)
     result = {"phi": cfg.phi, "per_kind": cfg.per_kind, "seed": cfg.seed,
-              "kinds": ranking_against_chance(phi, tokenizer, cfg.per_kind, cfg.seed, cfg.max_length)}
+              "kinds": ranking_against_chance(phi, tokenizer, cfg.per_kind, cfg.seed, cfg.max_length, unseen=True)}
     print("| kind | answer-token ROC-AUC | random ranking's 99.9th percentile |\n|---|---|---|")
     for kind, row in result["kinds"].items():
         print(f"| {kind} | {row['answer_auc']:.3f} | {row['chance_99.9']:.3f} |")

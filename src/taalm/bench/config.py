@@ -304,6 +304,9 @@ class FictionalConfig(BenchOptions):
     generator_version: Literal["1", "2"] = "2"
     """generator of the train side (φ's pairs, lr selection): 2 gives it its own filler sentences; 1 reproduces runs
     made before 2026-12-02. The test side (To-Learn) is the same in both"""
+    style: Literal["prose", "letter", "record"] = "prose"
+    """how the To-Learn documents are written: prose (filler sentences around the fact), or a kind of document φ
+    never trains on: letter (a personal letter) or record (an archive card, one field per line)"""
     tailor_dir: str = ""
     """an existing `taalm tailor` output whose not_to_forget.jsonl gives the NF facts (default: tailor into
     OUT/split)"""

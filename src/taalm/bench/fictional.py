@@ -32,7 +32,7 @@ SETS = SEED_SETS + SHARED_SETS
 
 
 def to_learn_facts(cfg: FictionalConfig, seed: int) -> list[gen.FictionalFact]:
-    return gen.generate("test", cfg.to_learn, seed, cfg.filler)
+    return gen.generate("test", cfg.to_learn, seed, cfg.filler, style=cfg.style)
 
 
 def train_side(cfg: FictionalConfig, seed: int) -> tuple[list[gen.FictionalFact], list[gen.FictionalFact]]:
@@ -68,6 +68,7 @@ def prepare_sets(cfg: FictionalConfig, seed: int, sets: Path, split_dir: Path,
     tokenizer = models.load_tokenizer(cfg.model)
     files: dict[str, list[dict]] = {}
     provenance: dict[str, Any] = {"generator_version": cfg.generator_version, "seed": seed, "filler": cfg.filler,
+                                  **({"style": cfg.style} if cfg.style != "prose" else {}),
                                   "relations": gen.relation_overlap(),
                                   "names": "invented words from syllables; a word's side (test or train) is fixed by "
                                            "a hash of the word, so the sides never share one"}

@@ -13,6 +13,11 @@ tested on relations it never saw. Since version 2 they share no filler sentence 
 in version 1 the train side drew its filler from the test side's pool, so φ had seen every sentence around a test fact
 except the fact itself (moving the test facts into unseen filler dropped the shipped SmolLM2 φ's answer-token ROC-AUC
 from 0.839 to 0.655). The test side is the same in both versions; ``version="1"`` rebuilds version 1's train side.
+
+Test-side documents come in a ``style``: ``prose`` (the benchmark's: filler sentences around the fact) or, to see
+how a φ does on kinds of documents it never met, ``letter`` (a personal letter: salutation, chatty sentences,
+signature) and ``record`` (an archive card: one field per line, the fact as its summary). Their frames and filler are
+their own, never on φ's side; every style draws its own names, so the prose facts stay those of every earlier run.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 GENERATOR_VERSION = "2"
 VERSIONS = ("1", "2")
 SIDES = ("test", "train")
+STYLES = ("prose", "letter", "record")
 PLACES = ("first", "middle", "last")
 
 
@@ -162,6 +168,46 @@ TRAIN_FILLER = (
 TRAIN_FILLER_OPENERS = ("",) * 4 + ("So the story goes, ", "In most retellings, ", "As the archives suggest, ",
                         "From what little survives, ", "Judging by the ledgers, ")
 
+
+
+@dataclass(frozen=True)
+class Style:
+    """A test-side document style other than prose: a first and a last line around the fact and the filler
+    (``{s}`` the subject, ``{d}`` a spare name, ``{n}`` a number), filler templates and openers, what joins the lines
+    and what the fact sentence is prefixed with."""
+
+    head: str
+    tail: str
+    filler: tuple[str, ...]
+    openers: tuple[str, ...]
+    joiner: str
+    fact_prefix: str = ""
+
+
+STYLE_FRAMES = {
+    "letter": Style(
+        head="Dear {d},", tail="With warm regards, {d}",
+        filler=("Hopefully this letter finds you well.", "The weather here has turned cold again.",
+                "Please give my regards to everyone at home.", "You asked me some time ago about {s}.",
+                "Last Sunday there was finally time to go through the old papers on {s}.",
+                "Forgive the handwriting; this is written by candlelight.", "The post has been slow this month.",
+                "Another letter will follow as soon as there is news.", "My cousin {d} sends her greetings.",
+                "Surprisingly few people here remember {s}.", "The garden is finally in bloom.",
+                "Do tell me whether my last parcel ever arrived.", "{d} thinks I spend far too long on {s}.",
+                "It has been a busy week at the shop."),
+        openers=("",) * 4 + ("Anyway, ", "Oh, and ", "By the way, ", "As it turns out, "),
+        joiner=" "),
+    "record": Style(
+        head="Archive card {n}.", tail="Catalogued by {d}.",
+        filler=("Box: {n}.", "Condition: fair, with some water damage.", "Language of the original: unknown.",
+                "Cross-reference: see the card on {s}.", "Filed under: local history.", "Access: reading room only.",
+                "Copies: one photocopy in the annex.", "Donated by {d}.", "Pages: {n}.",
+                "Remarks: the ink has faded on the reverse.", "Previous owner: {d}.", "Restored: not yet."),
+        openers=("",),
+        joiner="\n", fact_prefix="Summary: "),
+}
+
+
 # Syllables (repeats weight the draw): mostly plain consonant-vowel, so names are a few tokens, not a spelling test.
 ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z") * 3 + \
     ("br", "dr", "gl", "kr", "qu", "st", "th", "tr", "vr", "zh")
@@ -285,7 +331,21 @@ def fact_uuid(drawn: str, side: str, relation: str, subject: str, answer: str) -
     return "fictional-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _fact(rng: random.Random, names: Names, relation: Relation, side: str, filler: int, drawn: str) -> FictionalFact:
+def _framed(rng: random.Random, style: Style, sentence: str, subject: str, spare: Callable[[], str],
+            filler: int) -> tuple[str, str]:
+    """A ``style`` document: head, ``filler`` lines with the fact line at a seeded place, tail; and the place."""
+    def fill(template: str) -> str:  # draws a number only where the template asks for one
+        return template.replace("{n}", str(rng.randint(10, 999))) if "{n}" in template else template
+
+    lines = _filler(rng, filler, subject, spare, (tuple(fill(t) for t in style.filler), style.openers))
+    place, at = _place(rng, filler)
+    lines.insert(at, style.fact_prefix + sentence)
+    head, tail = (fill(t).replace("{d}", spare()) if "{d}" in t else fill(t) for t in (style.head, style.tail))
+    return style.joiner.join([head, *lines, tail]), place
+
+
+def _fact(rng: random.Random, names: Names, relation: Relation, side: str, filler: int, drawn: str,
+          style: str = "prose") -> FictionalFact:
     """One fact whose answer occurs exactly once in its document (in the fact sentence) and once in its probe, so
     the label (the answer's last occurrence) is the fact; drawn again in the rare case a name contains the answer."""
     while True:
@@ -294,31 +354,45 @@ def _fact(rng: random.Random, names: Names, relation: Relation, side: str, fille
         s = mention(relation.subject, subject)
         sentence = _sentence(rng.choice(relation.documents), s=s, o=answer)
         probe = _sentence(rng.choice(relation.probes), s=s, o=answer)
-        sentences = _filler(rng, filler, s, lambda: names.entity("person")[0], filler_pool(drawn))
-        place, at = _place(rng, filler)
-        sentences.insert(at, sentence)
-        document = " ".join(sentences)
+
+        def spare() -> str:
+            return names.entity("person")[0]
+
+        if style == "prose":
+            sentences = _filler(rng, filler, s, spare, filler_pool(drawn))
+            place, at = _place(rng, filler)
+            sentences.insert(at, sentence)
+            document = " ".join(sentences)
+        else:
+            document, place = _framed(rng, STYLE_FRAMES[style], sentence, s, spare, filler)
         if document.count(answer) == 1 and probe.count(answer) == 1:
-            return FictionalFact(fact_uuid(drawn, side, relation.name, subject, answer), side, relation.name, subject,
+            key = drawn if style == "prose" else f"{drawn}|{style}"
+            return FictionalFact(fact_uuid(key, side, relation.name, subject, answer), side, relation.name, subject,
                                  answer, sentence, document, probe, place, subject_words + answer_words)
 
 
-def generate(side: str, n: int, seed: int, filler: int = 4, version: str = GENERATOR_VERSION) -> list[FictionalFact]:
+def generate(side: str, n: int, seed: int, filler: int = 4, version: str = GENERATOR_VERSION,
+             style: str = "prose") -> list[FictionalFact]:
     """``n`` facts of ``side`` (its relations in turn, in a seeded order), deterministic per (side, n, seed, filler,
-    version). Each document is ``filler`` neutral sentences with the fact sentence at a seeded place."""
+    version, style). Each document is ``filler`` neutral sentences (lines) with the fact sentence at a seeded place,
+    framed as ``style`` asks (styles other than prose: test side only)."""
     if side not in SIDES:
         raise ValueError(f"unknown side {side!r}")
     if version not in VERSIONS:
         raise ValueError(f"unknown generator version {version!r} (known: {', '.join(VERSIONS)})")
+    if style not in STYLES:
+        raise ValueError(f"unknown document style {style!r} (known: {', '.join(STYLES)})")
+    if style != "prose" and side != "test":
+        raise ValueError(f"document style {style!r} is the test side's only: φ never learns from it")
     drawn = side_version(side, version)
-    rng = random.Random(f"{drawn}|{side}|{seed}")
+    rng = random.Random(f"{drawn}|{side}|{seed}" + ("" if style == "prose" else f"|{style}"))
     names = Names(side, rng)
     relations = list(SIDE_RELATIONS[side])
     facts = []
     for i in range(n):
         if i % len(relations) == 0:
             rng.shuffle(relations)
-        facts.append(_fact(rng, names, RELATIONS[relations[i % len(relations)]], side, filler, drawn))
+        facts.append(_fact(rng, names, RELATIONS[relations[i % len(relations)]], side, filler, drawn, style))
     return facts
 
 
