@@ -185,7 +185,8 @@ class Fictional(runner.Benchmark):
     def plots(self, cfg: FictionalConfig, summary: dict[str, Any], runs: list[runner.SeedRun], out: Path) -> None:
         counts = summary["split"]
         lama_ckl.plot_curves(summary["methods"], out / "curves.png",
-                             title=f"Fictional facts, {cfg.model} ({counts['to_learn']} to learn, "
+                             title=f"Fictional facts{'' if cfg.style == 'prose' else f' ({cfg.style}s)'}, {cfg.model} "
+                                   f"({counts['to_learn']} to learn, "
                                    f"{counts['not_to_forget']} NF, {len(runs)} seed{'s' if len(runs) > 1 else ''}; "
                                    "band: 95% interval)")
 
