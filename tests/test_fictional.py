@@ -128,6 +128,13 @@ def test_sides_share_no_filler_since_version_2(sides):
         gen.generate("train", 1, seed=3, version="0")
 
 
+def frame_pattern(template: str) -> str:  # a head or tail template as a pattern
+    return re.escape(template).replace(re.escape("{d}"), r"[A-Z]\w+ [A-Z]\w+").replace(re.escape("{n}"), r"\d+")
+
+
+TRAIN_LINES = gen.TRAIN_FILLER + gen.FILLER  # prose filler of both sides
+
+
 @pytest.mark.parametrize("style", [s for s in gen.STYLES if s != "prose"])
 def test_other_styles_frame_the_same_kind_of_fact_in_their_own_lines(sides, style):
     facts = gen.generate("test", N, seed=3, filler=4, style=style)
@@ -150,13 +157,6 @@ def test_other_styles_frame_the_same_kind_of_fact_in_their_own_lines(sides, styl
     assert set(frame.filler).isdisjoint(TRAIN_LINES)  # φ's side never sees another style's lines
     with pytest.raises(ValueError, match="the test side's only"):
         gen.generate("train", 1, seed=3, style=style)
-
-
-def frame_pattern(template: str) -> str:  # a head or tail template as a pattern
-    return re.escape(template).replace(re.escape("{d}"), r"[A-Z]\w+ [A-Z]\w+").replace(re.escape("{n}"), r"\d+")
-
-
-TRAIN_LINES = gen.TRAIN_FILLER + gen.FILLER
 
 
 def test_objects_are_invented_or_numbers(sides):

@@ -169,12 +169,11 @@ TRAIN_FILLER_OPENERS = ("",) * 4 + ("So the story goes, ", "In most retellings, 
                         "From what little survives, ", "Judging by the ledgers, ")
 
 
-
 @dataclass(frozen=True)
 class Style:
-    """A test-side document style other than prose: a first and a last line around the fact and the filler
-    (``{s}`` the subject, ``{d}`` a spare name, ``{n}`` a number), filler templates and openers, what joins the lines
-    and what the fact sentence is prefixed with."""
+    """How a document is written: a first and a last line around the fact and the filler (none in prose; ``{s}``
+    the subject, ``{d}`` a spare name, ``{n}`` a number), filler templates and openers, what joins the lines and what
+    the fact sentence is prefixed with."""
 
     head: str
     tail: str
@@ -184,7 +183,7 @@ class Style:
     fact_prefix: str = ""
 
 
-STYLE_FRAMES = {
+STYLE_FRAMES = {  # the styles other than prose, whose filler depends on the side (``filler_pool``)
     "letter": Style(
         head="Dear {d},", tail="With warm regards, {d}",
         filler=("Hopefully this letter finds you well.", "The weather here has turned cold again.",
@@ -331,8 +330,8 @@ def fact_uuid(drawn: str, side: str, relation: str, subject: str, answer: str) -
     return "fictional-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _framed(rng: random.Random, style: Style, sentence: str, subject: str, spare: Callable[[], str],
-            filler: int) -> tuple[str, str]:
+def _document(rng: random.Random, style: Style, sentence: str, subject: str, spare: Callable[[], str],
+              filler: int) -> tuple[str, str]:
     """A ``style`` document: head, ``filler`` lines with the fact line at a seeded place, tail; and the place."""
     def fill(template: str) -> str:  # draws a number only where the template asks for one
         return template.replace("{n}", str(rng.randint(10, 999))) if "{n}" in template else template
@@ -341,7 +340,7 @@ def _framed(rng: random.Random, style: Style, sentence: str, subject: str, spare
     place, at = _place(rng, filler)
     lines.insert(at, style.fact_prefix + sentence)
     head, tail = (fill(t).replace("{d}", spare()) if "{d}" in t else fill(t) for t in (style.head, style.tail))
-    return style.joiner.join([head, *lines, tail]), place
+    return style.joiner.join(line for line in (head, *lines, tail) if line), place
 
 
 def _fact(rng: random.Random, names: Names, relation: Relation, side: str, filler: int, drawn: str,
@@ -358,13 +357,8 @@ def _fact(rng: random.Random, names: Names, relation: Relation, side: str, fille
         def spare() -> str:
             return names.entity("person")[0]
 
-        if style == "prose":
-            sentences = _filler(rng, filler, s, spare, filler_pool(drawn))
-            place, at = _place(rng, filler)
-            sentences.insert(at, sentence)
-            document = " ".join(sentences)
-        else:
-            document, place = _framed(rng, STYLE_FRAMES[style], sentence, s, spare, filler)
+        frame = STYLE_FRAMES[style] if style != "prose" else Style("", "", *filler_pool(drawn), joiner=" ")
+        document, place = _document(rng, frame, sentence, s, spare, filler)
         if document.count(answer) == 1 and probe.count(answer) == 1:
             key = drawn if style == "prose" else f"{drawn}|{style}"
             return FictionalFact(fact_uuid(key, side, relation.name, subject, answer), side, relation.name, subject,
