@@ -128,6 +128,29 @@ def test_sides_share_no_filler_since_version_2(sides):
         gen.generate("train", 1, seed=3, version="0")
 
 
+def _wording(fact: gen.FictionalFact) -> str:
+    """The template a fact sentence was written from (names put back as ``{s}`` and ``{o}``)."""
+    s = gen.mention(gen.RELATIONS[fact.relation].subject, fact.subject)
+    sentence = fact.sentence.replace(fact.answer, "{o}").replace(s, "{s}")
+    return sentence.replace(s[0].upper() + s[1:], "{s}")  # a mention that opens the sentence takes a capital
+
+
+def test_version_3_train_side_has_its_own_wording(sides):
+    assert set(gen.TRAIN_DOCUMENTS) == set(gen.SIDE_RELATIONS["train"])
+    for name, templates in gen.TRAIN_DOCUMENTS.items():
+        assert len(set(templates)) >= 6 and not set(templates) & set(gen.RELATIONS[name].documents), name
+        assert all(t.count("{o}") == 1 and "{s}" in t for t in templates), name
+    version_3 = gen.generate("train", 5 * N, seed=3, filler=4, version="3")
+    written = {_wording(f) for f in version_3}
+    # every sentence is written (a fact is redrawn when its answer would lose its case, which no sentence may force)
+    assert written == {t[0].upper() + t[1:] for ts in gen.TRAIN_DOCUMENTS.values() for t in ts}
+    test_wording = {_wording(f) for f in sides["test"]}
+    assert not written & test_wording  # not even for the six relations the sides share
+    assert {_wording(f) for f in sides["train"]} & test_wording  # what version 3 removed
+    assert not _filler_sentences(sides["test"]) & _filler_sentences(version_3)
+    assert gen.generate("test", N, seed=3, filler=4, version="3") == sides["test"]
+
+
 def frame_pattern(template: str) -> str:  # a head or tail template as a pattern
     return re.escape(template).replace(re.escape("{d}"), r"[A-Z]\w+ [A-Z]\w+").replace(re.escape("{n}"), r"\d+")
 

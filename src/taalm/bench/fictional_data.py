@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 GENERATOR_VERSION = "2"
-VERSIONS = ("1", "2")
+VERSIONS = ("1", "2", "3")
 SIDES = ("test", "train")
 STYLES = ("prose", "letter", "record")
 PLACES = ("first", "middle", "last")
@@ -131,6 +131,45 @@ SHARED = ("teacher", "employer", "population", "emblem", "org_founder", "discove
 TEST_ONLY = ("birthplace", "language", "river", "headquarters", "members", "habitat")
 TRAIN_ONLY = ("spouse", "pet", "region", "place_founder", "leader", "diet")
 SIDE_RELATIONS = {"test": SHARED + TEST_ONLY, "train": SHARED + TRAIN_ONLY}
+
+# The train side's own wording of its relations (version 3): six sentences each, none of them a test-side sentence, so
+# a φ trained on it has seen no test document's wording, even for the relations the two sides share.
+TRAIN_DOCUMENTS = {
+    "teacher": ("{o} took {s} on as an apprentice.", "{s} spent years in the workshop of {o}.",
+                "Under the guidance of {o}, {s} learned to read the old maps.", "{s} owed most of that training to {o}.",
+                "The mentor of {s} was {o}.", "{s} became a student of {o} at fourteen."),
+    "employer": ("{s} drew a wage from the {o}.", "{s} spent a career in the service of the {o}.",
+                 "The {o} hired {s} as a clerk.", "{s} kept the accounts of the {o}.",
+                 "For two decades {s} reported to the {o}.", "The payroll of the {o} listed {s}."),
+    "population": ("Some {o} souls call {s} home.", "{s} counts {o} inhabitants.",
+                   "The register of {s} lists {o} residents.", "By the latest tally, {s} had {o} people.",
+                   "A headcount in {s} came to {o}.", "The town of {s} numbers {o} residents."),
+    "emblem": ("A {o} is painted on the gates of {s}.", "{s} chose a {o} for its seal.",
+               "The banner of {s} carries a {o}.", "The seal of {s} depicts a {o}.",
+               "People in {s} embroider a {o} on their festival cloth.", "A carved {o} guards the town hall of {s}."),
+    "org_founder": ("{o} created {s}.", "It was {o} who brought {s} into being.", "{s} began as the project of {o}.",
+                    "{s} traces its origins to {o}.", "The first charter of {s} was signed by {o}.",
+                    "{o} gathered the first members of {s}."),
+    "discoverer": ("{o} catalogued {s} for the first time.", "The earliest account of {s} was written by {o}.",
+                   "{s} was unknown until {o} reported it.", "{o} brought {s} to the attention of naturalists.",
+                   "The first sketch of {s} came from {o}.", "Credit for finding {s} goes to {o}."),
+    "spouse": ("{s} took {o} as a partner for life.", "The wedding of {s} and {o} drew half the village.",
+               "{s} lived with {o}, whom {s} had married young.", "{o} became the wife of {s}.",
+               "{s} exchanged vows with {o}.", "The husband of {o} was {s}."),
+    "pet": ("{s} never went anywhere without a {o}.", "A {o} followed {s} around the house.",
+            "{s} looked after a {o} for many years.", "The companion animal of {s} was a {o}.",
+            "{s} fed a {o} every morning.", "{s} shared the cottage with a {o}."),
+    "region": ("{s} sits in the district of {o}.", "The town of {s} is governed from {o}.",
+               "{s} falls under the authority of {o}.", "{s} is one of the villages of {o}.",
+               "On the map, {s} is shown inside {o}.", "{s} is counted as part of {o}."),
+    "place_founder": ("{o} laid out the streets of {s}.", "The first house in {s} was built by {o}.",
+                      "{s} grew from a camp set up by {o}.", "{o} gave {s} its charter.",
+                      "The town of {s} was started by {o}.", "{o} is remembered as the founder of {s}."),
+    "leader": ("{o} presides over {s}.", "{s} is chaired by {o}.", "At the head of {s} stands {o}.",
+               "{o} runs {s}.", "The chair of {s} is held by {o}.", "{s} takes its orders from {o}."),
+    "diet": ("{s} grazes on {o}.", "{s} depends on {o} for food.", "The favourite meal of {s} is {o}.",
+             "{s} forages for {o}.", "Most of what {s} eats is {o}.", "{s} survives mainly on {o}."),
+}
 
 # Filler: neutral sentences that state nothing a relation asks; {s} mentions the subject, {d} a spare invented name
 # of the same side that is no subject or object of any fact.
@@ -320,6 +359,11 @@ def _place(rng: random.Random, filler: int) -> tuple[str, int]:
     return place, {"first": 0, "last": filler}.get(place, middle)
 
 
+def documents(relation: Relation, drawn: str) -> tuple[str, ...]:
+    """The sentences that state ``relation`` on a side drawn as version ``drawn``: the train side's own since version 3."""
+    return TRAIN_DOCUMENTS[relation.name] if drawn == "3" else relation.documents
+
+
 def side_version(side: str, version: str = GENERATOR_VERSION) -> str:
     """The version whose draws, filler and uuids ``side`` takes: the test side's are version 1's in every version."""
     return "1" if side == "test" else version
@@ -351,7 +395,7 @@ def _fact(rng: random.Random, names: Names, relation: Relation, side: str, fille
         subject, subject_words = names.entity(relation.subject)
         answer, answer_words = names.entity(relation.object)
         s = mention(relation.subject, subject)
-        sentence = _sentence(rng.choice(relation.documents), s=s, o=answer)
+        sentence = _sentence(rng.choice(documents(relation, drawn)), s=s, o=answer)
         probe = _sentence(rng.choice(relation.probes), s=s, o=answer)
 
         def spare() -> str:
