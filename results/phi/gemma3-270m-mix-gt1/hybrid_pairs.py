@@ -14,7 +14,7 @@ from taalm.meta_train import split_held_out
 
 v2_path, v3_path, out = sys.argv[1:4]
 v2 = [json.loads(line) for line in Path(v2_path).read_text().splitlines()]
-v3 = [json.loads(line) for line in Path(v3_path).read_text().splitlines() if '"kind": "fictional"' in line]
+v3 = [row for row in map(json.loads, Path(v3_path).read_text().splitlines()) if row["kind"] == "fictional"]
 _, held = split_held_out(load_pairs(v2_path, "descriptive"), 16, 0)
 held_sources = {v2[int(p.source.rsplit(":", 1)[1]) - 1]["source"] for p in held}  # Pair.source is FILE:LINE
 held_rows = [row for row in v2 if row["source"] in held_sources and row["kind"] == "fictional"]
