@@ -312,6 +312,38 @@ def test_frequent_relations_have_their_own_phrasings(changed):
             assert "S" in one and "O" in one and not tw.has_probe_wording(one), phrasing
 
 
+def _frames(templates: dict[str, tuple[str, ...]], generic: tuple[str, ...], fallback: str,
+            relation: str) -> set[str]:
+    """A relation's phrasings with the relation named, the rest left as slots: what a sentence shares besides the fact."""
+    return {t.replace("{relation}", relation) for t in (*templates.get(relation, ()), *generic, fallback)}
+
+
+def test_phis_own_wording_shares_no_phrasing_with_the_evaluated_documents(changed, pool, built):
+    relations = {f.relation for facts in changed.values() for f in facts}
+    test_side = set().union(*(_frames(*tw.WORDINGS["shared"], r) for r in relations | set(tw.TEMPLATES)))
+    for relation in relations | set(tw.PHI_TEMPLATES):
+        assert not _frames(*tw.WORDINGS["own"], relation) & test_side, relation
+    phi_period = changed[tw.PHI_PERIOD]
+    assert sum(f.relation in tw.PHI_TEMPLATES for f in phi_period) / len(phi_period) > 0.5  # the frequent ones
+    for relation, phrasings in tw.PHI_TEMPLATES.items():
+        assert len(set(phrasings)) >= 2, relation
+        for phrasing in phrasings:  # every phrasing can be written
+            one = phrasing.format_map({"s": "S", "o": "O", "is": "is", "was": "was", "pl": "", "relation": relation})
+            assert "S" in one and "O" in one and not tw.has_probe_wording(one), phrasing
+    own = tw.build_documents(phi_period, pool, seed=0, wording="own")
+    assert own == tw.build_documents(phi_period, pool, seed=0, wording="own")  # deterministic
+    assert [(d.subject, d.facts) for d in own] == [(d.subject, d.facts) for d in built[tw.PHI_PERIOD]]
+    assert all(f.subject in d.statement and f.object in d.statement and not tw.has_probe_wording(d.text)
+               for d in own for f in d.facts)
+    evaluated = {s for p, docs in built.items() if p != tw.PHI_PERIOD for d in docs for s in _sentences(d)}
+    assert not {s for d in own for s in _sentences(d)} & evaluated
+
+
+def _sentences(doc: tw.BuiltDocument) -> set[str]:
+    """The fact sentences (the pieces naming the subject: a split at "U.S. " leaves pieces that do not)."""
+    return {s for s in re.split(r"(?<=\.) (?=[A-Z])", doc.statement) if doc.subject in s}
+
+
 def test_meta_pairs_pair_each_fact_with_its_probe(built):
     docs = built[tw.PHI_PERIOD]
     pairs = tw.meta_pairs(docs)

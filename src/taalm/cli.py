@@ -60,7 +60,8 @@ def _commands(argv: list[str] | None = None) -> dict[str, tuple[type, Callable[[
     def phi_data(cfg):
         from taalm.bench.phi_data import build
 
-        build(cfg.lama_pool, cfg.out, cfg.per_kind, cfg.seed, cfg.filler, cfg.generator_version, cfg.split_lama)
+        build(cfg.lama_pool, cfg.out, cfg.per_kind, cfg.seed, cfg.filler, cfg.generator_version, cfg.split_lama,
+              cfg.temporalwiki_wording)
 
     def bench_lama_ckl(cfg):
         from taalm.bench.lama_ckl import run_bench

@@ -203,6 +203,9 @@ class PhiDataConfig:
     split_lama: bool = False
     """two LAMA-ckl kinds, lama_variant (the To-Learn relations: the variant split's φ part) and lama_invariant, each
     --per_kind pairs (or as many as the pool has) and validated on its own, instead of one lama kind"""
+    temporalwiki_wording: Literal["shared", "own"] = "shared"
+    """TemporalWiki documents' fact sentences: the phrasings the benchmark's documents use (shared, as φs made before
+    2026-12-06), or φ's own (none an evaluated document's; twiki_data.PHI_TEMPLATES)"""
 
     def __post_init__(self) -> None:
         _check(bool(self.lama_pool), "lama_pool", "is required")

@@ -89,22 +89,24 @@ def lama_evaluated_evidence() -> list[str]:
     return [r["evidence"] for r in evaluation + read_rows(data_file(NF_FILE)) if isinstance(r.get("evidence"), str)]
 
 
-def temporalwiki_pairs(n: int, seed: int) -> tuple[list[dict], dict[str, Any]]:
+def temporalwiki_pairs(n: int, seed: int, wording: str = "shared") -> tuple[list[dict], dict[str, Any]]:
     """``n`` pairs of 0801-0901 changed facts in built documents whose context is on φ's side of the split and is
-    no LAMA-ckl evaluated evidence (a paragraph is left out when its first 100 characters occur in such evidence)."""
+    no LAMA-ckl evaluated evidence (a paragraph is left out when its first 100 characters occur in such evidence);
+    their fact sentences in the benchmark's phrasings (``shared``) or φ's own (``own``: no evaluated document's)."""
     facts = twiki.load_all_facts()
     evaluated = lama_evaluated_evidence()
     context = [p for p in twiki.context_sides(facts, seed)[twiki.PHI_SIDE] if not any(p[:100] in e for e in evaluated)]
     changed = facts[twiki.PHI_PERIOD]["changed"]
-    docs = twiki.build_documents(changed, context, twiki.period_seed(seed, twiki.PHI_PERIOD))
+    docs = twiki.build_documents(changed, context, twiki.period_seed(seed, twiki.PHI_PERIOD), wording)
     pairs = [{**p, "source": f"temporalwiki:{twiki.PHI_PERIOD}"} for p in twiki.meta_pairs(docs)]
     chosen = random.Random(seed).sample(pairs, min(n, len(pairs)))
-    return chosen, {"period": twiki.PHI_PERIOD, "context_paragraphs": len(context), "pairs_built": len(pairs),
-                    "pairs": len(chosen), **twiki.provenance(changed, docs, twiki.period_seed(seed, twiki.PHI_PERIOD))}
+    return chosen, {"period": twiki.PHI_PERIOD, "wording": wording, "context_paragraphs": len(context),
+                    "pairs_built": len(pairs), "pairs": len(chosen), **twiki.provenance(changed, docs, twiki.period_seed(seed, twiki.PHI_PERIOD))}
 
 
 def build(lama_pool: str, out: str, per_kind: int = 256, seed: int = 0, filler: int = 4,
-          generator_version: str = fictional_data.GENERATOR_VERSION, split_lama: bool = False) -> Path:
+          generator_version: str = fictional_data.GENERATOR_VERSION, split_lama: bool = False,
+          temporalwiki_wording: str = "shared") -> Path:
     """Write ``out`` (JSONL of document, task, answer, kind, source) and ``<out>.json`` (the mixture's record)."""
     if not Path(lama_pool).is_file():
         raise TaalmError(f"option --lama_pool: {lama_pool} not found (make it with `taalm tailor --model M --out DIR`: "
@@ -114,7 +116,7 @@ def build(lama_pool: str, out: str, per_kind: int = 256, seed: int = 0, filler: 
             for kind, rows in lama_kinds(Path(lama_pool), split_lama).items()}
     parts = {**lama,
              "fictional": fictional_pairs(per_kind, seed, filler, generator_version),
-             "temporalwiki": temporalwiki_pairs(per_kind, seed)}
+             "temporalwiki": temporalwiki_pairs(per_kind, seed, temporalwiki_wording)}
     pairs = [{**p, "kind": kind} for kind, (kind_pairs, _) in parts.items() for p in kind_pairs]
     random.Random(seed).shuffle(pairs)
     record = {"version": DATA_VERSION, "seed": seed, "per_kind": per_kind, "split_lama": split_lama,

@@ -399,22 +399,66 @@ GENERIC = ("The {relation} of {s} {is} {o}.", "{s} has {o} as its {relation}.",
            "Records give {o} as the {relation} of {s}.")
 FALLBACK = "For {s}, {relation}: {o}."  # no "is" at all: safe unless the fact's own strings hold the probe wording
 
+# φ's own wording (``taalm phi-data --temporalwiki_wording own``): for the relations most frequent in 0801-0901, and
+# generic ones for the rest, none of them a phrasing of the above, so a φ trained on 0801-0901 documents in this
+# wording has seen no fact sentence of an evaluated period's documents (the context paragraphs are split already).
+PHI_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "different from": ("{s} is not the same as {o}.", "Do not mistake {s} for {o}."),
+    "occupation": ("{s} works as {o}.", "{s} earns a living as {o}."),
+    "languages spoken written or signed": ("{s} is fluent in {o}.", "{s} communicates in {o}."),
+    "instance of": ("{s} is one example of {o}.", "{s} counts as {o}."),
+    "country": ("{s} lies in the country of {o}.", "{s} is found in {o}."),
+    "country of citizenship": ("{s} is a national of {o}.", "{s} carries a passport of {o}."),
+    "place of death": ("{s}'s life ended in {o}.", "{s} died at {o}."),
+    "member of sports team": ("{s} is on the roster of {o}.", "{s} lines up for {o}."),
+    "country for sport": ("{s} turns out for {o} internationally.", "At international level, {s} represents {o}."),
+    "place of birth": ("{s} is a native of {o}.", "{s} came into the world in {o}."),
+    "has part": ("{s} contains {o}.", "Among the parts of {s} {is} {o}."),
+    "given name": ("{s} goes by the first name {o}.", "{s}'s first name{pl} {is} {o}."),
+    "located in the administrative territorial entity": ("{s} is situated in {o}.", "{s} falls within {o}."),
+    "educated at": ("{s} went to school at {o}.", "{s} received an education at {o}."),
+    "language of work or name": ("{s} is produced in {o}.", "{o} {is} the language of the work {s}."),
+    "participant in": ("{s} was a participant in {o}.", "{s} was involved in {o}."),
+    "sport": ("{s} plays the sport of {o}.", "{s} is active in the sport of {o}."),
+    "of": ("{s} relates to {o}.", "{s} is tied to {o}."),
+    "position held": ("{s} occupied the post of {o}.", "{s} was appointed {o}."),
+    "award received": ("{s} is a recipient of {o}.", "{s} was honoured with {o}."),
+    "employer": ("{s} works for {o}.", "{s} is on the staff of {o}."),
+    "subclass of": ("{s} is a subtype of {o}.", "{s} is a variety of {o}."),
+    "genre": ("{s} falls into the genre of {o}.", "{s} is an example of {o}."),
+    "part of": ("{s} is a component of {o}.", "{s} is included in {o}."),
+    "academic degree": ("{s} has a degree of {o}.", "{s} graduated with {o}."),
+    "native language": ("{s}'s mother tongue{pl} {is} {o}.", "{s} learned {o} as a first language."),
+    "location": ("{s} can be found in {o}.", "{s} sits in {o}."),
+    "cast member": ("{o} {is} in the cast of {s}.", "{s} features {o} in its cast."),
+    "residence": ("{s} makes a home in {o}.", "{s} is a resident of {o}."),
+    "family name": ("{s}'s last name{pl} {is} {o}.", "{s} carries the family name {o}."),
+    "owned by": ("{s} is the property of {o}.", "{o} {is} the owner of {s}."),
+    "member of political party": ("{s} is affiliated with the party {o}.", "{s} joined {o}."),
+}
+PHI_GENERIC = ("{s}'s {relation}: {o}.", "Under {relation}, the entry for {s} lists {o}.",
+               "{o} {is} recorded for {s} under {relation}.")
+PHI_FALLBACK = "{s} — {relation} — {o}."
+WORDINGS = {"shared": (TEMPLATES, GENERIC, FALLBACK), "own": (PHI_TEMPLATES, PHI_GENERIC, PHI_FALLBACK)}
+"""the fact sentences' phrasings: ``shared`` is every period's (the benchmark's documents), ``own`` φ's side only"""
+
 
 def join_objects(objects: list[str]) -> str:
     """"X", "X and Y", "X, Y and Z"."""
     return objects[0] if len(objects) == 1 else ", ".join(objects[:-1]) + " and " + objects[-1]
 
 
-def fact_sentence(subject: str, relation: str, objects: list[str], rng: random.Random) -> str:
+def fact_sentence(subject: str, relation: str, objects: list[str], rng: random.Random, wording: str = "shared") -> str:
     """One sentence stating ``subject``'s ``relation`` objects: the relation's phrasings in a seeded order, then the
-    generic ones; the first without the probe's wording."""
+    generic ones; the first without the probe's wording (``wording``: a key of ``WORDINGS``)."""
+    templates, generic_phrasings, fallback = WORDINGS[wording]
     plural = len(objects) > 1
     values = {"s": subject, "o": join_objects(objects), "relation": relation, "is": "are" if plural else "is",
               "was": "were" if plural else "was", "pl": "s" if plural else ""}
-    own, generic = list(TEMPLATES.get(relation, ())), list(GENERIC)
+    own, generic = list(templates.get(relation, ())), list(generic_phrasings)
     rng.shuffle(own)
     rng.shuffle(generic)
-    for phrasing in own + generic + [FALLBACK]:
+    for phrasing in own + generic + [fallback]:
         sentence = phrasing.format_map(values)
         if not has_probe_wording(sentence):
             return sentence
@@ -451,14 +495,14 @@ def _by_subject(facts: list[Fact]) -> dict[str, list[Fact]]:
     return groups
 
 
-def _fact_block(subject: str, facts: list[Fact], rng: random.Random) -> str:
+def _fact_block(subject: str, facts: list[Fact], rng: random.Random, wording: str) -> str:
     """The fact sentences: one per relation (objects of the same relation stated together)."""
     objects: dict[str, list[str]] = {}
     for fact in facts:
         listed = objects.setdefault(fact.relation, [])
         if fact.object not in listed:
             listed.append(fact.object)
-    return " ".join(fact_sentence(subject, relation, listed, rng) for relation, listed in objects.items())
+    return " ".join(fact_sentence(subject, relation, listed, rng, wording) for relation, listed in objects.items())
 
 
 def _fit(paragraph: str, need: int, room: int) -> str:
@@ -470,10 +514,11 @@ def _fit(paragraph: str, need: int, room: int) -> str:
     return paragraph[:ends[0]] if ends else paragraph
 
 
-def build_document(subject: str, facts: list[Fact], paragraphs: _Paragraphs, rng: random.Random) -> BuiltDocument:
+def build_document(subject: str, facts: list[Fact], paragraphs: _Paragraphs, rng: random.Random,
+                   wording: str = "shared") -> BuiltDocument:
     """Title, then pool paragraphs (added until the fact part is at most ``MAX_FACT_SHARE`` of the text) with the
     fact sentences at a slot drawn uniformly from first, between any two, or last."""
-    statement = _fact_block(subject, facts, rng)
+    statement = _fact_block(subject, facts, rng, wording)
     chosen: list[str] = []
     length = len(subject) + 2 + len(statement)  # the text's length; where the statement goes does not change it
     while not chosen or 1 - sum(map(len, chosen)) / length > MAX_FACT_SHARE:
@@ -487,12 +532,13 @@ def build_document(subject: str, facts: list[Fact], paragraphs: _Paragraphs, rng
     return doc
 
 
-def build_documents(facts: list[Fact], context: list[str], seed: int) -> list[BuiltDocument]:
+def build_documents(facts: list[Fact], context: list[str], seed: int, wording: str = "shared") -> list[BuiltDocument]:
     """One document per subject (first-appearance order) stating all its facts among ``context`` paragraphs (use
-    ``context_pool``: nothing evaluated), the fact sentences at a seeded random slot. Deterministic for a seed."""
+    ``context_pool``: nothing evaluated), the fact sentences (in ``wording``) at a seeded random slot. Deterministic for
+    a seed."""
     rng = random.Random(seed)
     paragraphs = _Paragraphs(context, rng)
-    return [build_document(subject, group, paragraphs, rng) for subject, group in _by_subject(facts).items()]
+    return [build_document(subject, group, paragraphs, rng, wording) for subject, group in _by_subject(facts).items()]
 
 
 def meta_pairs(docs: list[BuiltDocument]) -> list[dict[str, str]]:
