@@ -387,10 +387,11 @@ def _document(rng: random.Random, style: Style, sentence: str, subject: str, spa
     return style.joiner.join(line for line in (head, *lines, tail) if line), place
 
 
-def _fact(rng: random.Random, names: Names, relation: Relation, side: str, filler: int, drawn: str,
-          style: str = "prose") -> FictionalFact:
-    """One fact whose answer occurs exactly once in its document (in the fact sentence) and once in its probe, so
-    the label (the answer's last occurrence) is the fact; drawn again in the rare case a name contains the answer."""
+def _fact(rng: random.Random, names: Names, relation: Relation, side: str, filler: int, drawn: str, frame: Style,
+          key: str) -> FictionalFact:
+    """One fact whose answer occurs exactly once in its document (written in ``frame``) and once in its probe, so
+    the label (the answer's last occurrence) is the fact; drawn again in the rare case a name contains the answer.
+    ``key`` goes into its uuid."""
     while True:
         subject, subject_words = names.entity(relation.subject)
         answer, answer_words = names.entity(relation.object)
@@ -401,10 +402,8 @@ def _fact(rng: random.Random, names: Names, relation: Relation, side: str, fille
         def spare() -> str:
             return names.entity("person")[0]
 
-        frame = STYLE_FRAMES[style] if style != "prose" else Style("", "", *filler_pool(drawn), joiner=" ")
         document, place = _document(rng, frame, sentence, s, spare, filler)
         if document.count(answer) == 1 and probe.count(answer) == 1:
-            key = drawn if style == "prose" else f"{drawn}|{style}"
             return FictionalFact(fact_uuid(key, side, relation.name, subject, answer), side, relation.name, subject,
                                  answer, sentence, document, probe, place, subject_words + answer_words)
 
@@ -426,11 +425,13 @@ def generate(side: str, n: int, seed: int, filler: int = 4, version: str = GENER
     rng = random.Random(f"{drawn}|{side}|{seed}" + ("" if style == "prose" else f"|{style}"))
     names = Names(side, rng)
     relations = list(SIDE_RELATIONS[side])
+    frame = STYLE_FRAMES[style] if style != "prose" else Style("", "", *filler_pool(drawn), joiner=" ")
+    key = drawn if style == "prose" else f"{drawn}|{style}"  # the uuids' key
     facts = []
     for i in range(n):
         if i % len(relations) == 0:
             rng.shuffle(relations)
-        facts.append(_fact(rng, names, RELATIONS[relations[i % len(relations)]], side, filler, drawn, style))
+        facts.append(_fact(rng, names, RELATIONS[relations[i % len(relations)]], side, filler, drawn, frame, key))
     return facts
 
 
