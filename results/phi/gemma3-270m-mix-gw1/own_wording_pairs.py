@@ -23,8 +23,8 @@ def held_out(row: dict) -> bool:
                and (h["document"] in row["document"] or row["document"] in h["document"]) for h in held)
 
 
-new = [{**row, "document": own[row["task"], row["answer"]]}
-       if row["kind"] == "temporalwiki" and not held_out(row) else row for row in rows]
+kept = [row["kind"] != "temporalwiki" or held_out(row) for row in rows]
+new = [row if keep else {**row, "document": own[row["task"], row["answer"]]} for row, keep in zip(rows, kept)]
 Path(out).write_text("".join(json.dumps(r) + "\n" for r in new))
 record = json.loads(Path(pairs_path).with_suffix(".json").read_text())
 record["kinds"]["temporalwiki"]["wording"] = "own (training pairs); shared (the held-out pairs)"
@@ -32,4 +32,4 @@ record["kinds"]["temporalwiki"]["own_wording_from"] = json.loads(Path(own_path).
     "kinds"]["temporalwiki"]
 Path(out).with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
 print({"rows": len(new), "temporalwiki documents reworded": sum(a != b for a, b in zip(new, rows)),
-       "temporalwiki rows kept (held out)": sum(r["kind"] == "temporalwiki" and held_out(r) for r in rows)})
+       "temporalwiki rows kept (held out)": sum(keep and r["kind"] == "temporalwiki" for r, keep in zip(rows, kept))})

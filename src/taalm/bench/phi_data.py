@@ -97,11 +97,12 @@ def temporalwiki_pairs(n: int, seed: int, wording: str = "shared") -> tuple[list
     evaluated = lama_evaluated_evidence()
     context = [p for p in twiki.context_sides(facts, seed)[twiki.PHI_SIDE] if not any(p[:100] in e for e in evaluated)]
     changed = facts[twiki.PHI_PERIOD]["changed"]
-    docs = twiki.build_documents(changed, context, twiki.period_seed(seed, twiki.PHI_PERIOD), wording)
+    build_seed = twiki.period_seed(seed, twiki.PHI_PERIOD)
+    docs = twiki.build_documents(changed, context, build_seed, wording)
     pairs = [{**p, "source": f"temporalwiki:{twiki.PHI_PERIOD}"} for p in twiki.meta_pairs(docs)]
     chosen = random.Random(seed).sample(pairs, min(n, len(pairs)))
     return chosen, {"period": twiki.PHI_PERIOD, "wording": wording, "context_paragraphs": len(context),
-                    "pairs_built": len(pairs), "pairs": len(chosen), **twiki.provenance(changed, docs, twiki.period_seed(seed, twiki.PHI_PERIOD))}
+                    "pairs_built": len(pairs), "pairs": len(chosen), **twiki.provenance(changed, docs, build_seed)}
 
 
 def build(lama_pool: str, out: str, per_kind: int = 256, seed: int = 0, filler: int = 4,
