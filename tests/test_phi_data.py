@@ -86,8 +86,10 @@ def test_split_lama_makes_the_to_learn_relations_a_kind_of_their_own(tmp_path):
 
 
 def test_own_temporalwiki_wording_changes_only_the_fact_sentences(lama_pool, mixture, tmp_path):
+    from taalm import cli
+
     out = tmp_path / "pairs.jsonl"
-    assert cli_main(["phi-data", "--lama_pool", str(lama_pool), "--out", str(out), "--per_kind", "24", "--seed", "1",
+    assert cli.main(["phi-data", "--lama_pool", str(lama_pool), "--out", str(out), "--per_kind", "24", "--seed", "1",
                      "--temporalwiki_wording", "own"]) == 0
     own, shared = ([r for _, r in read_jsonl(path)] for path in (out, mixture))
     assert [r for r in own if r["kind"] != "temporalwiki"] == [r for r in shared if r["kind"] != "temporalwiki"]
@@ -97,12 +99,6 @@ def test_own_temporalwiki_wording_changes_only_the_fact_sentences(lama_pool, mix
     assert sum(a["document"] != b["document"] for a, b in zip(tw_own, tw_shared)) >= 20
     records = [json.loads(path.with_suffix(".json").read_text())["kinds"]["temporalwiki"] for path in (out, mixture)]
     assert [r["wording"] for r in records] == ["own", "shared"]
-
-
-def cli_main(args: list[str]) -> int:
-    from taalm import cli
-
-    return cli.main(args)
 
 
 def test_a_missing_pool_is_a_one_line_error(tmp_path):
