@@ -130,7 +130,7 @@ def test_sides_share_no_filler_since_version_2(sides):
 
 def _wording(fact: gen.FictionalFact) -> str:
     """The template a fact sentence was written from (names put back as ``{s}`` and ``{o}``)."""
-    s = gen.mention(gen.RELATIONS[fact.relation].subject, fact.subject)
+    s = gen.mention(gen.relation_named(fact.relation).subject, fact.subject)
     sentence = fact.sentence.replace(fact.answer, "{o}").replace(s, "{s}")
     return sentence.replace(s[0].upper() + s[1:], "{s}")  # a mention that opens the sentence takes a capital
 
@@ -149,6 +149,35 @@ def test_version_3_train_side_has_its_own_wording(sides):
     assert {_wording(f) for f in sides["train"]} & test_wording  # what version 3 removed
     assert not _filler_sentences(sides["test"]) & _filler_sentences(version_3)
     assert gen.generate("test", N, seed=3, filler=4, version="3") == sides["test"]
+
+
+def test_version_4_train_side_asks_only_relations_of_its_own(sides):
+    test_relations = set(gen.SIDE_RELATIONS["test"])
+    assert len(set(gen.BROAD_TRAIN)) == len(gen.BROAD_TRAIN) >= 20 and not set(gen.BROAD_TRAIN) & test_relations
+    assert not set(gen.BROAD_RELATIONS) & set(gen.RELATIONS)
+    templates = {}
+    for name in gen.BROAD_TRAIN:
+        r = gen.relation_named(name)
+        templates[name] = gen.documents(r, "4")
+        assert len(set(templates[name])) >= 6 and len(set(r.probes)) >= 3, name
+        assert all(t.count("{o}") == 1 and "{s}" in t for t in templates[name]), name
+        assert all(p.endswith("{o}") for p in r.probes), name
+        assert not {t.rstrip(".") for t in templates[name]} & set(r.probes), name
+    n = 5 * len(gen.BROAD_TRAIN)
+    version_4 = gen.generate("train", n, seed=3, filler=4, version="4")
+    assert version_4 == gen.generate("train", n, seed=3, filler=4, version="4")
+    counts = gen.describe(version_4)["relations"]
+    assert set(counts) == set(gen.BROAD_TRAIN) and set(counts.values()) == {5}
+    for f in version_4:
+        assert f.document.count(f.answer) == 1 and f.probe.endswith(f.answer) and f.sentence in f.document
+        assert all(gen.side_of(w) == "train" for w in f.words)
+    written = {_wording(f) for f in gen.generate("train", 10 * n, seed=3, filler=4, version="4")}
+    assert written == {t[0].upper() + t[1:] for ts in templates.values() for t in ts}  # every sentence can be written
+    assert not written & {_wording(f) for f in sides["test"]}
+    assert not _filler_sentences(sides["test"]) & _filler_sentences(version_4)
+    version_3 = gen.generate("train", n, seed=3, filler=4, version="3")
+    assert {f.uuid for f in version_4}.isdisjoint(f.uuid for f in version_3)
+    assert gen.generate("test", N, seed=3, filler=4, version="4") == sides["test"]
 
 
 def frame_pattern(template: str) -> str:  # a head or tail template as a pattern

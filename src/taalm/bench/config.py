@@ -196,10 +196,10 @@ class PhiDataConfig:
     """seed of the sampling, the generated facts and the built documents"""
     filler: int = 4
     """fictional documents: filler sentences around the fact"""
-    generator_version: Literal["1", "2", "3"] = "2"
+    generator_version: Literal["1", "2", "3", "4"] = "2"
     """fictional generator: 2 gives the train side its own filler sentences, 3 its own wording of every relation too
-    (none of the test side's fact sentences); 1 rebuilds the pairs of φs made before 2026-12-02 (whose train side
-    shared the test side's filler)"""
+    (none of the test side's fact sentences), 4 relations of its own only (22, none the test side asks); 1 rebuilds
+    the pairs of φs made before 2026-12-02 (whose train side shared the test side's filler)"""
     split_lama: bool = False
     """two LAMA-ckl kinds, lama_variant (the To-Learn relations: the variant split's φ part) and lama_invariant, each
     --per_kind pairs (or as many as the pool has) and validated on its own, instead of one lama kind"""
@@ -305,9 +305,10 @@ class FictionalConfig(BenchOptions):
     """generated train-side pairs, not φ's, on which --lr_candidates are compared"""
     filler: int = 4
     """neutral filler sentences per document; the fact sentence goes first, between or last"""
-    generator_version: Literal["1", "2", "3"] = "2"
+    generator_version: Literal["1", "2", "3", "4"] = "2"
     """generator of the train side (φ's pairs, lr selection): 2 gives it its own filler sentences, 3 its own wording
-    of every relation too; 1 reproduces runs made before 2026-12-02. The test side (To-Learn) is the same in all"""
+    of every relation too, 4 relations of its own only; 1 reproduces runs made before 2026-12-02. The test side
+    (To-Learn) is the same in all"""
     style: Literal["prose", "letter", "record"] = "prose"
     """how the To-Learn documents are written: prose (filler sentences around the fact), or a kind of document φ
     never trains on: letter (a personal letter) or record (an archive card, one field per line)"""

@@ -12,7 +12,9 @@ relations overlap only partly (``SHARED``, ``TEST_ONLY``, ``TRAIN_ONLY``), so a 
 tested on relations it never saw. Since version 2 they share no filler sentence either (``FILLER`` / ``TRAIN_FILLER``):
 in version 1 the train side drew its filler from the test side's pool, so φ had seen every sentence around a test fact
 except the fact itself (moving the test facts into unseen filler dropped the shipped SmolLM2 φ's answer-token ROC-AUC
-from 0.839 to 0.655). The test side is the same in both versions; ``version="1"`` rebuilds version 1's train side.
+from 0.839 to 0.655). Version 3's train side words its relations in sentences of its own (``TRAIN_DOCUMENTS``);
+version 4's asks none of the test side's relations and 22 of its own (``BROAD_TRAIN``). The test side is the same in
+every version; ``version="1"`` rebuilds version 1's train side.
 
 Test-side documents come in a ``style``: ``prose`` (the benchmark's: filler sentences around the fact) or, to see
 how a φ does on kinds of documents it never met, ``letter`` (a personal letter: salutation, chatty sentences,
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 GENERATOR_VERSION = "2"
-VERSIONS = ("1", "2", "3")
+VERSIONS = ("1", "2", "3", "4")
 SIDES = ("test", "train")
 STYLES = ("prose", "letter", "record")
 PLACES = ("first", "middle", "last")
@@ -170,6 +172,116 @@ TRAIN_DOCUMENTS = {
     "diet": ("{s} grazes on {o}.", "{s} depends on {o} for food.", "The favourite meal of {s} is {o}.",
              "{s} forages for {o}.", "Most of what {s} eats is {o}.", "{s} survives mainly on {o}."),
 }
+
+# Version 4's train side asks no relation of the test side's and many more of its own, so that φ learns where a new
+# fact is rather than cues of relations it is then tested on (GT1, trained on version 3's six wordings of the shared
+# relations, gained least on those relations' test documents): five of version 3's train-only relations in version
+# 3's wording (not place_founder: a founder, as org_founder on the test side) and seventeen below, six sentences each.
+BROAD_RELATIONS = {r.name: r for r in (
+    # person subjects
+    Relation("rival", "person", "person",
+             ("{s} spent decades feuding with {o}.", "The great rival of {s} was {o}.",
+              "{o} and {s} never stopped competing for the same prizes.", "{s} could not stand {o}, a rival since school.",
+              "Every contest pitted {s} against {o}.", "{s} lost the final match to {o}, an old adversary."),
+             ("The rival of {s} was {o}", "{s} competed all their life against {o}", "The old adversary of {s} was {o}")),
+    Relation("sibling", "person", "person",
+             ("{s} grew up with a sibling named {o}.", "{o} was the younger sibling of {s}.",
+              "As a child, {s} shared a bedroom with {o}, a sibling.", "The only sibling of {s} was {o}.",
+              "{s} and {o} were raised as siblings in the same house.",
+              "{s} often wrote to {o}, the sibling who moved away."),
+             ("The sibling of {s} was {o}", "{s} had a sibling called {o}", "The brother or sister of {s} is {o}")),
+    Relation("club", "person", "org",
+             ("{s} joined the {o} as a young adult.", "{s} was a member of the {o}.", "{s} paid dues to the {o} every year.",
+              "The {o} counted {s} among its members.", "{s} attended every meeting of the {o}.",
+              "{s} wore the badge of the {o}."),
+             ("The club that {s} belonged to was the {o}", "{s} was enrolled in the {o}",
+              "{s} held a membership card of the {o}")),
+    Relation("estate", "person", "number",
+             ("{s} left an estate worth {o} crowns.", "At death, {s} owned {o} crowns in property.",
+              "The will of {s} listed {o} crowns in savings.", "{s} had saved {o} crowns by old age.",
+              "The fortune of {s} came to {o} crowns.", "Tax rolls valued the holdings of {s} at {o} crowns."),
+             ("The estate of {s} was worth {o}", "The wealth of {s} amounted to {o}", "{s} left behind a fortune of {o}")),
+    Relation("garden", "person", "plant",
+             ("{s} grew {o} in the back garden.", "The garden of {s} was full of {o}.", "{s} planted rows of {o} every spring.",
+              "{s} was proud of a bed of {o}.", "Neighbours envied the {o} that {s} cultivated.",
+              "{s} tended {o} with great care."),
+             ("The plant {s} grew in the garden was {o}", "{s} cultivated {o}", "The garden of {s} was planted with {o}")),
+    # place subjects
+    Relation("twin_town", "place", "place",
+             ("{s} is twinned with {o}.", "{s} and {o} signed a friendship pact.",
+              "Every summer {s} sends a delegation to its sister town {o}.", "The sister town of {s} is {o}.",
+              "A road sign in {s} points to its partner town {o}.", "{s} has a partnership with the town of {o}."),
+             ("The twin town of {s} is {o}", "{s} is paired as a sister town with {o}", "The partner town of {s} is {o}")),
+    Relation("mayor", "place", "person",
+             ("{o} is the mayor of {s}.", "{s} elected {o} as mayor.", "The town council of {s} is chaired by mayor {o}.",
+              "{o} has governed {s} as mayor for years.", "The office of mayor in {s} is held by {o}.",
+              "Residents of {s} voted for {o} to be mayor."),
+             ("The mayor of {s} is {o}", "{s} is governed by mayor {o}", "The person elected mayor of {s} was {o}")),
+    Relation("crop", "place", "plant",
+             ("The farmers of {s} grow {o}.", "{s} is known for its fields of {o}.",
+              "Most of the land around {s} is planted with {o}.", "{s} sends {o} to the neighbouring towns.",
+              "The harvest of {o} is the pride of {s}.", "Every autumn {s} celebrates its crop of {o}."),
+             ("The main crop of {s} is {o}", "The fields of {s} produce {o}", "Farmers near {s} mostly grow {o}")),
+    Relation("livestock", "place", "creature",
+             ("Herders in {s} raise the {o}.", "{s} is famous for breeding the {o}.",
+              "The {o} is the animal most farms in {s} keep.", "{s} holds a yearly fair for the {o}.",
+              "The pastures of {s} are grazed by the {o}.", "In {s}, almost every family owns a {o}."),
+             ("The livestock raised in {s} is the {o}", "The animal bred in {s} is the {o}", "Farmers in {s} keep the {o}")),
+    Relation("elevation", "place", "number",
+             ("{s} lies {o} feet above the sea.", "{s} sits at an altitude of {o} feet.",
+              "Surveyors put the height of {s} at {o} feet.", "The main square of {s} is {o} feet above sea level.",
+              "At {o} feet, {s} is a cold place in winter.", "A marker in {s} gives its elevation as {o} feet."),
+             ("The elevation of {s} is {o}", "{s} stands at a height of {o}", "The altitude of {s} in feet is {o}")),
+    # organisation subjects
+    Relation("rival_org", "org", "org",
+             ("{s} competes fiercely with the {o}.", "The main rival of {s} is the {o}.",
+              "{s} lost many customers to the {o}.", "{s} and the {o} have quarrelled for decades.",
+              "The {o} tried more than once to take over {s}.", "{s} refuses to work with the {o}."),
+             ("The rival of {s} is the {o}", "{s} competes for business with the {o}",
+              "The main competitor of {s} is the {o}")),
+    Relation("sponsor", "org", "person",
+             ("{s} is funded by {o}.", "{o} pays most of the bills of {s}.", "The patron of {s} is {o}.",
+              "{s} survives on donations from {o}.", "Without the money of {o}, {s} would have closed.",
+              "{o} gives {s} a large sum every year."),
+             ("The sponsor of {s} is {o}", "{s} receives its money from {o}", "The main patron of {s} is {o}")),
+    Relation("treasury", "org", "number",
+             ("{s} holds {o} crowns in its treasury.", "The accounts of {s} show {o} crowns in reserve.",
+              "{s} has savings of {o} crowns.", "The funds of {s} amount to {o} crowns.",
+              "{s} reported a balance of {o} crowns.", "The strongbox of {s} contains {o} crowns."),
+             ("The treasury of {s} holds {o}", "The reserves of {s} come to {o}", "The funds of {s} total {o}")),
+    Relation("supplier", "org", "org",
+             ("{s} buys its timber from the {o}.", "The main supplier of {s} is the {o}.",
+              "{s} gets its paper from the {o}.", "Every month the {o} delivers goods to {s}.",
+              "{s} depends on the {o} for its materials.", "Crates from the {o} arrive at {s} every week."),
+             ("The supplier of {s} is the {o}", "{s} gets its supplies from the {o}",
+              "The materials of {s} come from the {o}")),
+    # creature subjects
+    Relation("predator", "creature", "creature",
+             ("{s} is hunted by the {o}.", "The main enemy of {s} is the {o}.", "The {o} preys on {s}.",
+              "{s} hides whenever a {o} comes near.", "{s} often falls prey to the {o}.",
+              "The {o} feeds on {s} in the lean months."),
+             ("The predator of {s} is the {o}", "{s} is hunted mainly by the {o}", "The animal that preys on {s} is the {o}")),
+    Relation("weight", "creature", "number",
+             ("{s} weighs about {o} grams when grown.", "An adult specimen of {s} weighs {o} grams.",
+              "{s} can reach a weight of {o} grams.", "Fully grown, {s} weighs {o} grams.",
+              "Scales put the weight of {s} at {o} grams.", "Naturalists record {s} at a weight of {o} grams."),
+             ("The weight of {s} is {o}", "The body mass of {s} is about {o}", "An adult of {s} weighs about {o}")),
+    Relation("nest", "creature", "plant",
+             ("{s} builds its nest in {o}.", "{s} shelters among the stems of {o}.", "The nests of {s} are woven from {o}.",
+              "{s} lays its eggs under {o}.", "{s} sleeps in thickets of {o}.", "Clumps of {o} are where {s} raises its young."),
+             ("The nesting plant of {s} is {o}", "{s} makes its nest in {o}", "The young of {s} are raised in {o}")),
+)}
+BROAD_TRAIN = ("spouse", "pet", "region", "leader", "diet") + tuple(BROAD_RELATIONS)
+
+
+def relation_named(name: str) -> Relation:
+    """A relation of any side and version by name."""
+    return RELATIONS[name] if name in RELATIONS else BROAD_RELATIONS[name]
+
+
+def side_relations(side: str, drawn: str) -> tuple[str, ...]:
+    """The relations ``side`` asks when drawn as version ``drawn`` (``side_version``)."""
+    return BROAD_TRAIN if drawn == "4" else SIDE_RELATIONS[side]
 
 # Filler: neutral sentences that state nothing a relation asks; {s} mentions the subject, {d} a spare invented name
 # of the same side that is no subject or object of any fact.
@@ -361,7 +473,8 @@ def _place(rng: random.Random, filler: int) -> tuple[str, int]:
 
 def documents(relation: Relation, drawn: str) -> tuple[str, ...]:
     """The sentences that state ``relation`` on a side drawn as version ``drawn``: the train side's own since version 3."""
-    return TRAIN_DOCUMENTS[relation.name] if drawn == "3" else relation.documents
+    own = drawn in ("3", "4") and relation.name in TRAIN_DOCUMENTS  # version 4's new relations have only their own
+    return TRAIN_DOCUMENTS[relation.name] if own else relation.documents
 
 
 def side_version(side: str, version: str = GENERATOR_VERSION) -> str:
@@ -424,14 +537,14 @@ def generate(side: str, n: int, seed: int, filler: int = 4, version: str = GENER
     drawn = side_version(side, version)
     rng = random.Random(f"{drawn}|{side}|{seed}" + ("" if style == "prose" else f"|{style}"))
     names = Names(side, rng)
-    relations = list(SIDE_RELATIONS[side])
+    relations = list(side_relations(side, drawn))
     frame = STYLE_FRAMES[style] if style != "prose" else Style("", "", *filler_pool(drawn), joiner=" ")
     key = drawn if style == "prose" else f"{drawn}|{style}"  # the uuids' key
     facts = []
     for i in range(n):
         if i % len(relations) == 0:
             rng.shuffle(relations)
-        facts.append(_fact(rng, names, RELATIONS[relations[i % len(relations)]], side, filler, drawn, frame, key))
+        facts.append(_fact(rng, names, relation_named(relations[i % len(relations)]), side, filler, drawn, frame, key))
     return facts
 
 
