@@ -4,6 +4,8 @@ GA1's and every validation pairs with GA1's recorded ones. The held-out fictiona
 which a version-3 φ never saw. Version-3 pairs that share an answer with a held-out document are skipped.
 
     python hybrid_pairs.py V2_PAIRS V3_PAIRS OUT   (seed 0, 16 held out per kind, as GA1)
+
+GB1 (``../gemma3-270m-mix-gb1``) takes its pairs from the same script with version-4 pairs as V3_PAIRS.
 """
 import json
 import sys
