@@ -178,6 +178,8 @@ def test_version_4_train_side_asks_only_relations_of_its_own(sides):
     version_3 = gen.generate("train", n, seed=3, filler=4, version="3")
     assert {f.uuid for f in version_4}.isdisjoint(f.uuid for f in version_3)
     assert gen.generate("test", N, seed=3, filler=4, version="4") == sides["test"]
+    assert gen.relation_overlap("4") == {"shared": [], "test_only": list(gen.SIDE_RELATIONS["test"]),
+                                         "train_only": list(gen.BROAD_TRAIN)}
 
 
 def frame_pattern(template: str) -> str:  # a head or tail template as a pattern

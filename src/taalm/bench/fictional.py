@@ -69,7 +69,7 @@ def prepare_sets(cfg: FictionalConfig, seed: int, sets: Path, split_dir: Path,
     files: dict[str, list[dict]] = {}
     provenance: dict[str, Any] = {"generator_version": cfg.generator_version, "seed": seed, "filler": cfg.filler,
                                   **({"style": cfg.style} if cfg.style != "prose" else {}),
-                                  "relations": gen.relation_overlap(),
+                                  "relations": gen.relation_overlap(cfg.generator_version),
                                   "names": "invented words from syllables; a word's side (test or train) is fixed by "
                                            "a hash of the word, so the sides never share one"}
     if "to_learn" in names:

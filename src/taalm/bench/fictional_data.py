@@ -548,9 +548,11 @@ def generate(side: str, n: int, seed: int, filler: int = 4, version: str = GENER
     return facts
 
 
-def relation_overlap() -> dict[str, list[str]]:
-    """Which relations each side asks: shared, test-only, train-only (recorded in every provenance)."""
-    return {"shared": list(SHARED), "test_only": list(TEST_ONLY), "train_only": list(TRAIN_ONLY)}
+def relation_overlap(version: str = GENERATOR_VERSION) -> dict[str, list[str]]:
+    """Which relations each side asks in ``version``: shared, test-only, train-only (recorded in every provenance)."""
+    test, train = (side_relations(side, side_version(side, version)) for side in SIDES)
+    return {"shared": [r for r in test if r in train], "test_only": [r for r in test if r not in train],
+            "train_only": [r for r in train if r not in test]}
 
 
 def describe(facts: list[FictionalFact]) -> dict[str, Any]:
