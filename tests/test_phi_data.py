@@ -36,7 +36,14 @@ def test_the_mixture_is_balanced_and_loads_with_kinds(mixture):
     assert {k: sum(p.kind == k for p in pairs) for k in phi_data.RULES} == {k: 24 for k in phi_data.RULES}
     record = json.loads(mixture.with_suffix(".json").read_text())
     assert record["counts"] == {k: 24 for k in phi_data.RULES} and set(record["rules"]) == set(phi_data.RULES)
+    assert record["rules"]["fictional"] == phi_data.fictional_rule(record["kinds"]["fictional"]["generator_version"])
     assert [p.kind for p in pairs[:12]] != sorted(p.kind for p in pairs[:12])  # shuffled, not grouped by kind
+
+
+def test_the_fictional_rule_says_which_relations_the_test_side_asks_too():
+    # versions 1-3 share six relations with the test side, version 4 none (its 22 are all the train side's own)
+    assert phi_data.fictional_rule("3").endswith("6 relations it never asks, 6 that it asks too)")
+    assert phi_data.fictional_rule("4").endswith("22 relations it never asks, none that it asks)")
 
 
 def test_each_kind_is_disjoint_from_what_the_benchmarks_evaluate(mixture):

@@ -40,8 +40,18 @@ from taalm.io import atomic_write_json, read_jsonl, write_jsonl
 DATA_VERSION = "1"
 LAMA_RULE = ("the tailored LAMA-ckl meta pool (leak-filtered against every evaluated set), less facts whose evidence "
              "is on the TemporalWiki evaluation side of the context split")
+
+
+def fictional_rule(version: str) -> str:
+    """What φ's fictional pairs are in generator ``version``: which relations the evaluated test side asks too."""
+    overlap = fictional_data.relation_overlap(version)
+    asked = f"{len(overlap['shared'])} that it asks too" if overlap["shared"] else "none that it asks"
+    return (f"generated train-side facts, generator version {version} (names never on the evaluated test side; "
+            f"{len(overlap['train_only'])} relations it never asks, {asked})")
+
+
 RULES = {"lama": LAMA_RULE,
-         "fictional": "generated train-side facts (names and six relations never on the evaluated test side)",
+         "fictional": fictional_rule(fictional_data.GENERATOR_VERSION),
          "temporalwiki": "0801-0901 changed facts (never evaluated) in built documents whose context paragraphs are "
                          "on φ's side of the context split and are no LAMA-ckl evaluated evidence"}
 SPLIT_LAMA_RULES = {"lama_variant": f"{LAMA_RULE}: the variant split's φ part (LAMA-ckl's To-Learn relations)",
@@ -123,7 +133,8 @@ def build(lama_pool: str, out: str, per_kind: int = 256, seed: int = 0, filler: 
     record = {"version": DATA_VERSION, "seed": seed, "per_kind": per_kind, "split_lama": split_lama,
               "counts": {kind: len(kind_pairs) for kind, (kind_pairs, _) in parts.items()},
               "kinds": {kind: info for kind, (_, info) in parts.items()},
-              "rules": {kind: {**RULES, **SPLIT_LAMA_RULES}[kind] for kind in parts},
+              "rules": {kind: {**RULES, **SPLIT_LAMA_RULES, "fictional": fictional_rule(generator_version)}[kind]
+                        for kind in parts},
               "sha256": hashlib.sha256(json.dumps(pairs, sort_keys=True).encode("utf-8")).hexdigest()}
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
