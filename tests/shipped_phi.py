@@ -22,7 +22,7 @@ def check_shipped_phi(alias: str, backbone: str, tokenizer) -> None:
     (weights,) = document_weights(phi, [ids])
     assert len(weights) == len(ids) - 1 and all(0.0 < w < 1.0 for w in weights)
     # trained: far from the untrained φ's flat ≈ 0.98 (spread ~1e-3); how sharp is a φ's own (smollm2-135m: 0.0001-0.29,
-    # smollm2-135m-v2: 0.47-0.96, gemma3-270m: 0.05-0.20, gemma3-270m-v4: 0.05-0.38)
+    # smollm2-135m-v2: 0.47-0.96, gemma3-270m: 0.05-0.34, gemma3-270m-v5: 0.05-0.20, gemma3-270m-v4: 0.05-0.38)
     assert max(weights) - min(weights) > 0.1
     tokens = [tokenizer.decode([i]).strip() for i in ids[1:]]
     top = {tokens[i] for i in sorted(range(len(weights)), key=weights.__getitem__)[-8:]}
