@@ -130,11 +130,11 @@ def build(lama_pool: str, out: str, per_kind: int = 256, seed: int = 0, filler: 
              "temporalwiki": temporalwiki_pairs(per_kind, seed, temporalwiki_wording)}
     pairs = [{**p, "kind": kind} for kind, (kind_pairs, _) in parts.items() for p in kind_pairs]
     random.Random(seed).shuffle(pairs)
+    rules = {**RULES, **SPLIT_LAMA_RULES, "fictional": fictional_rule(generator_version)}
     record = {"version": DATA_VERSION, "seed": seed, "per_kind": per_kind, "split_lama": split_lama,
               "counts": {kind: len(kind_pairs) for kind, (kind_pairs, _) in parts.items()},
               "kinds": {kind: info for kind, (_, info) in parts.items()},
-              "rules": {kind: {**RULES, **SPLIT_LAMA_RULES, "fictional": fictional_rule(generator_version)}[kind]
-                        for kind in parts},
+              "rules": {kind: rules[kind] for kind in parts},
               "sha256": hashlib.sha256(json.dumps(pairs, sort_keys=True).encode("utf-8")).hexdigest()}
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
