@@ -359,6 +359,8 @@ BAD_OPTIONS = [  # argv after the command, fragments of the one line
     (["bench", "lama-ckl", "--out", "o", "--meta.updates", "-3"], ["option --meta.updates", "must be >= 0"]),
     (["meta-train", "--pairs", "p", "--out", "o", "--weight_temperature", "0"],
      ["option --weight_temperature", "must be positive"]),
+    (["meta-train", "--pairs", "p", "--out", "o", "--weight_floor", "0.05", "--weight_floor_share", "0.6"],
+     ["option --weight_floor_share", "leave --weight_floor at 0"]),
     (["bench", "lama-ckl", "--out", "o", "--seeds", "1,1"], ["option --seeds", "distinct"]),
     (["bench", "lama-ckl", "--out", "o", "--preset", "nope"], ["option --preset", "'nope' is not one of cpu"]),
     (["bench", "temporalwiki", "--out", "o", "--methods", "finetune,taalm", "--baseline", "rho1"],

@@ -459,7 +459,8 @@ def test_revalidate_with_another_lr_for_one_kind_reruns_only_that_kind(tiny_mode
     assert (again / "DONE").is_file() and (again / "README.md").is_file()
 
 
-@pytest.mark.parametrize(("setting", "value"), [("weight_floor", 0.5), ("weight_temperature", 0.25)])
+@pytest.mark.parametrize(("setting", "value"), [("weight_floor", 0.5), ("weight_temperature", 0.25),
+                                                    ("weight_floor_share", 0.6)])
 def test_revalidate_with_another_weight_setting_reruns_every_kind_but_no_uniform_run(tiny_model, kinded_run, tmp_path,
                                                                                   monkeypatch, setting, value):
     pairs, run, history = kinded_run

@@ -140,6 +140,37 @@ def test_temperature_and_floor_reshape_the_weights_without_reordering_them_and_t
     assert "sigmoid of logit / 0.5, weight floor 0.2" in (tmp_path / "phi" / "README.md").read_text()
 
 
+def test_a_floor_share_gives_every_document_the_same_floor_share_whatever_its_padding(tiny_model, tokenizer,
+                                                                                       tmp_path):
+    phi = make_phi(tiny_model)
+    perturb(phi)
+    phi.eval()
+    batch = batch_of(tokenizer, TEXTS)
+    mask = batch["attention_mask"][:, 1:].bool()
+    with torch.no_grad():
+        sigmoid = phi(batch["input_ids"], batch["attention_mask"])
+        phi.weight_floor_share = 0.6
+        shared = phi(batch["input_ids"], batch["attention_mask"])
+    floors = []
+    for row in range(len(TEXTS)):
+        s, w = sigmoid[row][mask[row]], shared[row][mask[row]]
+        floor = (w - s) / (1 - s)  # w = f + (1 - f)·s, one f per document (float32 rounding grows as s nears 1)
+        torch.testing.assert_close(floor, floor[0].expand_as(floor), rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(floor[0] * len(w) / w.sum(), torch.tensor(0.6))  # the floor's share of the weight
+        assert torch.equal(s.argsort(), w.argsort())  # the same order of tokens
+        floors.append(floor[0].item())
+    assert max(floors) - min(floors) > 1e-3  # documents of different sigmoid mass get different floors
+    alone = document_weights(phi, [encode(tokenizer, TEXTS[2], 64).input_ids], progress=False)[0]
+    torch.testing.assert_close(torch.tensor(alone), shared[2][mask[2]])  # padding in a batch changes nothing
+    phi.save(tmp_path / "phi")
+    assert json.loads((tmp_path / "phi" / CONFIG_FILE).read_text())["weight_floor_share"] == 0.6
+    assert "a floor per document carrying 0.6 of its weight" in (tmp_path / "phi" / "README.md").read_text()
+    loaded = TrainAttention.load(tmp_path / "phi", attn_implementation="eager")
+    loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch["input_ids"], batch["attention_mask"]), shared)
+
+
 def test_load_refuses_a_directory_without_config(tmp_path):
     with pytest.raises(TaalmError, match=CONFIG_FILE):
         TrainAttention.load(tmp_path)

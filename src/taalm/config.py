@@ -118,6 +118,9 @@ class MetaOptions:
     weight_temperature: float = 1.0
     """not in the paper: φ's weights are sigmoid(logit / temperature); below 1 sharpens their contrast, above 1
     flattens it (1: the paper's sigmoid)"""
+    weight_floor_share: float = 0.0
+    """not in the paper: instead of a fixed --weight_floor, each document's floor is set so that it carries this share
+    of the document's total weight (the same contrast whatever φ's sigmoid mass on the document; 0: off)"""
     answer_mask_steps: int = 0
     """not in the paper: before meta-training, fit φ for this many steps to the answer-token masks of its training
     documents (binary cross-entropy, the oracle's weights as labels; ``taalm.answer_mask``); 0: meta-learning only"""
@@ -182,6 +185,9 @@ class MetaOptions:
             _check(getattr(self, name) > 0, name, "must be positive")
         _check(0.0 <= self.weight_floor < 1.0, "weight_floor", "must be in [0, 1)")
         _check(self.weight_temperature > 0, "weight_temperature", "must be positive")
+        _check(0.0 <= self.weight_floor_share < 1.0, "weight_floor_share", "must be in [0, 1)")
+        _check(not (self.weight_floor and self.weight_floor_share), "weight_floor_share",
+               "sets the floor per document: leave --weight_floor at 0")
         _check(self.answer_mask_lr > 0, "answer_mask_lr", "must be positive")
         _check(self.inner_lr > 0, "inner_lr", "must be positive")
         _check(self.outer_lr > 0, "outer_lr", "must be positive")

@@ -50,7 +50,8 @@ def build_models(cfg: MetaTrainConfig, device: torch.device) -> tuple[torch.nn.M
     phi = TrainAttention.create(cfg.phi_model or cfg.theta, cfg.phi_lora_r or cfg.lora_r, cfg.lora_alpha,
                                 cfg.lora_dropout, dtype=cfg.dtype, attn_implementation="eager",
                                 num_layers=cfg.phi_layers, weight_floor=cfg.weight_floor,
-                                weight_temperature=cfg.weight_temperature).to(device)
+                                weight_temperature=cfg.weight_temperature,
+                                weight_floor_share=cfg.weight_floor_share).to(device)
     return theta, phi
 
 
@@ -362,16 +363,17 @@ def check_same_start(cfg: MetaTrainConfig, before: MetaTrainConfig, run: Path, o
                              "and held-out pairs")
 
 
-def weight_settings(cfg: MetaTrainConfig) -> tuple[float, float]:
-    return cfg.weight_floor, cfg.weight_temperature
+def weight_settings(cfg: MetaTrainConfig) -> tuple[float, float, float]:
+    return cfg.weight_floor, cfg.weight_temperature, cfg.weight_floor_share
 
 
 def revalidate(cfg: MetaTrainConfig) -> Path:
     """Validate the φ checkpoints of the run in ``cfg.revalidate`` again with ``cfg``'s validation options (another
-    lr per kind, more epochs, another metric) or weight settings (``--weight_floor``, ``--weight_temperature``, then
-    stored with the φ chosen) and write ``cfg.out`` as that run would have been written: its history with the new
-    validations, the φ the new selection chooses, selection.json, the curve and the card. θ's start is rebuilt from the seed, so θ, its LoRA
-    options, the seed and the held-out split must be the run's (checked)."""
+    lr per kind, more epochs, another metric) or weight settings (``--weight_floor``, ``--weight_temperature``,
+    ``--weight_floor_share``, then stored with the φ chosen) and write ``cfg.out`` as that run would have been
+    written: its history with the new validations, the φ the new selection chooses, selection.json, the curve and
+    the card. θ's start is rebuilt from the seed, so θ, its LoRA options, the seed and the held-out split must be the
+    run's (checked)."""
     run = Path(cfg.revalidate)
     checkpoints = sorted((run / VALIDATION_CHECKPOINTS).glob("update-*")) if run.is_dir() else []
     if not checkpoints:
@@ -410,7 +412,7 @@ def revalidate(cfg: MetaTrainConfig) -> Path:
         known = {kind: record for kind, record in known.items() if record}
         phi = TrainAttention.load(path)
         # φ's weight settings act at use, so they can be chosen after training
-        phi.weight_floor, phi.weight_temperature = weight_settings(cfg)
+        phi.weight_floor, phi.weight_temperature, phi.weight_floor_share = weight_settings(cfg)
         by_update.setdefault(update, {"update": update}).update(validate(phi, update, known))
         write_jsonl(out / "history.jsonl", history())
     finish(cfg, out, None, history(), held)

@@ -99,7 +99,9 @@ def _phi_section(phi: dict[str, Any]) -> list[str]:
     layers = f"the first {phi['num_layers']}" if phi.get("num_layers") else "all"
     temperature = phi.get("weight_temperature", 1.0)
     floor = (f" of logit / {temperature}" if temperature != 1.0 else "") + (
-        f", weight floor {phi['weight_floor']}" if phi.get("weight_floor") else "")
+        f", weight floor {phi['weight_floor']}" if phi.get("weight_floor") else "") + (
+        f", a floor per document carrying {phi['weight_floor_share']} of its weight"
+        if phi.get("weight_floor_share") else "")
     lines = ["## φ", "", f"- backbone: `{backbone}`" + (f" (Hub: `{base}`)" if base and base != backbone else ""),
              f"- layers: {layers}; LoRA r {lora['r']} / α {lora['alpha']} / dropout {lora['dropout']}; a linear head "
              + f"→ sigmoid{floor}",

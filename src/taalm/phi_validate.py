@@ -105,7 +105,8 @@ def write_record(base: MetaTrainConfig, run: Path, phi: TrainAttention, record: 
     names φ."""
     run.mkdir(parents=True, exist_ok=True)
     save_config(dataclasses.replace(base, out=str(run), phi_layers=phi.num_layers, phi_lora_r=int(phi.lora["r"]),
-                                    weight_floor=phi.weight_floor, weight_temperature=phi.weight_temperature),
+                                    weight_floor=phi.weight_floor, weight_temperature=phi.weight_temperature,
+                                    weight_floor_share=phi.weight_floor_share),
                 run / "config.yaml")
     validation = {k: v for k, v in record.items() if is_validation_key(k)}
     atomic_write_json(run / "selection.json", {"select": "best", "metric": base.val_metric, "update": 0,

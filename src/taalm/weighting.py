@@ -46,12 +46,13 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
     directory or Hub repository of φ's config, its LoRA as peft adapter files, its head and a model card."""
 
     def __init__(self, backbone: nn.Module, backbone_name: str, lora: dict[str, float], num_layers: int = 0,
-                 weight_floor: float = 0.0, weight_temperature: float = 1.0):
+                 weight_floor: float = 0.0, weight_temperature: float = 1.0, weight_floor_share: float = 0.0):
         super().__init__()
         self.backbone = backbone
         self.backbone_name = backbone_name
         self.weight_floor = weight_floor
         self.weight_temperature = weight_temperature
+        self.weight_floor_share = weight_floor_share
         self.num_layers = num_layers
         self.lora = dict(lora)
         hidden = backbone.config.hidden_size
@@ -64,12 +65,12 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
     @classmethod
     def create(cls, backbone_name: str, r: int = 64, alpha: int = 16, dropout: float = 0.1, dtype: str = "auto",
                attn_implementation: str = "auto", num_layers: int = 0, weight_floor: float = 0.0,
-               weight_temperature: float = 1.0) -> TrainAttention:
+               weight_temperature: float = 1.0, weight_floor_share: float = 0.0) -> TrainAttention:
         backbone = models.load_backbone(backbone_name, dtype=dtype, attn_implementation=attn_implementation,
                                         num_layers=num_layers)
         backbone = models.add_lora(backbone, r=r, alpha=alpha, dropout=dropout)
         return cls(backbone, backbone_name, {"r": r, "alpha": alpha, "dropout": dropout}, num_layers, weight_floor,
-                   weight_temperature)
+                   weight_temperature, weight_floor_share)
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -80,8 +81,13 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
         neither changing the order of the weights: a temperature T (1 by default) gives sigmoid(logit / T), sharper
         below 1 (the weighted loss is normalised, so only ratios of weights matter, and well below 1 the weights are
         ≈ exp(logit / T): their ratios are raised to the power 1/T); a weight floor f (0 by default) gives
-        f + (1 - f)·that, which bounds their contrast by 1/f."""
+        f + (1 - f)·that, which bounds their contrast by 1/f; a floor share a (0 by default) sets f per document so
+        that the floor carries the share a of the document's total weight (``floor_for_share``)."""
         weights = torch.sigmoid(self.logits(input_ids, attention_mask) / self.weight_temperature)
+        if self.weight_floor_share:
+            mask = torch.ones_like(weights) if attention_mask is None else attention_mask[:, 1:].to(weights.dtype)
+            floor = floor_for_share(weights, mask, self.weight_floor_share)
+            return floor + (1 - floor) * weights
         return weights if not self.weight_floor else self.weight_floor + (1 - self.weight_floor) * weights
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
@@ -94,6 +100,7 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
         return {"format": FORMAT, "backbone": self.backbone_name, "base_model": models.hub_id(self.backbone_name),
                 "backbone_note": models.provenance(self.backbone_name), "num_layers": self.num_layers,
                 "lora": self.lora, "weight_floor": self.weight_floor, "weight_temperature": self.weight_temperature,
+                **({"weight_floor_share": self.weight_floor_share} if self.weight_floor_share else {}),
                 "storage_dtype": str(storage_dtype).removeprefix("torch.")}
 
     def save_pretrained(self, save_directory: str | Path, *, storage_dtype: torch.dtype | None = None,
@@ -145,7 +152,8 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
                          dtype=dtype, attn_implementation=attn_implementation,
                          num_layers=int(config.get("num_layers", 0)),
                          weight_floor=float(config.get("weight_floor", 0.0)),
-                         weight_temperature=float(config.get("weight_temperature", 1.0)))
+                         weight_temperature=float(config.get("weight_temperature", 1.0)),
+                         weight_floor_share=float(config.get("weight_floor_share", 0.0)))
         phi._load_tensors(directory / (LEGACY_ADAPTER_FILE if legacy else ADAPTER_FILE),
                           directory / (LEGACY_HEAD_FILE if legacy else HEAD_FILE))
         card = directory / CARD_FILE
@@ -170,6 +178,15 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
 
 
 @torch.no_grad()
+def floor_for_share(weights: torch.Tensor, mask: torch.Tensor, share: float) -> torch.Tensor:
+    """Per row ``[batch, 1]``, the floor f for which f + (1 - f)·weights gives the floor the share ``share`` of the
+    row's total weight (over ``mask``'s tokens): f·n / (f·n + (1 - f)·m) = share, n tokens of sigmoid mass m. A fixed
+    floor leaves φ's contrast to its sigmoid mass, which differs by kind of document; this keeps it the same."""
+    n = mask.sum(-1, keepdim=True)
+    mass = (weights * mask).sum(-1, keepdim=True)
+    return share * mass / (share * mass + (1 - share) * n)
+
+
 def document_weights(phi: TrainAttention, token_ids: list[list[int]], batch_size: int = 8,
                      device: torch.device | None = None, progress: bool = True) -> list[list[float]]:
     """φ's weights for each tokenized document (length ``len(ids) - 1`` each), batched by length, φ in eval mode;
