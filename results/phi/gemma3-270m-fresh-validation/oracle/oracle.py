@@ -35,5 +35,7 @@ cfg = ValidatePhiConfig(pairs=pairs, like="gemma3-270m-mix-ga1", phi=["gemma3-27
 result, _ = phi_validate.validate_phis(cfg)
 validation = result["candidates"][0]["validation"]
 for kind in ("lama", "fictional", "temporalwiki"):
+    if f"{kind}/gain_accuracy" not in validation:
+        continue
     print(f"{kind}: oracle gain over uniform weights {validation[f'{kind}/gain_accuracy']:+.3f} "
           f"(answer AUC {validation[f'{kind}/answer_auc']:.3f})")
