@@ -171,6 +171,23 @@ def test_a_floor_share_gives_every_document_the_same_floor_share_whatever_its_pa
         torch.testing.assert_close(loaded(batch["input_ids"], batch["attention_mask"]), shared)
 
 
+def test_the_per_document_floor_is_differentiable_and_document_weights_builds_no_graph(tiny_model, tokenizer,
+                                                                                       monkeypatch):
+    from taalm.weighting import floor_for_share
+
+    weights = torch.tensor([[0.9, 0.1, 0.5]], requires_grad=True)
+    floor = floor_for_share(weights, torch.ones_like(weights), 0.6)
+    floor.sum().backward()  # meta-training differentiates through the floor as through the sigmoid
+    assert weights.grad is not None and bool((weights.grad != 0).all())
+    phi = make_phi(tiny_model)
+    phi.weight_floor_share = 0.6
+    grad_enabled = []
+    forward = phi.forward
+    monkeypatch.setattr(phi, "forward", lambda *a, **k: grad_enabled.append(torch.is_grad_enabled()) or forward(*a, **k))
+    document_weights(phi, [encode(tokenizer, TEXTS[0], 64).input_ids], progress=False)
+    assert grad_enabled == [False]  # frozen φ at learning time: no autograd graph
+
+
 def test_load_refuses_a_directory_without_config(tmp_path):
     with pytest.raises(TaalmError, match=CONFIG_FILE):
         TrainAttention.load(tmp_path)

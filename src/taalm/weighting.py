@@ -177,7 +177,6 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
         return cls.from_pretrained(directory, dtype=dtype, attn_implementation=attn_implementation)
 
 
-@torch.no_grad()
 def floor_for_share(weights: torch.Tensor, mask: torch.Tensor, share: float) -> torch.Tensor:
     """Per row ``[batch, 1]``, the floor f for which f + (1 - f)·weights gives the floor the share ``share`` of the
     row's total weight (over ``mask``'s tokens): f·n / (f·n + (1 - f)·m) = share, n tokens of sigmoid mass m. A fixed
@@ -187,6 +186,7 @@ def floor_for_share(weights: torch.Tensor, mask: torch.Tensor, share: float) -> 
     return share * mass / (share * mass + (1 - share) * n)
 
 
+@torch.no_grad()
 def document_weights(phi: TrainAttention, token_ids: list[list[int]], batch_size: int = 8,
                      device: torch.device | None = None, progress: bool = True) -> list[list[float]]:
     """φ's weights for each tokenized document (length ``len(ids) - 1`` each), batched by length, φ in eval mode;
