@@ -39,6 +39,34 @@ def test_loss_is_the_token_mean_bce_of_the_logits_over_real_tokens_only(phi_and_
     assert torch.allclose(loss, torch.cat(by_hand).mean(), atol=1e-5)
 
 
+def test_pos_weight_scales_the_answer_tokens_terms_only(phi_and_docs):
+    phi, docs = phi_and_docs
+    batch = pad_batch(docs, 0)
+    with torch.no_grad():
+        logits = phi.logits(batch["input_ids"], batch["attention_mask"]).float()
+        y, mask = batch["label_mask"], batch["loss_mask"]
+        f = torch.nn.functional
+        by_hand = (4.0 * y * f.softplus(-logits) + (1 - y) * f.softplus(logits)) * mask
+        assert torch.allclose(answer_mask.answer_mask_loss(phi, batch, pos_weight=4.0), by_hand.sum() / mask.sum(),
+                              atol=1e-5)
+
+
+def test_a_larger_pos_weight_fits_higher_weights_on_answer_tokens(tiny_model, phi_and_docs):
+    _, docs = phi_and_docs
+    batch = pad_batch(docs, 0)
+    answer_weight = {}
+    for pos_weight in (1.0, 10.0):
+        torch.manual_seed(0)
+        phi = TrainAttention.create(tiny_model, 4, 8, 0.0, attn_implementation="eager")
+        fit = answer_mask.fit_answer_masks(phi, docs, steps=60, lr=3e-3, batch_size=2, seed=0, pad_id=0,
+                                           device=torch.device("cpu"), progress=False, pos_weight=pos_weight)
+        assert fit["pos_weight"] == pos_weight
+        with torch.no_grad():
+            w = torch.sigmoid(phi.logits(batch["input_ids"], batch["attention_mask"]).float())
+        answer_weight[pos_weight] = float((w * batch["label_mask"]).sum() / batch["label_mask"].sum())
+    assert answer_weight[10.0] > answer_weight[1.0] + 0.05
+
+
 def test_batches_pass_over_every_item_once_per_pass_and_are_seeded():
     drawn = list(answer_mask.batches(5, 2, 5, seed=0))
     assert [len(b) for b in drawn] == [2] * 5
@@ -65,7 +93,8 @@ def test_no_labelled_document_is_an_error(phi_and_docs):
                                      torch.device("cpu"), progress=False)
 
 
-@pytest.mark.parametrize("option", [{"answer_mask_steps": -1}, {"answer_mask_lr": 0.0}])
+@pytest.mark.parametrize("option", [{"answer_mask_steps": -1}, {"answer_mask_lr": 0.0},
+                                    {"answer_mask_pos_weight": 0.0}])
 def test_bad_warm_start_options_are_refused(option, tmp_path):
     with pytest.raises(TaalmError, match=f"--{next(iter(option))}"):
         MetaTrainConfig(pairs="p.jsonl", out=str(tmp_path), **option)

@@ -7,7 +7,10 @@ meta-training: binary cross-entropy between φ's logits and the answer-token mas
 
     L_mask = mean over D's predicted tokens t of BCE(logit_t, [t is a token of D's answer])
 
-the oracle's weights as φ's labels. Only φ's training pairs are used (the held-out pairs validate it, as they validate
+the oracle's weights as φ's labels. ``pos_weight`` (p) scales the answer tokens' terms, p·y·log σ + (1 − y)·log(1 − σ):
+at learning time an answer token φ misses gets almost no gradient and is never learned, while a non-answer token it
+weights only dilutes the others, so p > 1 trades precision for recall (the fitted weight of a token that is an answer
+with probability q is p·q / (p·q + 1 − q) instead of q). Only φ's training pairs are used (the held-out pairs validate it, as they validate
 meta-learning); meta-training then starts from the warm φ, and the selection compares the warm φ (update 0) with the
 meta-trained ones by the same worst-kind validation.
 """
@@ -29,10 +32,12 @@ def has_answer(document: Encoded) -> bool:
     return document.label is not None and any(document.label[1:])
 
 
-def answer_mask_loss(phi: TrainAttention, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Token-mean binary cross-entropy of φ's logits (aligned to predicted tokens) against the answer mask."""
+def answer_mask_loss(phi: TrainAttention, batch: dict[str, torch.Tensor], pos_weight: float = 1.0) -> torch.Tensor:
+    """Token-mean binary cross-entropy of φ's logits (aligned to predicted tokens) against the answer mask, the answer
+    tokens' terms scaled by ``pos_weight``."""
     logits = phi.logits(batch["input_ids"], batch["attention_mask"]).float()
-    per_token = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["label_mask"], reduction="none")
+    per_token = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, batch["label_mask"], reduction="none", pos_weight=torch.tensor(pos_weight, device=logits.device))
     mask = batch["loss_mask"]
     return (per_token * mask).sum() / mask.sum()
 
@@ -50,7 +55,8 @@ def batches(n_items: int, batch_size: int, steps: int, seed: int):
 
 
 def fit_answer_masks(phi: TrainAttention, documents: list[Encoded], steps: int, lr: float, batch_size: int,
-                     seed: int, pad_id: int, device: torch.device, progress: bool = True) -> dict:
+                     seed: int, pad_id: int, device: torch.device, progress: bool = True,
+                     pos_weight: float = 1.0) -> dict:
     """Train φ's LoRA and head on ``documents``' answer masks for ``steps`` AdamW steps; returns a record of the fit
     (documents used and skipped, the loss at the start and the end)."""
     labelled = [d for d in documents if has_answer(d)]
@@ -64,7 +70,7 @@ def fit_answer_masks(phi: TrainAttention, documents: list[Encoded], steps: int, 
                dynamic_ncols=True, disable=not progress)
     for chunk in bar:
         batch = {k: v.to(device) for k, v in pad_batch([labelled[i] for i in chunk], pad_id).items()}
-        loss = answer_mask_loss(phi, batch)
+        loss = answer_mask_loss(phi, batch, pos_weight)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -72,6 +78,6 @@ def fit_answer_masks(phi: TrainAttention, documents: list[Encoded], steps: int, 
         bar.set_postfix(bce=f"{losses[-1]:.3f}")
     phi.train(was_training)
     window = max(1, min(10, steps // 4))  # a few batches' mean: one batch's loss is noisy
-    return {"steps": steps, "lr": lr, "batch_size": batch_size, "documents": len(labelled),
+    return {"steps": steps, "lr": lr, "batch_size": batch_size, "pos_weight": pos_weight, "documents": len(labelled),
             "skipped_no_answer": len(documents) - len(labelled),
             "bce_first": sum(losses[:window]) / window, "bce_last": sum(losses[-window:]) / window}

@@ -126,6 +126,9 @@ class MetaOptions:
     documents (binary cross-entropy, the oracle's weights as labels; ``taalm.answer_mask``); 0: meta-learning only"""
     answer_mask_lr: float = 1e-3
     """the answer-mask warm start's AdamW learning rate"""
+    answer_mask_pos_weight: float = 1.0
+    """not in the paper: weight of an answer token's term in the warm start's cross-entropy; above 1 a missed answer
+    token (never learned at a low weight) costs more than a weighted non-answer token (1: plain cross-entropy)"""
     dummy_steps: int = 1
     """non-differentiable inner steps before the differentiable one"""
     inner_lr: float = 2e-4
@@ -189,6 +192,7 @@ class MetaOptions:
         _check(not (self.weight_floor and self.weight_floor_share), "weight_floor_share",
                "sets the floor per document: leave --weight_floor at 0")
         _check(self.answer_mask_lr > 0, "answer_mask_lr", "must be positive")
+        _check(self.answer_mask_pos_weight > 0, "answer_mask_pos_weight", "must be positive")
         _check(self.inner_lr > 0, "inner_lr", "must be positive")
         _check(self.outer_lr > 0, "outer_lr", "must be positive")
         _check(self.val_lr >= 0, "val_lr", "must be >= 0")

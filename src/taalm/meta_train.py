@@ -242,7 +242,7 @@ def meta_train(cfg: MetaTrainConfig) -> Path:
     if state is None and cfg.answer_mask_steps:  # every process fits the same φ: same seed, same batches
         fit = answer_mask.fit_answer_masks(phi, [p.document for p in encoded], cfg.answer_mask_steps,
                                            cfg.answer_mask_lr, cfg.meta_batch, cfg.seed, pad_id, device,
-                                           progress=procs.is_main_process)
+                                           progress=procs.is_main_process, pos_weight=cfg.answer_mask_pos_weight)
     if procs.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         if fit is not None:
