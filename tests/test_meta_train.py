@@ -6,6 +6,7 @@ python -m pytest -q tests/test_meta_train.py
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from taalm.config import MetaTrainConfig
 from taalm.data import encode
 from taalm.errors import TaalmError
 from taalm.meta_train import build_models, meta_train
-from taalm.weighting import ADAPTER_FILE, HEAD_FILE, TrainAttention, document_weights
+from taalm.weighting import ADAPTER_FILE, CONFIG_FILE, HEAD_FILE, TrainAttention, document_weights
 
 # ------------------------------------------------------------------------------------------- synthetic fact task
 # Each document is random filler words with one fact "KEY is VALUE" inside; its task is the fact itself with VALUE as
@@ -223,6 +224,17 @@ def test_epochs_0_validates_the_warm_start_alone_and_ships_it(tiny_model, tmp_pa
     assert all(torch.equal(tensors[f"head/{k}"], v) for k, v in warm.items())
     bias = [v for k, v in tensors.items() if k.startswith("head/") and k.endswith("bias")]
     assert len(bias) == 1 and float(bias[0]) != pytest.approx(4.0)  # the fit moved φ's head off its init
+
+
+def test_an_echo_phi_meta_trains_through_the_double_backward_and_ships_as_echo(tiny_model, tmp_path):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", RESUME_PAIRS)
+    out = meta_train(resume_config(tiny_model, pairs, tmp_path / "echo", updates=2, val_every=2, phi_echo=True))
+    tensors, history = outputs(out)
+    lora_b = [v for k, v in tensors.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().max() > 0 for v in lora_b)  # the meta-gradient reached φ's LoRA
+    assert all(math.isfinite(h["outer_loss"]) for h in history if "outer_loss" in h)
+    assert json.loads((out / CONFIG_FILE).read_text())["echo"] is True
+    assert TrainAttention.load(out, attn_implementation="eager").echo
 
 
 def test_epochs_0_without_a_warm_start_is_refused(tiny_model, tmp_path):

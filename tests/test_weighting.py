@@ -188,6 +188,49 @@ def test_the_per_document_floor_is_differentiable_and_document_weights_builds_no
     assert grad_enabled == [False]  # frozen φ at learning time: no autograd graph
 
 
+def test_echo_inputs_read_each_row_twice_and_point_at_the_second_reading():
+    from taalm.weighting import echo_inputs
+
+    ids, mask = torch.tensor([[1, 5, 6, 7], [1, 8, 9, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    twice, twice_mask, second = echo_inputs(ids, mask)
+    assert twice.tolist() == [[1, 5, 6, 7, 5, 6, 7], [1, 8, 9, 8, 9, 0, 0]]  # no second BOS; padding after both
+    assert twice_mask.tolist() == [[1] * 7, [1, 1, 1, 1, 1, 0, 0]]
+    assert second.tolist() == [[0, 4, 5, 6], [0, 3, 4, 5]]
+    assert torch.equal(twice.gather(1, second)[mask.bool()], ids[mask.bool()])  # each real token's second reading
+    assert not twice_mask.gather(1, second)[1, 3]  # a padding position points at padding
+    unpadded, _, _ = echo_inputs(ids[:1], None)
+    assert torch.equal(unpadded, twice[:1])
+
+
+def test_an_echo_phi_weights_a_token_by_the_words_after_it_whatever_the_padding_and_keeps_it_on_disk(
+        tiny_model, tokenizer, tmp_path):
+    phi = make_phi(tiny_model)
+    perturb(phi)
+    phi.eval()
+    ids = encode(tokenizer, TEXTS[0], 64).input_ids
+    changed = [*ids[:-1], (ids[-1] + 1) % 50]  # another last token
+    for echo in (False, True):
+        phi.echo = echo
+        before, after = document_weights(phi, [ids, changed], progress=False)
+        moved = max(abs(a - b) for a, b in zip(before[:-1], after[:-1]))  # the tokens before the changed one
+        assert (moved > 1e-4) == echo, moved  # a causal φ cannot see what follows a token, an echo φ can
+    batch = batch_of(tokenizer, TEXTS)
+    with torch.no_grad():
+        weights = phi(batch["input_ids"], batch["attention_mask"])
+    alone = document_weights(phi, [encode(tokenizer, TEXTS[2], 64).input_ids], progress=False)[0]
+    torch.testing.assert_close(torch.tensor(alone), weights[2][batch["attention_mask"][2, 1:].bool()])
+    phi.save(tmp_path / "phi")
+    assert json.loads((tmp_path / "phi" / CONFIG_FILE).read_text())["echo"] is True
+    assert "reads each document twice" in (tmp_path / "phi" / "README.md").read_text()
+    loaded = TrainAttention.load(tmp_path / "phi", attn_implementation="eager")
+    loaded.eval()
+    assert loaded.echo
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch["input_ids"], batch["attention_mask"]), weights)
+    make_phi(tiny_model).save(tmp_path / "causal")
+    assert "echo" not in json.loads((tmp_path / "causal" / CONFIG_FILE).read_text())
+
+
 def test_load_refuses_a_directory_without_config(tmp_path):
     with pytest.raises(TaalmError, match=CONFIG_FILE):
         TrainAttention.load(tmp_path)

@@ -112,6 +112,10 @@ class MetaOptions:
     """keep only the first N transformer layers of φ's backbone (0: all)"""
     phi_lora_r: int = 0
     """LoRA rank of φ's backbone (0: the --lora_r of θ)"""
+    phi_echo: bool = False
+    """not in the paper: φ reads each document twice and weights a token at its second reading, so that the weight
+    can depend on the words after the token (the paper's causal φ sees only those before it: a fact stated answer
+    first, "X founded Y", gives no cue at X)"""
     weight_floor: float = 0.0
     """not in the paper: φ's weights are floor + (1 - floor)·sigmoid, bounding their contrast by 1/floor (0: the
     paper's sigmoid)"""

@@ -51,7 +51,7 @@ def build_models(cfg: MetaTrainConfig, device: torch.device) -> tuple[torch.nn.M
                                 cfg.lora_dropout, dtype=cfg.dtype, attn_implementation="eager",
                                 num_layers=cfg.phi_layers, weight_floor=cfg.weight_floor,
                                 weight_temperature=cfg.weight_temperature,
-                                weight_floor_share=cfg.weight_floor_share).to(device)
+                                weight_floor_share=cfg.weight_floor_share, echo=cfg.phi_echo).to(device)
     return theta, phi
 
 

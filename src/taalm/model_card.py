@@ -97,6 +97,7 @@ def _kind_cell(record: dict[str, Any], kind: str) -> str:
 def _phi_section(phi: dict[str, Any]) -> list[str]:
     base, backbone, lora = phi.get("base_model"), phi["backbone"], phi["lora"]
     layers = f"the first {phi['num_layers']}" if phi.get("num_layers") else "all"
+    echo = "; reads each document twice, weighting a token at its second reading (echo)" if phi.get("echo") else ""
     temperature = phi.get("weight_temperature", 1.0)
     floor = (f" of logit / {temperature}" if temperature != 1.0 else "") + (
         f", weight floor {phi['weight_floor']}" if phi.get("weight_floor") else "") + (
@@ -104,7 +105,7 @@ def _phi_section(phi: dict[str, Any]) -> list[str]:
         if phi.get("weight_floor_share") else "")
     lines = ["## φ", "", f"- backbone: `{backbone}`" + (f" (Hub: `{base}`)" if base and base != backbone else ""),
              f"- layers: {layers}; LoRA r {lora['r']} / α {lora['alpha']} / dropout {lora['dropout']}; a linear head "
-             + f"→ sigmoid{floor}",
+             + f"→ sigmoid{floor}{echo}",
              f"- stored as {phi.get('storage_dtype', 'float32')}; loaded in the dtype asked for (float32 by default)"]
     return lines + ([f"- {phi['backbone_note']}"] if phi.get("backbone_note") else [])
 

@@ -30,8 +30,8 @@ from taalm.validation import selection_key
 SAME_MEASURE = (*SAME_START, "val_epochs", "val_lr", "val_lr_by_kind", "val_batch_size", "val_group", "val_metric")
 # what a comparison is usually about: shown in the table when the runs differ in it
 KNOBS = ("answer_mask_steps", "answer_mask_lr", "answer_mask_pos_weight", "phi_model", "phi_layers", "phi_lora_r",
-         "weight_floor", "weight_temperature", "weight_floor_share", "objective", "restrict", "dummy_steps", "inner_lr",
-         "outer_lr", "meta_batch", "updates", "pairs")
+         "phi_echo", "weight_floor", "weight_temperature", "weight_floor_share", "objective", "restrict", "dummy_steps",
+         "inner_lr", "outer_lr", "meta_batch", "updates", "pairs")
 
 
 @dataclass

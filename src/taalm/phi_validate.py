@@ -101,12 +101,12 @@ def validate_phis(cfg: ValidatePhiConfig) -> tuple[dict[str, Any], str]:
 def write_record(base: MetaTrainConfig, run: Path, phi: TrainAttention, record: dict, held: list,
                  source: dict[str, str]) -> None:
     """What meta-train writes about a validated checkpoint, for ``compare-phi``: the options (with φ's own layers,
-    LoRA rank, floor and temperature), the validation (as selection.json's) and the held-out pairs; ``phi.json``
+    LoRA rank, echo, floor and temperature), the validation (as selection.json's) and the held-out pairs; ``phi.json``
     names φ."""
     run.mkdir(parents=True, exist_ok=True)
     save_config(dataclasses.replace(base, out=str(run), phi_layers=phi.num_layers, phi_lora_r=int(phi.lora["r"]),
                                     weight_floor=phi.weight_floor, weight_temperature=phi.weight_temperature,
-                                    weight_floor_share=phi.weight_floor_share),
+                                    weight_floor_share=phi.weight_floor_share, phi_echo=phi.echo),
                 run / "config.yaml")
     validation = {k: v for k, v in record.items() if is_validation_key(k)}
     atomic_write_json(run / "selection.json", {"select": "best", "metric": base.val_metric, "update": 0,

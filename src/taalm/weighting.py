@@ -3,7 +3,8 @@
     w = sigmoid(head(φ_backbone(D)))[:, 1:]
 
 Position j of ``w`` weighs the loss of predicting token j+1 (the hidden state *at* token j+1 scores that token), so
-``w`` has the ``[batch, seq-1]`` shape of the per-token loss. The head starts at weight ~ N(0, 1e-3), bias 4, so every
+``w`` has the ``[batch, seq-1]`` shape of the per-token loss. Not in the paper, an ``echo`` φ reads the document twice
+and scores each token at its second reading (``echo_inputs``), so that its weight can depend on the words after it. The head starts at weight ~ N(0, 1e-3), bias 4, so every
 token starts near sigmoid(4) ≈ 0.98, i.e. φ starts as plain fine-tuning.
 
 A φ directory (or Hub repository) holds ``config.json`` (backbone, its Hub id, settings, storage dtype), peft's
@@ -46,8 +47,10 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
     directory or Hub repository of φ's config, its LoRA as peft adapter files, its head and a model card."""
 
     def __init__(self, backbone: nn.Module, backbone_name: str, lora: dict[str, float], num_layers: int = 0,
-                 weight_floor: float = 0.0, weight_temperature: float = 1.0, weight_floor_share: float = 0.0):
+                 weight_floor: float = 0.0, weight_temperature: float = 1.0, weight_floor_share: float = 0.0,
+                 echo: bool = False):
         super().__init__()
+        self.echo = echo
         self.backbone = backbone
         self.backbone_name = backbone_name
         self.weight_floor = weight_floor
@@ -65,15 +68,20 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
     @classmethod
     def create(cls, backbone_name: str, r: int = 64, alpha: int = 16, dropout: float = 0.1, dtype: str = "auto",
                attn_implementation: str = "auto", num_layers: int = 0, weight_floor: float = 0.0,
-               weight_temperature: float = 1.0, weight_floor_share: float = 0.0) -> TrainAttention:
+               weight_temperature: float = 1.0, weight_floor_share: float = 0.0, echo: bool = False) -> TrainAttention:
         backbone = models.load_backbone(backbone_name, dtype=dtype, attn_implementation=attn_implementation,
                                         num_layers=num_layers)
         backbone = models.add_lora(backbone, r=r, alpha=alpha, dropout=dropout)
         return cls(backbone, backbone_name, {"r": r, "alpha": alpha, "dropout": dropout}, num_layers, weight_floor,
-                   weight_temperature, weight_floor_share)
+                   weight_temperature, weight_floor_share, echo)
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if not self.echo:
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        else:
+            twice, twice_mask, second = echo_inputs(input_ids, attention_mask)
+            hidden = self.backbone(input_ids=twice, attention_mask=twice_mask).last_hidden_state
+            hidden = hidden.gather(1, second[..., None].expand(-1, -1, hidden.size(-1)))
         return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)[:, 1:]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -101,6 +109,7 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
                 "backbone_note": models.provenance(self.backbone_name), "num_layers": self.num_layers,
                 "lora": self.lora, "weight_floor": self.weight_floor, "weight_temperature": self.weight_temperature,
                 **({"weight_floor_share": self.weight_floor_share} if self.weight_floor_share else {}),
+                **({"echo": True} if self.echo else {}),
                 "storage_dtype": str(storage_dtype).removeprefix("torch.")}
 
     def save_pretrained(self, save_directory: str | Path, *, storage_dtype: torch.dtype | None = None,
@@ -153,7 +162,8 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
                          num_layers=int(config.get("num_layers", 0)),
                          weight_floor=float(config.get("weight_floor", 0.0)),
                          weight_temperature=float(config.get("weight_temperature", 1.0)),
-                         weight_floor_share=float(config.get("weight_floor_share", 0.0)))
+                         weight_floor_share=float(config.get("weight_floor_share", 0.0)),
+                         echo=bool(config.get("echo", False)))
         phi._load_tensors(directory / (LEGACY_ADAPTER_FILE if legacy else ADAPTER_FILE),
                           directory / (LEGACY_HEAD_FILE if legacy else HEAD_FILE))
         card = directory / CARD_FILE
@@ -175,6 +185,24 @@ class TrainAttention(nn.Module, PyTorchModelHubMixin, library_name="taalm", tags
     def load(cls, directory: str | Path, dtype: str = "auto", attn_implementation: str = "auto") -> TrainAttention:
         """``from_pretrained`` under its older name."""
         return cls.from_pretrained(directory, dtype=dtype, attn_implementation=attn_implementation)
+
+
+def echo_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A right-padded batch read twice, for an echo φ: each row's n real tokens, then its tokens 1..n-1 again (the
+    second reading starts after the first's last token, without a second BOS), then padding; and, per position j of
+    the row, the index at which its second reading sits (j = 0, the BOS, never scored, keeps index 0; a padding
+    position gets a padding index). A causal backbone's state there has seen the whole document once."""
+    batch, length = input_ids.shape
+    n = (torch.full((batch,), length, device=input_ids.device) if attention_mask is None
+         else attention_mask.sum(-1)).long()[:, None]
+    position = torch.arange(2 * length - 1, device=input_ids.device)[None]
+    source = torch.where(position < n, position, position - n + 1).clamp(0, length - 1)
+    twice_mask = position < 2 * n - 1
+    twice = torch.where(twice_mask, input_ids.gather(1, source), torch.zeros_like(source))
+    j = torch.arange(length, device=input_ids.device)[None]
+    second = torch.where(j == 0, 0, n + j - 1).expand(batch, length)
+    return twice, twice_mask.to(attention_mask.dtype if attention_mask is not None else torch.long), second
 
 
 def floor_for_share(weights: torch.Tensor, mask: torch.Tensor, share: float) -> torch.Tensor:
