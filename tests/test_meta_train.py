@@ -235,6 +235,11 @@ def test_an_echo_phi_meta_trains_through_the_double_backward_and_ships_as_echo(t
     assert all(math.isfinite(h["outer_loss"]) for h in history if "outer_loss" in h)
     assert json.loads((out / CONFIG_FILE).read_text())["echo"] is True
     assert TrainAttention.load(out, attn_implementation="eager").echo
+    # revalidated without --phi_echo: the checkpoints are echo φs, and the record says so
+    again = meta_train(resume_config(tiny_model, pairs, tmp_path / "again", updates=2, val_every=2,
+                                     revalidate=str(out), weight_floor=0.1))
+    assert "phi_echo: true" in (again / "config.yaml").read_text()
+    assert json.loads((again / CONFIG_FILE).read_text())["echo"] is True
 
 
 def test_epochs_0_without_a_warm_start_is_refused(tiny_model, tmp_path):

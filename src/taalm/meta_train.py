@@ -9,6 +9,7 @@ A seeded held-out split of the pairs is never trained on. At update 0, every ``-
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -363,6 +364,9 @@ def check_same_start(cfg: MetaTrainConfig, before: MetaTrainConfig, run: Path, o
                              "and held-out pairs")
 
 
+PHI_STRUCTURE = ("phi_model", "phi_layers", "phi_lora_r", "phi_echo")  # fixed when φ is built, unlike its weight settings
+
+
 def weight_settings(cfg: MetaTrainConfig) -> tuple[float, float, float]:
     return cfg.weight_floor, cfg.weight_temperature, cfg.weight_floor_share
 
@@ -373,13 +377,15 @@ def revalidate(cfg: MetaTrainConfig) -> Path:
     ``--weight_floor_share``, then stored with the φ chosen) and write ``cfg.out`` as that run would have been
     written: its history with the new validations, the φ the new selection chooses, selection.json, the curve and
     the card. θ's start is rebuilt from the seed, so θ, its LoRA options, the seed and the held-out split must be the
-    run's (checked)."""
+    run's (checked); φ's structure (backbone, layers, LoRA rank, echo) is the run's and recorded as such."""
     run = Path(cfg.revalidate)
     checkpoints = sorted((run / VALIDATION_CHECKPOINTS).glob("update-*")) if run.is_dir() else []
     if not checkpoints:
         raise TaalmError(f"option --revalidate: {run / VALIDATION_CHECKPOINTS} holds no φ checkpoints")
     before = run_config(run, "revalidate")
     check_same_start(cfg, before, run)
+    # φ's structure is the run's (each checkpoint loads with its own), whatever this command says: record that
+    cfg = dataclasses.replace(cfg, **{name: getattr(before, name) for name in PHI_STRUCTURE})
     tokenizer = models.load_tokenizer(cfg.theta)
     _, held, report = prepare(cfg, tokenizer)
     if not held:
