@@ -11,10 +11,13 @@ A φ directory is loaded only to satisfy validate-phi (GB1 as shipped); its weig
 
 import re
 import sys
+from pathlib import Path
 
-from taalm import meta_train, models, phi_validate
+from taalm import models
 from taalm.bench.fictional_data import BROAD_RELATIONS, RELATIONS, TRAIN_DOCUMENTS
-from taalm.config import ValidatePhiConfig
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "oracle"))
+from oracle import measure_with_masks  # the oracle's measurement, with other masks
 
 TEMPLATES = {t for r in (*RELATIONS.values(), *BROAD_RELATIONS.values()) for t in r.documents}
 TEMPLATES |= {t for sentences in TRAIN_DOCUMENTS.values() for t in sentences}
@@ -44,35 +47,22 @@ def subject_span(document: str, answer: str) -> tuple[int, int]:
     raise ValueError(f"no generator sentence states {answer!r} in {document!r}")
 
 
-tokenizer = models.load_tokenizer("gemma3-270m")
-masks: dict[tuple[tuple[int, ...], ...], list[list[float]]] = {}
-build = meta_train.Validator.__init__
-
-
-def both_argument_masks(self, cfg, theta, start, held, tokenizer_, device, out):
-    build(self, cfg, theta, start, held, tokenizer_, device, out)
-    for kind in [k for k in self.held if k != "fictional"]:
-        del self.held[kind]  # fictional documents only: the only kind whose subject the generator tells
-    pairs = [p for p in held if p.kind == "fictional"]
-    docs = self.held["fictional"].docs
+def both_argument_masks(validator, held):
+    """Fictional documents only (the only kind whose subject the generator tells): the answer's tokens and the
+    subject's mention in the fact sentence."""
+    for kind in [k for k in validator.held if k != "fictional"]:
+        del validator.held[kind]
+    docs = validator.held["fictional"].docs
     rows = []
-    for pair, doc in zip(pairs, docs, strict=True):
-        start_s, end_s = subject_span(pair.document, pair.answer)
+    for pair, doc in zip([p for p in held if p.kind == "fictional"], docs, strict=True):
+        start, end = subject_span(pair.document, pair.answer)
         offsets = tokenizer(pair.document, return_offsets_mapping=True)["offset_mapping"][:len(doc.input_ids)]
-        subject = [e > s and s < end_s and e > start_s for s, e in offsets]
+        subject = [e > s and s < end and e > start for s, e in offsets]
         rows.append([float(a or b) for a, b in zip(doc.label[1:], subject[1:])])
-    masks[tuple(tuple(d.input_ids) for d in docs)] = rows
+    yield docs, rows
 
 
-def masked(phi, token_ids, **kwargs):
-    return masks[tuple(tuple(ids) for ids in token_ids)]
-
-
-meta_train.Validator.__init__ = both_argument_masks
-meta_train.document_weights = masked
-pairs, out, *group = sys.argv[1:]
-cfg = ValidatePhiConfig(pairs=pairs, like="gemma3-270m-mix-ga1", phi=["gemma3-270m"], out=out,
-                        **({"group": int(group[1])} if group else {}))
-result, _ = phi_validate.validate_phis(cfg)
-validation = result["candidates"][0]["validation"]
-print(f"fictional: both arguments' gain over uniform weights {validation['gain_accuracy']:+.3f}")  # one kind: unprefixed
+if __name__ == "__main__":
+    tokenizer = models.load_tokenizer("gemma3-270m")
+    validation = measure_with_masks(both_argument_masks, sys.argv[1:])
+    print(f"fictional: both arguments' gain over uniform weights {validation['gain_accuracy']:+.3f}")  # one kind

@@ -12,30 +12,40 @@ import sys
 from taalm import meta_train, phi_validate
 from taalm.config import ValidatePhiConfig
 
-# keyed by a kind's whole list of documents, not by document: two pairs may share a document with different answers
-masks: dict[tuple[tuple[int, ...], ...], list[list[float]]] = {}
-build = meta_train.Validator.__init__
+
+def measure_with_masks(masks_for, argv: list[str]) -> dict:
+    """validate-phi's measurement (PAIRS OUT [--group N] in ``argv``) with each kind's weights replaced by masks:
+    ``masks_for(validator, held_pairs)`` yields (a kind's documents, their rows of weights) once the validator is
+    built (it may drop kinds from ``validator.held``). Returns the validation record."""
+    # keyed by a kind's whole list of documents, not by document: two pairs may share a document with other answers
+    masks: dict[tuple[tuple[int, ...], ...], list[list[float]]] = {}
+    build = meta_train.Validator.__init__
+
+    def remember_masks(self, cfg, theta, start, held, tokenizer, device, out):
+        build(self, cfg, theta, start, held, tokenizer, device, out)
+        for docs, rows in masks_for(self, held):
+            masks[tuple(tuple(d.input_ids) for d in docs)] = rows
+
+    meta_train.Validator.__init__ = remember_masks
+    meta_train.document_weights = lambda phi, token_ids, **kwargs: masks[tuple(tuple(ids) for ids in token_ids)]
+    pairs, out, *group = argv
+    cfg = ValidatePhiConfig(pairs=pairs, like="gemma3-270m-mix-ga1", phi=["gemma3-270m"], out=out,
+                            **({"group": int(group[1])} if group else {}))
+    result, _ = phi_validate.validate_phis(cfg)
+    return result["candidates"][0]["validation"]
 
 
-def remember_masks(self, *args, **kwargs):
-    build(self, *args, **kwargs)
-    for held in self.held.values():  # weights are aligned to predicted tokens: the label from the second token on
-        masks[tuple(tuple(d.input_ids) for d in held.docs)] = [[float(x) for x in d.label[1:]] for d in held.docs]
+def answer_masks(validator, held):
+    """The oracle: each document's answer tokens (weights are aligned to predicted tokens: the label from the second
+    token on)."""
+    for kind in validator.held.values():
+        yield kind.docs, [[float(x) for x in d.label[1:]] for d in kind.docs]
 
 
-def answer_masks(phi, token_ids, **kwargs):
-    return masks[tuple(tuple(ids) for ids in token_ids)]
-
-
-meta_train.Validator.__init__ = remember_masks
-meta_train.document_weights = answer_masks
-pairs, out, *group = sys.argv[1:]
-cfg = ValidatePhiConfig(pairs=pairs, like="gemma3-270m-mix-ga1", phi=["gemma3-270m"], out=out,
-                        **({"group": int(group[1])} if group else {}))
-result, _ = phi_validate.validate_phis(cfg)
-validation = result["candidates"][0]["validation"]
-for kind in ("lama", "fictional", "temporalwiki"):
-    if f"{kind}/gain_accuracy" not in validation:
-        continue
-    print(f"{kind}: oracle gain over uniform weights {validation[f'{kind}/gain_accuracy']:+.3f} "
-          f"(answer AUC {validation[f'{kind}/answer_auc']:.3f})")
+if __name__ == "__main__":
+    validation = measure_with_masks(answer_masks, sys.argv[1:])
+    for kind in ("lama", "fictional", "temporalwiki"):
+        if f"{kind}/gain_accuracy" not in validation:
+            continue
+        print(f"{kind}: oracle gain over uniform weights {validation[f'{kind}/gain_accuracy']:+.3f} "
+              f"(answer AUC {validation[f'{kind}/answer_auc']:.3f})")
