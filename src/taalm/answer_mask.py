@@ -10,9 +10,9 @@ meta-training: binary cross-entropy between φ's logits and the answer-token mas
 the oracle's weights as φ's labels. ``pos_weight`` (p) scales the answer tokens' terms, p·y·log σ + (1 − y)·log(1 − σ):
 at learning time an answer token φ misses gets almost no gradient and is never learned, while a non-answer token it
 weights only dilutes the others, so p > 1 trades precision for recall (the fitted weight of a token that is an answer
-with probability q is p·q / (p·q + 1 − q) instead of q). Only φ's training pairs are used (the held-out pairs validate it, as they validate
-meta-learning); meta-training then starts from the warm φ, and the selection compares the warm φ (update 0) with the
-meta-trained ones by the same worst-kind validation.
+with probability q is p·q / (p·q + 1 − q) instead of q). Only φ's training pairs are used (the held-out pairs
+validate it, as they validate meta-learning); meta-training then starts from the warm φ, and the selection compares
+the warm φ (update 0) with the meta-trained ones by the same worst-kind validation.
 """
 
 from __future__ import annotations

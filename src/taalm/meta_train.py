@@ -364,7 +364,8 @@ def check_same_start(cfg: MetaTrainConfig, before: MetaTrainConfig, run: Path, o
                              "and held-out pairs")
 
 
-PHI_STRUCTURE = ("phi_model", "phi_layers", "phi_lora_r", "phi_echo")  # fixed when φ is built, unlike its weight settings
+# fixed when φ is built, unlike its weight settings (which act at use)
+PHI_STRUCTURE = ("phi_model", "phi_layers", "phi_lora_r", "phi_echo")
 
 
 def weight_settings(cfg: MetaTrainConfig) -> tuple[float, float, float]:

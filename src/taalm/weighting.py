@@ -4,8 +4,9 @@
 
 Position j of ``w`` weighs the loss of predicting token j+1 (the hidden state *at* token j+1 scores that token), so
 ``w`` has the ``[batch, seq-1]`` shape of the per-token loss. Not in the paper, an ``echo`` φ reads the document twice
-and scores each token at its second reading (``echo_inputs``), so that its weight can depend on the words after it. The head starts at weight ~ N(0, 1e-3), bias 4, so every
-token starts near sigmoid(4) ≈ 0.98, i.e. φ starts as plain fine-tuning.
+and scores each token at its second reading (``echo_inputs``), so that its weight can depend on the words after it.
+The head starts at weight ~ N(0, 1e-3), bias 4, so every token starts near sigmoid(4) ≈ 0.98, i.e. φ starts as plain
+fine-tuning.
 
 A φ directory (or Hub repository) holds ``config.json`` (backbone, its Hub id, settings, storage dtype), peft's
 ``adapter_config.json`` + ``adapter_model.safetensors`` for the backbone's LoRA, ``head.safetensors`` and a model card.
