@@ -81,6 +81,14 @@ def _commands(argv: list[str] | None = None) -> dict[str, tuple[type, Callable[[
         run_bench(cfg, command=invocation())
         print(f"summary.json, table.md and curves.png written to {cfg.out}")
 
+    def bench_compare(cfg):
+        from taalm.bench.compare import compare_runs, table, write_report
+
+        report = compare_runs(cfg.new, cfg.old, cfg.new_method, cfg.old_method, cfg.seeds)
+        if cfg.out:
+            write_report(report, cfg.out)
+        print(table(report) + (f"\n\nwritten to {cfg.out}" if cfg.out else ""))
+
     def demo(cfg):
         from taalm.demo import run_demo
 
@@ -121,6 +129,8 @@ def _commands(argv: list[str] | None = None) -> dict[str, tuple[type, Callable[[
                                "TemporalWiki: three periods in sequence with every method; changed/unchanged NLL"),
         "bench fictional": (bench.FictionalConfig, bench_fictional,
                             "facts about generated fictional entities: To-Learn accuracy per epoch, known facts as NF"),
+        "bench compare": (bench.CompareRunsConfig, bench_compare,
+                          "paired difference of two finished runs' methods on the same sets, with 95 % intervals"),
         "demo": (bench.FictionalConfig, demo, "TAALM on fictional facts with the shipped φ and the quick preset (CPU)"),
         "learn": (config.LearnConfig, learn, "make θ learn a document set with one CKL method"),
         "meta-train": (config.MetaTrainConfig, meta_train, "meta-train a Train-Attention model φ for a base model θ"),

@@ -215,6 +215,34 @@ class PhiDataConfig:
 
 
 @dataclass
+class CompareRunsConfig:
+    """``taalm bench compare``: NEW's method − OLD's method on the same benchmark's sets, paired fact by fact with the
+    benchmark's own statistic and bootstrap (``taalm.bench.compare``)."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("new", "old")
+
+    new: str = ""
+    """OUT directory of a finished benchmark run (lama-ckl, fictional or temporalwiki)"""
+    old: str = ""
+    """OUT directory of a finished run of the same benchmark on the same sets (it may be NEW itself)"""
+    new_method: str = "taalm"
+    """NEW's method whose rows are compared"""
+    old_method: str = "taalm"
+    """OLD's method whose rows are compared (finetune: the baseline of the run NEW reused)"""
+    seeds: list[int] = field(default_factory=list)
+    """seeds to pair (default: every seed both runs have)"""
+    out: str = ""
+    """JSON to write: both means, the paired difference's per-seed values, mean and 95 % interval per statistic
+    (default: print only)"""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.new), "new", "is required")
+        _check(bool(self.old), "old", "is required")
+        _check(self.new != self.old or self.new_method != self.old_method, "old_method",
+               "compares a method with itself: name another run or method")
+
+
+@dataclass
 class LamaCklConfig(BenchOptions):
     """``taalm bench lama-ckl``: every method on LAMA-ckl, the paper's table, curves and a summary."""
 
