@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from taalm import fingerprint
-from taalm.bench import fictional, lama_ckl, temporalwiki
+from taalm.bench import fictional, lama_ckl, runner, temporalwiki
 from taalm.config import probe_sets
 from taalm.errors import TaalmError
 from taalm.io import atomic_write_text, read_jsonl
@@ -43,10 +43,12 @@ class Side:
     seeds: tuple[int, ...]
     periods: tuple[str, ...]  # TemporalWiki's learned periods; () for the other benchmarks
 
+    def method_dir(self, seed: int) -> Path:
+        return runner.seed_dir(self.run, seed) / "methods" / self.method
+
     def learn_dirs(self, seed: int) -> list[Path]:
         """The ``taalm learn`` directories of this method and seed (one per period on TemporalWiki)."""
-        method_dir = self.run / f"seed-{seed}" / "methods" / self.method
-        return [method_dir / p for p in self.periods] if self.periods else [method_dir]
+        return [self.method_dir(seed) / p for p in self.periods] if self.periods else [self.method_dir(seed)]
 
 
 def read_side(run: str, method: str) -> Side:
@@ -88,8 +90,8 @@ def check_paired(new: Side, old: Side, seed: int) -> None:
     """Both methods of ``seed`` learned the same documents and were probed on the same sets (their digests). Where a
     side's digests cannot be had, only the sets' sizes are checked (by the bootstrap) and a warning says so."""
     for new_dir, old_dir in zip(new.learn_dirs(seed), old.learn_dirs(seed), strict=True):
-        new_inputs = paired_inputs(new_dir, new.run / f"seed-{seed}")
-        old_inputs = paired_inputs(old_dir, old.run / f"seed-{seed}")
+        new_inputs = paired_inputs(new_dir, runner.seed_dir(new.run, seed))
+        old_inputs = paired_inputs(old_dir, runner.seed_dir(old.run, seed))
         if new_inputs is None or old_inputs is None:
             log.warning("%s: neither records nor keeps the sets it learned: the pairing is checked by their sizes only",
                         new_dir if new_inputs is None else old_dir)
@@ -107,14 +109,13 @@ def metrics(directory: Path) -> list[dict]:
 def fact_scores(side: Side, seed: int) -> FactScores:
     """Per-fact scores of one method and seed, as the benchmark computes its own intervals."""
     if side.periods:
-        found: FactScores | None = {}
-        for directory, period in zip(side.learn_dirs(seed), side.periods, strict=True):
-            facts = temporalwiki.period_facts(metrics(directory), period)
-            found = None if facts is None or found is None else {**found, **facts}
+        per_period = [temporalwiki.period_facts(metrics(directory), period)
+                      for directory, period in zip(side.learn_dirs(seed), side.periods, strict=True)]
+        found = None if None in per_period else {k: v for facts in per_period for k, v in facts.items()}
     else:
-        found = lama_ckl.fact_scores(metrics(side.learn_dirs(seed)[0]))
+        found = lama_ckl.fact_scores(metrics(side.method_dir(seed)))
     if found is None:
-        raise TaalmError(f"{side.run / f'seed-{seed}' / 'methods' / side.method}: metrics hold no per-probe scores "
+        raise TaalmError(f"{side.method_dir(seed)}: metrics hold no per-probe scores "
                          "(a run from before taalm recorded them)")
     return found
 
